@@ -1,0 +1,67 @@
+"""datasette-forensics: Datasette hooks only (pages live in views/, the CLI in cli.py)."""
+
+from __future__ import annotations
+
+from datasette import hookimpl
+from datasette.utils import actor_matches_allow
+
+from . import schema
+
+WRITE_PERMISSION = "forensics-write"
+
+
+def is_forensic_database(conn) -> bool:
+    """A database this plugin manages: it holds our migrations or our import table."""
+    names = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    if "import_batches" in names:
+        return True
+    if "_sqlite_migrations" in names:
+        return bool(
+            conn.execute(
+                "select 1 from _sqlite_migrations where migration_set = ?",
+                [schema.migrations.name],
+            ).fetchone()
+        )
+    return False
+
+
+@hookimpl
+def startup(datasette):
+    """Apply pending schema migrations to every forensic database being served."""
+
+    async def inner():
+        for db in datasette.databases.values():
+            if db.is_memory or not db.is_mutable:
+                continue
+
+            def migrate(conn):
+                if is_forensic_database(conn):
+                    import sqlite_utils
+
+                    schema.ensure_schema(sqlite_utils.Database(conn))
+
+            await db.execute_write_fn(migrate, block=True)
+
+    return inner
+
+
+@hookimpl
+def permission_allowed(datasette, actor, action, resource):
+    """forensics-write: root always; others through the plugin's `write` allow block."""
+    if action != WRITE_PERMISSION:
+        return None
+    if actor and actor.get("id") == "root":
+        return True
+    config = datasette.plugin_config("datasette-forensics") or {}
+    allow = config.get("write")
+    if allow is not None:
+        return actor_matches_allow(actor, allow)
+    return False
+
+
+@hookimpl
+def register_routes(datasette):
+    """The workbench pages under /DB/-/forensics."""
+    from .views import ROUTES
+
+    return ROUTES

@@ -1,0 +1,170 @@
+"""Access-log formats: one module per format, a registry, and detection.
+
+Each format module has:
+
+- ``NAME``: the name used on the command line (``--format nginx-ext``);
+- ``DESCRIPTION``: one line;
+- ``detect(lines) -> bool``: whether the first non-blank lines of a file are this format;
+- ``Parser``: ``Parser().parse(line)`` returns a record dict, or None for a blank,
+  header or comment line of the format, and raises ParseError for a bad line.
+
+A record has every key of RECORD_KEYS; a value the line does not give is None.
+``ts`` (UTC epoch milliseconds), ``ip`` and ``uri`` are always set.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "ParseError",
+    "RECORD_KEYS",
+    "FORMATS",
+    "get_format",
+    "detect_format",
+]
+
+RECORD_KEYS = (
+    "ts",
+    "ip",
+    "ua",
+    "uri",
+    "method",
+    "protocol",
+    "status",
+    "bytes",
+    "referer",
+    "token_id",
+    "org_id",
+    "auth_type",
+    "host",
+    "xff",
+    "extra",
+)
+
+
+class ParseError(ValueError):
+    """A line that cannot be imported; the message is the rejection reason."""
+
+
+# Helpers shared by the format modules. They are defined before the format modules
+# are imported below, because those modules import them from this package.
+
+_METHOD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+_COMMON_METHODS = frozenset(
+    ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE", "PROPFIND")
+)
+
+
+def new_record(**values) -> dict:
+    """A record with every key, None unless given."""
+    record = dict.fromkeys(RECORD_KEYS)
+    record.update(values)
+    return record
+
+
+def split_request(request: str) -> tuple[str | None, str, str | None]:
+    """Split an HTTP request line into (method, uri, protocol).
+
+    ``GET /x HTTP/1.1`` gives all three; ``GET /x`` (HTTP/0.9) has no protocol; a
+    URI with spaces in it is kept whole. Anything else (``-``, a scanner's garbage)
+    gives (None, the request text as written, None).
+    """
+    parts = request.split(" ")
+    if len(parts) == 3:
+        method, uri, protocol = parts
+        if protocol.startswith("HTTP/") and (method in _COMMON_METHODS or _METHOD.fullmatch(method)):
+            return method, uri, protocol
+    if len(parts) >= 2 and _METHOD.fullmatch(parts[0]):
+        if len(parts) > 3 and parts[-1].startswith("HTTP/"):
+            return parts[0], " ".join(parts[1:-1]), parts[-1]
+        if len(parts) == 2 and (parts[1][:1] in ("/", "*") or "://" in parts[1]):
+            return parts[0], parts[1], None
+    return None, request, None
+
+
+def dash(value):
+    """None for a missing value: None, '' or '-'; the value otherwise."""
+    if value is None or value == "" or value == "-":
+        return None
+    return value
+
+
+def to_int(value, field: str) -> int | None:
+    """An integer field (status, bytes): None when missing, ParseError when not a number."""
+    if value is None or value == "" or value == "-":
+        return None
+    if isinstance(value, bool):
+        raise ParseError(f"bad {field}: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ParseError(f"bad {field}: {shorten(str(value))}")
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """Text for a rejection reason: at most ``limit`` characters, quoted."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def detect_by_parsing(parser, lines: list[str], accept=None) -> bool:
+    """True when most of the non-header lines parse (and pass ``accept``, if given).
+
+    A few bad lines among the first ones must not stop detection; at least one line
+    must parse.
+    """
+    good = bad = 0
+    for line in lines:
+        try:
+            record = parser.parse(line)
+        except Exception:
+            bad += 1
+            continue
+        if record is None:
+            continue
+        if accept is None or accept(record):
+            good += 1
+        else:
+            bad += 1
+    return good > 0 and good > bad
+
+
+from . import alb, caddy, combined, common, csv_format, jsonl, nginx_ext, w3c  # noqa: E402
+
+FORMATS = {
+    module.NAME: module
+    for module in (caddy, jsonl, nginx_ext, combined, common, alb, w3c, csv_format)
+}
+
+
+def get_format(name: str):
+    """The format module called ``name``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}") from None
+
+
+def detect_format(lines: list[str]):
+    """The format of a file from its first non-blank lines, or None if none fits.
+
+    Args:
+        lines: up to the first 20 non-blank decoded lines of the file.
+
+    Returns:
+        A format module, or None when the lines are not a recognisable log.
+    """
+    lines = [line.rstrip("\r\n") for line in lines if line.strip()]
+    if not lines:
+        return None
+    for module in FORMATS.values():
+        if module.detect(lines):
+            return module
+    return None

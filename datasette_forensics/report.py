@@ -1,0 +1,120 @@
+"""The report of MODEL §4: funnel, org statuses, cross-tenant signatures, rules applied.
+
+Its JSON shape is a public interface: scripts parse it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import sqlite_utils
+
+from .rules import applied_names
+from .scope import get_incident
+from .status import ORG_FIGURES, STATUS_ORDER
+
+ORGS = f"""
+select f.org_id, o.slug, o.name, f.status, f.in_scope_requests, f.unexplained_requests,
+    f.unexplained_signatures, o.contact_email
+from ({ORG_FIGURES}) f
+left join orgs o on o.id = f.org_id
+order by {STATUS_ORDER}, f.unexplained_requests desc, f.org_id
+"""
+
+CROSS_TENANT = """
+select ss.sig_id, i.ip, a.ua, ss.requests,
+    (select sum(unexplained) from sig_org so where so.sig_id = ss.sig_id) as unexplained,
+    (select json_group_array(org_id) from (
+        select org_id from sig_org so where so.sig_id = ss.sig_id order by org_id)) as org_ids
+from signature_scope ss
+join signatures g on g.id = ss.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+where ss.cross_tenant
+order by unexplained desc, ss.requests desc, i.ip, a.ua
+"""
+
+
+def funnel(db: sqlite_utils.Database) -> dict:
+    """Rejected lines, stored requests, in-scope and unexplained requests."""
+    row = db.execute(
+        """select
+        (select count(*) from rejected_lines),
+        (select count(*) from requests),
+        (select count(*) from scoped),
+        (select coalesce(sum(unexplained), 0) from sig_org)"""
+    ).fetchone()
+    return dict(zip(("lines_rejected", "requests", "in_scope", "unexplained"), row))
+
+
+def org_rows(db: sqlite_utils.Database) -> list[dict]:
+    """Every org with in-scope requests: exposed, review, cleared; most unexplained first."""
+    return [
+        {
+            "org_id": org_id,
+            "slug": slug,
+            "name": name,
+            "status": status,
+            "in_scope_requests": in_scope,
+            "unexplained_requests": unexplained,
+            "unexplained_signatures": signatures,
+            "contact_email": email or None,
+        }
+        for org_id, slug, name, status, in_scope, unexplained, signatures, email in db.execute(ORGS)
+    ]
+
+
+def cross_tenant_signatures(db: sqlite_utils.Database) -> list[dict]:
+    import json
+
+    return [
+        {
+            "ip": ip,
+            "user_agent": ua,
+            "org_ids": json.loads(org_ids),
+            "requests": requests,
+            "unexplained_requests": unexplained,
+        }
+        for _, ip, ua, requests, unexplained, org_ids in db.execute(CROSS_TENANT)
+    ]
+
+
+def build_report(db: sqlite_utils.Database) -> dict:
+    """The whole report as one JSON-ready dict."""
+    incident = get_incident(db)
+    orgs = org_rows(db)
+    for org in orgs:
+        del org["name"]
+    return {
+        "incident": None
+        if incident is None
+        else {k: incident[k] for k in ("name", "introduced_at", "patched_at")},
+        "funnel": funnel(db),
+        "orgs": orgs,
+        "cross_tenant_signatures": cross_tenant_signatures(db),
+        "rules_applied": applied_names(db),
+    }
+
+
+CSV_COLUMNS = ["org_id", "slug", "name", "status", "unexplained_requests", "contact_email"]
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(value):
+    """Keep a spreadsheet from evaluating a cell: prefix formula-like text with a quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def notification_csv(db: sqlite_utils.Database) -> str:
+    """The notification list: exposed and review orgs with their contact, for mass mailing."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for org in org_rows(db):
+        if org["status"] == "cleared":
+            continue
+        writer.writerow([neutralise(org[c]) if org[c] is not None else "" for c in CSV_COLUMNS])
+    return out.getvalue()

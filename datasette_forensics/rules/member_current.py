@@ -1,0 +1,16 @@
+"""member_current: a user with a session with the signature is a member of the org now."""
+
+from . import SESSION_SIGNATURES
+
+NAME = "member_current"
+BIT = 1 << 1
+DESCRIPTION = "A user with a session with this signature is a member of the org now (no left_at)."
+
+
+def select_sql(restrict: str) -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+    return f"""
+    select s.request_id from ({SESSION_SIGNATURES}) x
+    join memberships m on m.user_id = x.user_id and m.left_at is null
+    join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
+    where 1 {restrict}"""

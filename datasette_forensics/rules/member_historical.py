@@ -1,0 +1,26 @@
+"""member_historical: a user with a session with the signature was a member of the org at t."""
+
+from . import SESSION_SIGNATURES, ms_rows
+
+NAME = "member_historical"
+BIT = 1 << 2
+DESCRIPTION = "A user with a session with this signature was a member of the org at the request's time."
+
+
+def prepare(db) -> None:
+    """Membership windows as integer milliseconds (joined_at <= t < left_at)."""
+    db.execute("drop table if exists temp.rule_membership_windows")
+    db.execute("create temp table rule_membership_windows (user_id text, org_id text, from_ms integer, to_ms integer)")
+    db.conn.executemany(
+        "insert into temp.rule_membership_windows values (?, ?, ?, ?)",
+        ms_rows(db, "select user_id, org_id, joined_at, left_at from memberships", (2, 3)),
+    )
+
+
+def select_sql(restrict: str) -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+    return f"""
+    select s.request_id from ({SESSION_SIGNATURES}) x
+    join temp.rule_membership_windows m on m.user_id = x.user_id
+    join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
+    where m.from_ms <= s.ts and (m.to_ms is null or s.ts < m.to_ms) {restrict}"""

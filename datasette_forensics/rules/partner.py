@@ -1,0 +1,55 @@
+"""partner: the signature lies in an authorised service partner's range and client pattern."""
+
+import ipaddress
+import re
+
+from . import ms_rows
+
+NAME = "partner"
+BIT = 1 << 3
+DESCRIPTION = (
+    "The ip lies in a partner's CIDR, the user agent matches that row's pattern, "
+    "and the org had authorised the partner at the request's time."
+)
+
+
+def prepare(db) -> None:
+    """Match in-scope signatures to partner rows (once per signature), and authorisation windows."""
+    partners = []
+    for name, cidr, pattern in db.execute("select name, cidr, user_agent_pattern from partners"):
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+            regex = re.compile(pattern) if pattern else None
+        except (ValueError, re.error):
+            continue  # refused at import; defensive against hand-edited rows
+        partners.append((name, network, regex))
+    matches = set()
+    if partners:
+        for sig_id, ip, ua in db.execute(
+            """select g.id, i.ip, a.ua from signature_scope ss
+            join signatures g on g.id = ss.sig_id
+            join ips i on i.id = g.ip_id join user_agents a on a.id = g.ua_id
+            where i.version is not null"""
+        ):
+            address = ipaddress.ip_address(ip)
+            for name, network, regex in partners:
+                if address in network and (regex is None or regex.search(ua)):
+                    matches.add((sig_id, name))
+    db.execute("drop table if exists temp.rule_partner_sigs")
+    db.execute("create temp table rule_partner_sigs (sig_id integer, partner text)")
+    db.conn.executemany("insert into temp.rule_partner_sigs values (?, ?)", sorted(matches))
+    db.execute("drop table if exists temp.rule_partner_windows")
+    db.execute("create temp table rule_partner_windows (partner text, org_id text, from_ms integer, to_ms integer)")
+    db.conn.executemany(
+        "insert into temp.rule_partner_windows values (?, ?, ?, ?)",
+        ms_rows(db, "select partner, org_id, authorized_at, revoked_at from partner_orgs", (2, 3)),
+    )
+
+
+def select_sql(restrict: str) -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+    return f"""
+    select s.request_id from temp.rule_partner_sigs ps
+    join temp.rule_partner_windows w on w.partner = ps.partner
+    join scoped s on s.sig_id = ps.sig_id and s.org_id = w.org_id
+    where (w.from_ms is null or w.from_ms <= s.ts) and (w.to_ms is null or s.ts < w.to_ms) {restrict}"""

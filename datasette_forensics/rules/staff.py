@@ -1,0 +1,16 @@
+"""staff: a staff user has a session with the request's signature."""
+
+from . import SESSION_SIGNATURES
+
+NAME = "staff"
+BIT = 1 << 0
+DESCRIPTION = "A staff user has a session with this signature (ip and user agent)."
+
+
+def select_sql(restrict: str) -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+    return f"""
+    select s.request_id from ({SESSION_SIGNATURES}) x
+    join users u on u.id = x.user_id
+    join scoped s on s.sig_id = x.sig_id
+    where u.is_staff = 1 {restrict}"""

@@ -1,0 +1,374 @@
+"""The forensic database schema, applied through sqlite-utils migrations.
+
+Every command and Datasette's startup call :func:`ensure_schema`. The layout is
+built for tens of millions of requests: ``requests`` is narrow and integer-keyed,
+and every repeated string (addresses, user agents, URIs, paths, referers) lives
+once in a dictionary table, enriched once per distinct value.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("datasette_forensics")
+
+# Times of requests are integer milliseconds since the epoch, UTC. Times in the
+# account records are kept as normalised ISO 8601 text (YYYY-MM-DDTHH:MM:SS.mmmZ),
+# which sorts and compares like the instant it names.
+
+INITIAL = """
+create table import_batches (
+    id integer primary key,
+    name text,
+    source text not null,
+    format text,
+    size integer,
+    sha256 text,
+    head_sha256 text,
+    started_at text not null,
+    finished_at text,
+    status text not null default 'running',
+    message text,
+    pid integer,
+    lines_read integer not null default 0,
+    lines_imported integer not null default 0,
+    lines_rejected integer not null default 0,
+    lines_duplicate integer not null default 0,
+    last_line integer not null default 0,
+    command text
+);
+
+create table rejected_lines (
+    id integer primary key,
+    batch_id integer not null references import_batches(id),
+    line_no integer not null,
+    raw text,
+    raw_bytes blob,
+    reason text not null
+);
+create index rejected_lines_batch on rejected_lines(batch_id, line_no);
+
+-- Lines whose bytes were not valid UTF-8: the exact bytes, for any stored request.
+create table raw_bytes (
+    batch_id integer not null,
+    line_no integer not null,
+    raw blob not null,
+    primary key (batch_id, line_no)
+) without rowid;
+
+-- How many copies of each distinct raw line the database holds (imported or
+-- rejected), keyed by a 64-bit BLAKE2b hash of the line's bytes.
+-- base/seen/batch_id track copies inside the batch being imported.
+create table line_counts (
+    h integer primary key,
+    n integer not null,
+    batch_id integer not null,
+    base integer not null,
+    seen integer not null
+);
+
+create table ips (
+    id integer primary key,
+    ip text not null unique,
+    version integer,            -- 4, 6, or null for a host name
+    prefix text,                -- /24 for IPv4, /48 for IPv6, the host name itself otherwise
+    prefix16 text,              -- /16 for IPv4 and IPv6 (/32 for IPv6), domain for host names
+    asn text,
+    provider text,
+    rdns text
+);
+
+create table user_agents (
+    id integer primary key,
+    ua text not null unique,    -- '' when the log had none
+    family text,
+    major text,
+    os text,
+    device text,
+    kind text                   -- browser, library, bot, unknown
+);
+
+create table paths (
+    id integer primary key,
+    path text not null unique,
+    scope_match integer,        -- 1 when a scope_paths regex matches (null until an incident is set)
+    slug text,                  -- org slug captured by the first org_routes match
+    org_static text,            -- the org whose current slug it is (orgs.slug)
+    slug_timed integer          -- 1 when org_slugs has history for the slug: resolve per request time
+);
+create index paths_unclassified on paths(id) where scope_match is null;
+
+create table uris (
+    id integer primary key,
+    uri text not null unique,
+    path_id integer not null references paths(id)
+);
+
+create table referers (
+    id integer primary key,
+    referer text not null unique
+);
+
+-- A signature is the pair (remote_addr, exact user agent).
+create table signatures (
+    id integer primary key,
+    ip_id integer not null references ips(id),
+    ua_id integer not null references user_agents(id),
+    unique (ip_id, ua_id)
+);
+
+create table requests (
+    id integer primary key,
+    batch_id integer not null,
+    line_no integer not null,
+    ts integer not null,        -- epoch milliseconds, UTC
+    sig_id integer not null,
+    uri_id integer not null,
+    method text,
+    status integer,
+    bytes integer,
+    referer_id integer,
+    token_id text,
+    org_id text,                -- an org id carried by the log line itself
+    extra text                  -- JSON: other fields of the line (host, x-forwarded-for, timings...)
+);
+create index requests_ts on requests(ts);
+create index requests_sig on requests(sig_id);
+create index requests_batch on requests(batch_id, line_no);
+create index requests_token on requests(token_id) where token_id is not null;
+
+-- The incident under investigation (one row).
+create table incident (
+    id integer primary key check (id = 1),
+    name text not null,
+    introduced_at text not null,
+    patched_at text not null,
+    introduced_ms integer not null,
+    patched_ms integer not null,
+    scope_paths text not null,  -- JSON list of regexes
+    org_routes text not null,   -- JSON list of regexes with a group named org
+    require_integration integer not null default 1,
+    source text,
+    set_at text
+);
+
+-- In-scope requests: one row each, with the org it reached and a bit mask of the
+-- applied rules that explain it (0 = unexplained).
+create table scoped (
+    request_id integer primary key,
+    org_id text not null,
+    sig_id integer not null,
+    ts integer not null,
+    explained integer not null default 0
+);
+create index scoped_org on scoped(org_id, ts);
+create index scoped_sig on scoped(sig_id, org_id, explained);
+
+-- Pre-aggregated (signature, org) figures, kept current by imports and rules:
+-- the pivot pages and statuses read these instead of grouping millions of rows.
+create table sig_org (
+    sig_id integer not null,
+    org_id text not null,
+    requests integer not null,
+    unexplained integer not null,
+    first_ts integer,
+    last_ts integer,
+    primary key (sig_id, org_id)
+) without rowid;
+create index sig_org_org on sig_org(org_id);
+
+-- Record times as integer milliseconds, rebuilt from the account records whenever
+-- they change, so scope and rules compare integers.
+create table slug_windows (slug text not null, org_id text not null, from_ms integer not null, to_ms integer);
+create index slug_windows_slug on slug_windows(slug, from_ms);
+create table integration_windows (org_id text not null, from_ms integer not null, to_ms integer);
+create index integration_windows_org on integration_windows(org_id, from_ms);
+
+-- Signatures with their in-scope reach.
+create table signature_scope (
+    sig_id integer primary key,
+    orgs integer not null,
+    requests integer not null,
+    cross_tenant integer not null
+);
+
+-- (signature, org) pairs with a 2xx request at or after patched_at.
+create table post_patch_valid (
+    sig_id integer not null,
+    org_id text not null,
+    requests integer not null,
+    primary key (sig_id, org_id)
+) without rowid;
+
+create table rules (
+    name text primary key,
+    bit integer not null unique,
+    builtin integer not null,
+    description text not null,
+    definition text,            -- JSON, custom rules only
+    applied integer not null default 0,
+    applied_seq integer,
+    created_by text,
+    created_at text
+);
+
+create table rule_ledger (
+    id integer primary key,
+    rule text not null,
+    action text not null,       -- apply, undo, create, delete
+    actor text,
+    at text not null,
+    requests_explained integer,
+    orgs_changed text           -- JSON list of {org_id, from, to}
+);
+
+create table saved_views (
+    id integer primary key,
+    name text not null,
+    url text not null,
+    created_by text,
+    created_at text not null
+);
+"""
+
+
+@migrations()
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(INITIAL)
+
+
+def connect(path: str) -> sqlite_utils.Database:
+    """Open (creating if needed) a forensic database, tuned for bulk work.
+
+    Args:
+        path: the SQLite file.
+
+    Returns:
+        a sqlite_utils Database with the schema applied.
+    """
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    tune(conn)
+    ensure_schema(db)
+    return db
+
+
+def tune(conn: sqlite3.Connection) -> None:
+    """WAL so pages keep answering while an import writes; generous cache."""
+    conn.execute("pragma journal_mode = wal")
+    conn.execute("pragma synchronous = normal")
+    conn.execute("pragma busy_timeout = 30000")
+    conn.execute("pragma cache_size = -65536")
+    conn.execute("pragma temp_store = memory")
+
+
+def ensure_schema(db: sqlite_utils.Database) -> None:
+    """Apply any pending migrations."""
+    if migrations.pending(db):
+        migrations.apply(db)
+
+
+# Account records (MODEL §1.2): one table per kind, named as the kind. Ids are text
+# as given; times are normalised ISO text; columns the files add are TEXT, added on
+# import. Each kind's key has a unique index named <kind>_key.
+RECORDS = """
+create table orgs (
+    id text not null,
+    slug text not null,
+    name text,
+    created_at text,
+    contact_email text
+);
+create unique index orgs_key on orgs(id);
+create index orgs_slug on orgs(slug);
+
+create table org_slugs (
+    org_id text not null,
+    slug text not null,
+    valid_from text not null,
+    valid_to text
+);
+create unique index org_slugs_key on org_slugs(org_id, slug, valid_from);
+create index org_slugs_slug on org_slugs(slug, valid_from);
+
+create table integrations (
+    id text not null,
+    org_id text not null,
+    name text,
+    created_at text not null,
+    deleted_at text
+);
+create unique index integrations_key on integrations(id);
+create index integrations_org on integrations(org_id);
+
+create table tokens (
+    id text not null,
+    org_id text not null,
+    integration_id text,
+    created_at text,
+    revoked_at text
+);
+create unique index tokens_key on tokens(id);
+create index tokens_org on tokens(org_id);
+
+create table users (
+    id text not null,
+    email text not null,
+    name text,
+    is_staff integer
+);
+create unique index users_key on users(id);
+
+-- The key (user_id, org_id, joined_at) also serves lookups by (user_id, org_id).
+create table memberships (
+    user_id text not null,
+    org_id text not null,
+    role text,
+    joined_at text not null,
+    left_at text
+);
+create unique index memberships_key on memberships(user_id, org_id, joined_at);
+
+create table sessions (
+    user_id text not null,
+    ip text not null,
+    user_agent text not null,   -- exact, as logged; '' for none
+    first_seen text not null,
+    last_seen text not null
+);
+create unique index sessions_key on sessions(user_id, ip, user_agent);
+create index sessions_signature on sessions(ip, user_agent);
+
+create table partners (
+    name text not null,
+    cidr text not null,         -- normalised network, e.g. 203.0.113.0/24
+    user_agent_pattern text     -- Python regex; null matches any user agent
+);
+create unique index partners_key on partners(name, cidr);
+
+-- authorized_at is optional yet part of the key: an empty one is one key value.
+-- The key also serves lookups by (partner, org_id).
+create table partner_orgs (
+    partner text not null,
+    org_id text not null,
+    authorized_at text,
+    revoked_at text
+);
+create unique index partner_orgs_key on partner_orgs(partner, org_id, ifnull(authorized_at, ''));
+
+create table ip_info (
+    cidr text not null,         -- normalised network; a /32 or /128 names one address
+    asn text,
+    provider text,
+    rdns text
+);
+create unique index ip_info_key on ip_info(cidr);
+"""
+
+
+@migrations()
+def m002_records(db: sqlite_utils.Database) -> None:
+    db.executescript(RECORDS)

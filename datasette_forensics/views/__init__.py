@@ -1,0 +1,3 @@
+"""The workbench pages: one module per page, each registered in ROUTES."""
+
+ROUTES: list = []
