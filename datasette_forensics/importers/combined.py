@@ -20,24 +20,41 @@ from . import ParseError, detect_by_parsing, split_request
 NAME = "combined"
 DESCRIPTION = 'Apache/nginx combined: host ident user [time] "request" status bytes "referer" "user agent"'
 
-# A quoted field's content, with backslash escapes (\" and \\ in Apache, \xHH kept
-# as written): the unrolled form is much faster than (?:[^"\\]|\\.)* in CPython.
+def _line_pattern(quoted: str) -> re.Pattern:
+    """The line regex, with ``quoted`` as the pattern of a quoted field's content.
+
+    The request is split by the regex when it is ``METHOD URI HTTP/x`` (the usual
+    case); otherwise group 8 holds it whole. Fields after the user agent (group 13)
+    must each be a complete quoted string or a bare word: a line cut off inside a
+    quoted field never matches.
+    """
+    return re.compile(
+        r'(\S+) (\S+) (\S+) \[([^\]]*)\] '
+        r'"(?:([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)|(' + quoted + r'))"'
+        r" (\d+|-) (\d+|-)"
+        r'(?: "(' + quoted + r')" "(' + quoted + r')"'
+        r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))*))? *'
+    )
+
+
+# Lines without a backslash (nearly all) take the simple, fast pattern. Lines with
+# one may hold \" inside a quoted field: the unrolled escape-aware pattern is much
+# faster than (?:[^"\\]|\\.)* in CPython. Both give the same groups.
 _Q = r'[^"\\]*(?:\\.[^"\\]*)*'
-_HEAD = r'(\S+) (\S+) (\S+) \[([^\]]*)\] '
-_LINE = re.compile(
-    _HEAD + r'"(' + _Q + r')" (\d+|-) (\d+|-)'
-    r'(?: "(' + _Q + r')" "(' + _Q + r')"'
-    r'((?: +(?:"' + _Q + r'"|[^\s"]\S*))*))? *'
-).fullmatch
+_FAST = _line_pattern(r'[^"]*').fullmatch
+_ESCAPED = _line_pattern(_Q).fullmatch
 # Last resort for servers that do not escape quotes: the request ends at the first
 # '" status bytes', the user agent is everything up to the final quote.
-_FALLBACK = re.compile(
-    _HEAD + r'"(.*?)" (\d+|-) (\d+|-)(?: "(.*?)" "(.*)")? *'
-).fullmatch
+_HEAD = r'(\S+) (\S+) (\S+) \[([^\]]*)\] '
+_FALLBACK = re.compile(_HEAD + r'"(.*?)" (\d+|-) (\d+|-)(?: "(.*?)" "(.*)")? *').fullmatch
 _TRAILING = re.compile(r'"(' + _Q + r')"|(\S+)').findall
 _PREFIX = re.compile(_HEAD).match
 _UNESCAPED_QUOTE = re.compile(r'(?<!\\)"').findall
 _STATUS_BYTES = re.compile(r'"' + _Q + r'" (\d+|-) (\d+|-)').match
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"')
 
 
 class Parser:
@@ -66,9 +83,13 @@ class Parser:
         Raises:
             ParseError: for a line that is not this format or is cut off.
         """
-        m = _LINE(line)
+        escaped = "\\" in line
+        m = (_ESCAPED if escaped else _FAST)(line)
         if m is not None:
-            ip, ident, user, time, request, status, size, referer, ua, tail = m.groups()
+            (
+                ip, ident, user, time, method, uri, protocol, request,
+                status, size, referer, ua, tail,
+            ) = m.groups()  # fmt: skip
         else:
             m = _FALLBACK(line) if self.fallback else None
             if m is None:
@@ -76,7 +97,7 @@ class Parser:
                     return None
                 raise ParseError(self._reason(line))
             ip, ident, user, time, request, status, size, referer, ua = m.groups()
-            tail = None
+            method = tail = None
 
         if time == self._last_time:
             ts = self._last_ts
@@ -87,22 +108,19 @@ class Parser:
                 raise ParseError(f"bad timestamp: {exc}") from None
             self._last_time, self._last_ts = time, ts
 
-        if "\\" in request:
-            request = request.replace('\\"', '"')
-        method, uri, protocol = split_request(request)
-
+        if method is None:
+            method, uri, protocol = split_request(_unescape(request) if escaped else request)
         if referer is not None:
             if referer == "-":
                 referer = None
-            elif "\\" in referer:
-                referer = referer.replace('\\"', '"')
+            elif escaped:
+                referer = _unescape(referer)
             if ua == "-" or ua == "":
                 ua = None
-            elif "\\" in ua:
-                ua = ua.replace('\\"', '"')
+            elif escaped:
+                ua = _unescape(ua)
 
-        extra = None
-        xff = None
+        extra = xff = None
         if ident != "-" or user != "-":
             extra = {}
             if ident != "-":
@@ -110,7 +128,7 @@ class Parser:
             if user != "-":
                 extra["remote_user"] = user
         if tail:
-            trailing = [bare or quoted.replace('\\"', '"') for quoted, bare in _TRAILING(tail)]
+            trailing = [bare or _unescape(quoted) for quoted, bare in _TRAILING(tail)]
             if self.xff_after_ua and tail.lstrip(" ")[:1] == '"':
                 xff = trailing.pop(0)
                 if xff == "-" or xff == "":
@@ -163,11 +181,11 @@ def shape(line: str, parser: Parser | None = None) -> str | None:
             return None
     except ParseError:
         return None
-    m = _LINE(line)
+    m = _ESCAPED(line)
     if m is not None:
-        if m.group(8) is None:
+        if m.group(11) is None:
             return "common"
-        return "ext" if m.group(10) else "combined"
+        return "ext" if m.group(13) else "combined"
     return "common" if _FALLBACK(line).group(8) is None else "combined"
 
 
