@@ -153,3 +153,85 @@ def report(db, fmt, output):
             f.write(text)
     else:
         click.echo(text, nl=False)
+
+
+@cli.command(name="import-records")
+@db_argument
+@click.argument("kind")
+@click.argument("file")
+@user_errors
+def import_records(db, kind, file):
+    """Import account records of one KIND from a CSV or JSON-lines FILE (- for standard input).
+
+    KIND is one of orgs, org_slugs, integrations, tokens, users, memberships,
+    sessions, partners, partner_orgs, ip_info. The whole file is checked before
+    anything is written; rows whose key is already stored are updated.
+
+    Example:
+
+        datasette-forensics import-records incident.db users users.csv
+    """
+    from . import records
+
+    parsed = records.read_records(kind, file)  # a bad file is refused before DB is opened
+    added, updated = records.store_records(open_db(db), parsed)
+    click.echo(f"{parsed.kind.name}: {added:,} added, {updated:,} updated")
+
+
+@cli.command(name="incident")
+@db_argument
+@click.argument("file")
+@user_errors
+def incident_command(db, file):
+    """Set the incident (window, scope paths, org routes) from a TOML FILE and recompute the scope.
+
+    Example:
+
+        datasette-forensics incident incident.db incident.toml
+    """
+    from . import incident
+
+    loaded = incident.load_incident(file)  # a bad file is refused before DB is opened
+    click.echo(incident.summary(incident.store_incident(open_db(db), loaded)))
+
+
+@cli.command()
+@click.option("--port", default=8001, show_default=True, type=int, help="Port to serve on (127.0.0.1).")
+@click.option(
+    "--db", "db_path", default="forensics-demo.db", show_default=True,
+    type=click.Path(dir_okay=False), help="Where to build the demo database.",
+)
+@click.option("--build-only", is_flag=True, help="Build the database and exit without serving.")
+@user_errors
+def demo(port, db_path, build_only):
+    """Build the sample incident database from sample_data/ and serve the workbench.
+
+    The database is rebuilt from scratch each time (a few seconds) and replaced
+    atomically. Datasette prints a one-time link that signs you in as root, who
+    may apply and undo rules.
+
+    Example:
+
+        datasette-forensics demo --port 8001
+    """
+    import json
+    import os
+    import tempfile
+
+    from datasette.cli import cli as datasette_cli
+
+    from . import demo as demo_module
+
+    demo_module.build(db_path)
+    name = os.path.splitext(os.path.basename(db_path))[0]
+    click.echo(f"Built {db_path} from {demo_module.SAMPLE_DATA.resolve()}.")
+    if build_only:
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(demo_module.metadata(name), f)
+    click.echo(f"Workbench: http://127.0.0.1:{port}/{name}/-/forensics")
+    click.echo("Sign in as root (to apply rules) with the one-time link Datasette prints below.")
+    datasette_cli.main(
+        ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", "--metadata", f.name],
+        prog_name="datasette",
+    )

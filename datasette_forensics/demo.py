@@ -1,0 +1,64 @@
+"""The one-command demo: the sample incident of sample_data/, served by Datasette."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from . import incident, ingest, records, schema
+
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+RECORD_KINDS = (
+    "orgs", "org_slugs", "integrations", "tokens", "users",
+    "memberships", "sessions", "partners", "partner_orgs", "ip_info",
+)
+# Bookkeeping tables an analyst never needs to browse.
+HIDDEN_TABLES = ("line_counts", "raw_bytes", "slug_windows", "integration_windows", "_sqlite_migrations")
+
+
+def sample_files(sample: Path = SAMPLE_DATA) -> tuple[dict[str, Path], Path, list[Path]]:
+    """The record file of each kind, the incident file and the log files of a sample folder."""
+    kinds = {}
+    for kind in RECORD_KINDS:
+        found = sorted(p for p in sample.glob(f"{kind}.*") if p.suffix in (".csv", ".jsonl", ".json"))
+        if found:
+            kinds[kind] = found[0]
+    logs = sorted(p for p in (sample / "logs").iterdir() if p.is_file())
+    return kinds, sample / "incident.toml", logs
+
+
+def build(path: str, sample: Path = SAMPLE_DATA) -> None:
+    """Build the demo database at path, atomically: a finished file replaces the old one."""
+    kinds, incident_file, logs = sample_files(sample)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(suffix=".db", dir=directory)
+    os.close(fd)
+    os.remove(tmp)
+    try:
+        db = schema.connect(tmp)
+        for kind, file in kinds.items():
+            records.import_records(db, kind, str(file))
+        incident.set_incident(db, str(incident_file))
+        ingest.import_logs(db, [str(p) for p in logs])
+        db.execute("pragma wal_checkpoint(truncate)")
+        db.conn.execute("pragma journal_mode = delete")
+        db.conn.close()
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+
+def metadata(database: str) -> dict:
+    return {
+        "title": "datasette-forensics demo incident",
+        "description": "The sample incident of sample_data/: see the workbench under /{}/-/forensics".format(database),
+        "databases": {
+            database: {"tables": {t: {"hidden": True} for t in HIDDEN_TABLES}},
+        },
+    }
