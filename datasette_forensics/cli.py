@@ -11,7 +11,7 @@ import time
 
 import click
 
-from . import ingest, report as report_module, schema
+from . import importers, ingest, report as report_module, schema
 from .errors import ForensicsError
 
 
@@ -84,8 +84,12 @@ class _Progress:
         if self.bar is None:
             return
         self.lines = result.lines_read - result.resumed_from
-        self.bar.update(max(consumed - self.position, 0), current_item=result)
-        self.position = consumed
+        step = max(consumed - self.position, 0)
+        self.position = max(consumed, self.position)
+        if step:
+            self.bar.update(step, current_item=result)
+        else:  # the input was read ahead: the line count still moves
+            self.bar.render_progress()
 
     def finish(self) -> None:
         if self.bar is not None:
@@ -112,6 +116,8 @@ def import_logs(db, files, fmt, batch_name):
 
         datasette-forensics import-logs incident.db access.log.gz api-*.jsonl
     """
+    if fmt != "auto" and fmt not in importers.FORMATS:
+        raise ForensicsError(f"Unknown format {fmt!r}: choose one of auto, {', '.join(importers.FORMATS)}.")
     database = open_db(db)
     progress = _Progress()
     command = shlex.join(sys.argv)
@@ -235,3 +241,108 @@ def demo(port, db_path, build_only):
         ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", "--metadata", f.name],
         prog_name="datasette",
     )
+
+
+def _default_actor() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return None
+
+
+def _org_changes(database, changes: list) -> list[str]:
+    slugs = dict(database.execute("select id, slug from orgs")) if changes else {}
+    return [
+        f"  org {c['org_id']} ({slugs.get(c['org_id'], '?')}): {c['from'] or 'none'} -> {c['to'] or 'none'}"
+        for c in changes
+    ]
+
+
+@cli.command(name="rules")
+@db_argument
+@click.option("--list", "list_", is_flag=True, help="List the rules: state, kind, description.")
+@click.option("--apply", "apply_", metavar="NAME[,NAME…]|all", help="Apply rules in this order (all: every built-in).")
+@click.option("--undo", metavar="NAME[,NAME…]|all", help="Undo applied rules (all: every applied rule, last first).")
+@click.option("--add", metavar="NAME", help="Save a custom rule (with --filter or --sql); it is not applied yet.")
+@click.option("--filter", "filter_", metavar="JSON", help='The custom rule\'s filter, e.g. \'{"cidr": "203.0.113.0/24", "ua_kind": "bot"}\'.')
+@click.option("--sql", metavar="PREDICATE", help="The custom rule as a SQL boolean expression over requests_view.")
+@click.option("--description", metavar="TEXT", help="The custom rule's description.")
+@click.option("--delete", metavar="NAME", help="Delete a custom rule (undone first if applied).")
+@click.option("--actor", metavar="NAME", help="Who to record in the audit log (default: your login name).")
+@user_errors
+def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delete, actor):
+    """List, apply, undo, add or delete elimination rules; every change is audited.
+
+    Applying prints the requests each rule newly explained and the orgs whose
+    status changed. An applied rule also explains matching requests of later
+    log batches.
+
+    Example:
+
+        datasette-forensics rules incident.db --apply staff,partner
+
+        datasette-forensics rules incident.db --add vpn --filter '{"cidr": "198.51.100.0/24"}'
+    """
+    from . import rules
+    from .rules import custom
+
+    actions = [a for a in (list_, apply_, undo, add, delete) if a]
+    if len(actions) != 1:
+        raise ForensicsError("Give exactly one of --list, --apply, --undo, --add or --delete.")
+    if (filter_ or sql) and not add:
+        raise ForensicsError("--filter and --sql go with --add NAME.")
+    database = open_db(db)
+    actor = actor or _default_actor()
+    if list_:
+        listed = rules.list_rules(database)
+        width = max(len(r["name"]) for r in listed)
+        for r in listed:
+            state = "applied" if r["applied"] else "-"
+            kind = "builtin" if r["builtin"] else "custom"
+            click.echo(f"{r['name']:<{width}}  {state:<7}  {kind:<7}  {r['description']}")
+        return
+    if add:
+        if bool(filter_) == bool(sql):
+            raise ForensicsError("Give the custom rule as exactly one of --filter JSON or --sql PREDICATE.")
+        definition = {"sql": sql} if sql else filter_
+        if filter_:
+            try:
+                definition = {"filter": json.loads(filter_)}
+            except json.JSONDecodeError as exc:
+                raise ForensicsError(f"--filter is not valid JSON ({exc.msg}).") from None
+        saved = custom.create_custom_rule(database, add, definition, actor, description)
+        click.echo(f"Saved custom rule {saved['name']} (not applied yet): {saved['description']}")
+        return
+    if delete:
+        result = custom.delete_custom_rule(database, delete, actor)
+        if result["undo"]:
+            click.echo(f"{delete}: undone, {result['undo']['requests_unexplained']:,} requests no longer explained")
+            for line in _org_changes(database, result["undo"]["orgs_changed"]):
+                click.echo(line)
+        click.echo(f"Deleted custom rule {delete}.")
+        return
+    if apply_:
+        for name in rules.resolve_names(database, apply_):
+            result = rules.apply(database, name, actor)
+            if result["already"]:
+                click.echo(f"{name}: already applied")
+                continue
+            click.echo(f"{name}: {result['requests_explained']:,} requests newly explained")
+            for line in _org_changes(database, result["orgs_changed"]):
+                click.echo(line)
+        return
+    names = (
+        list(reversed(rules.applied_names(database)))
+        if undo.strip() == "all"
+        else [n for n in rules.resolve_names(database, undo)]
+    )
+    for name in names:
+        result = rules.undo(database, name, actor)
+        if result["already"]:
+            click.echo(f"{name}: not applied")
+            continue
+        click.echo(f"{name}: undone, {result['requests_unexplained']:,} requests no longer explained")
+        for line in _org_changes(database, result["orgs_changed"]):
+            click.echo(line)

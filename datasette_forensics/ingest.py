@@ -197,7 +197,8 @@ class BatchWriter:
             )
             conn.execute("commit")
         except BaseException:
-            conn.execute("rollback")
+            if conn.in_transaction:  # Ctrl-C can land right after the commit
+                conn.execute("rollback")
             for d in self.dictionaries:
                 d.forget_pending()
             raise
@@ -443,10 +444,11 @@ def import_logs(
         for p in prepared:
             p.input.close()
         raise
-    from . import scope
+    from . import aggregates, ipinfo, scope
 
     results = []
     for index, p in enumerate(prepared):
+        first_ip_id = db.execute("select coalesce(max(id), 0) + 1 from ips").fetchone()[0]
         if on_start:
             on_start(p)
         try:
@@ -456,5 +458,7 @@ def import_logs(
                 rest.input.close()
             raise
         results.append(result)
+        ipinfo.apply_ip_info(db, min_ip_id=first_ip_id - 1)
         scope.after_batch(db, result.batch_id)
+        aggregates.refresh_batch(db, result.batch_id)
     return results

@@ -184,7 +184,15 @@ def import_records(db: sqlite_utils.Database, kind: str, path: str) -> tuple[int
     Raises:
         ForensicsError: anything wrong with the kind or the file; nothing is written then.
     """
-    records = read_records(kind, path)
+    return store_records(db, read_records(kind, path))
+
+
+def store_records(db: sqlite_utils.Database, records: RecordFile) -> tuple[int, int]:
+    """Write validated records, then bring the scope up to date.
+
+    Returns:
+        (added, updated).
+    """
     result = write_records(db, records)
     from . import scope
 

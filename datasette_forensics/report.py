@@ -10,7 +10,7 @@ import io
 
 import sqlite_utils
 
-from .rules import applied_names
+from .rules import applied_names, rules_breakdown
 from .scope import get_incident
 from .status import ORG_FIGURES, STATUS_ORDER
 
@@ -81,11 +81,17 @@ def cross_tenant_signatures(db: sqlite_utils.Database) -> list[dict]:
 
 
 def build_report(db: sqlite_utils.Database) -> dict:
-    """The whole report as one JSON-ready dict."""
+    """The whole report as one JSON-ready dict.
+
+    Beyond MODEL §4, each org also has ``explained_by``: the in-scope requests each
+    applied rule explains for it (rules explaining none are left out).
+    """
     incident = get_incident(db)
     orgs = org_rows(db)
+    breakdown = rules_breakdown(db)
     for org in orgs:
         del org["name"]
+        org["explained_by"] = breakdown.get(org["org_id"], {})
     return {
         "incident": None
         if incident is None

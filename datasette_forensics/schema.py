@@ -413,3 +413,99 @@ create unique index ip_info_key on ip_info(cidr);
 @migrations()
 def m002_records(db: sqlite_utils.Database) -> None:
     db.executescript(RECORDS)
+
+
+# The rules page's waterfall, recomputed by the rules engine after every apply,
+# undo and re-evaluation so the page never scans scoped: position 0 is the
+# in-scope total, position n the requests still unexplained after the n-th applied
+# rule and every rule before it. rule_ledger.detail keeps what an entry needs
+# beyond counts (a custom rule's definition).
+RULE_WATERFALL = """
+create table rule_waterfall (
+    position integer primary key,
+    rule text,
+    remaining integer not null,
+    explained integer,
+    computed_at text not null
+);
+alter table rule_ledger add column detail text;
+"""
+
+
+@migrations()
+def m003_rule_waterfall(db: sqlite_utils.Database) -> None:
+    db.executescript(RULE_WATERFALL)
+
+
+# The workbench pages' aggregates, kept current by datasette_forensics.aggregates
+# after every log batch and scope recompute (rules never change them). Also
+# requests_view again, its in_scope and unexplained now with integer affinity: the
+# pages' drill-down links filter on them, and Datasette binds ?in_scope=1 as text,
+# which an expression column without affinity never equals.
+PAGE_AGGREGATES = """
+create table sig_stats (
+    sig_id integer primary key,
+    ip_id integer not null,
+    ua_id integer not null,
+    requests integer not null,          -- every stored request, in scope or not
+    ok integer not null,                -- 2xx among them
+    first_ts integer,
+    last_ts integer,
+    last_uri_id integer,                -- the uri of its latest request
+    after_patch integer not null,       -- requests at or after patched_at (0 before an incident)
+    after_patch_ok integer not null,    -- 2xx among them
+    in_scope integer not null,          -- from signature_scope
+    orgs integer not null,
+    cross_tenant integer not null
+);
+create index sig_stats_ip on sig_stats(ip_id);
+create index sig_stats_ua on sig_stats(ua_id);
+
+drop view requests_view;
+create view requests_view as
+select
+    r.id,
+    strftime('%Y-%m-%dT%H:%M:%S', r.ts / 1000, 'unixepoch') || printf('.%03dZ', r.ts % 1000) as time,
+    r.ts,
+    i.ip,
+    i.prefix as cidr24,
+    i.prefix16 as cidr16,
+    i.asn,
+    i.provider,
+    i.rdns,
+    a.ua as user_agent,
+    a.family as ua_family,
+    a.major as ua_major,
+    a.os as ua_os,
+    a.kind as ua_kind,
+    r.method,
+    u.uri,
+    p.path,
+    r.status,
+    r.bytes,
+    rf.referer,
+    r.token_id,
+    coalesce(s.org_id, r.org_id) as org_id,
+    cast(s.request_id is not null as integer) as in_scope,
+    s.explained,
+    cast(case when s.request_id is null then null when s.explained = 0 then 1 else 0 end as integer) as unexplained,
+    r.sig_id,
+    r.batch_id,
+    r.line_no
+from requests r
+join signatures g on g.id = r.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+join uris u on u.id = r.uri_id
+join paths p on p.id = u.path_id
+left join referers rf on rf.id = r.referer_id
+left join scoped s on s.request_id = r.id;
+"""
+
+
+@migrations()
+def m004_page_aggregates(db: sqlite_utils.Database) -> None:
+    db.executescript(PAGE_AGGREGATES)
+    from . import aggregates
+
+    aggregates.refresh(db)

@@ -14,6 +14,7 @@ import re
 
 import sqlite_utils
 
+from . import aggregates
 from .timeparse import parse_time
 
 # The org a request reached: the log's own org_id, else the slug's owner at the
@@ -162,10 +163,12 @@ def recompute(db: sqlite_utils.Database) -> None:
         db.execute("delete from sig_org")
         if incident is None:
             db.execute("update paths set scope_match = null, slug = null, org_static = null, slug_timed = null")
+            aggregates.refresh(db)
             return
         rebuild_windows(db)
         classify_paths(db, incident, only_new=False)
         if not _records_ready(db):
+            aggregates.refresh(db)
             return
         params = _params(incident)
         db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(restrict="")), params)
@@ -174,6 +177,7 @@ def recompute(db: sqlite_utils.Database) -> None:
         from . import rules
 
         rules.reevaluate(db)
+        aggregates.refresh(db)
 
 
 def after_batch(db: sqlite_utils.Database, batch_id: int) -> None:

@@ -77,6 +77,8 @@ def parse_time(value) -> int:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise TimeError(f"not a time: {value!r}")
+        if abs(value) >= MAX_MS:  # round() of an overflowing product would raise
+            raise TimeError(f"after 2200: {value!r}")
         return _check(round(value * 1000), value)
     raise TimeError(f"not a time: {type(value).__name__}")
 
@@ -136,6 +138,8 @@ def _parse_text(text: str) -> int:
         s = s[1:-1].strip()
     if _EPOCH.fullmatch(s):
         whole, _, frac = s.partition(".")
+        if len(whole.lstrip("0")) > 13:  # also keeps int() away from huge digit strings
+            raise TimeError(f"after 2200: {_short(s)}")
         return _check(_fraction_ms(int(whole or 0), frac), s)
     if "/" in s[:3]:
         return _parse_time_local(s)
@@ -171,7 +175,7 @@ def _parse_time_local(text: str) -> int:
                 try:
                     days = date(int(s[7:11]), month, int(s[0:2])).toordinal() - _EPOCH_ORDINAL
                 except ValueError:
-                    raise TimeError(f"day out of range: {_short(text)}") from None
+                    raise TimeError(f"date out of range: {_short(text)}") from None
                 offset = off_h * 3600 + off_m * 60
                 if s[21] == "-":
                     offset = -offset
@@ -213,11 +217,8 @@ def _offset_seconds(offset: str | None, text: str) -> int:
 
 def _fraction_ms(whole: int, frac: str) -> int:
     """Exact seconds + decimal fraction digits to milliseconds, rounding half to even."""
-    ms = whole * 1000
-    if not frac:
-        return ms
-    numerator, denominator = int(frac) * 1000, 10 ** len(frac)
-    q, r = divmod(numerator, denominator)
-    if 2 * r > denominator or (2 * r == denominator and q % 2):
-        q += 1
-    return ms + q
+    ms = whole * 1000 + int(frac[:3].ljust(3, "0") or 0)
+    rest = frac[3:].rstrip("0")
+    if rest and (rest > "5" or (rest == "5" and ms % 2)):
+        ms += 1
+    return ms

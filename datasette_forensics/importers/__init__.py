@@ -43,6 +43,10 @@ RECORD_KEYS = (
 )
 
 
+#: The largest status or byte count kept (SQLite integers are 64-bit).
+MAX_INT = 2**63 - 1
+
+
 class ParseError(ValueError):
     """A line that cannot be imported; the message is the rejection reason."""
 
@@ -94,13 +98,12 @@ def to_int(value, field: str) -> int | None:
     """An integer field (status, bytes): None when missing, ParseError when not a number."""
     if value is None or value == "" or value == "-":
         return None
-    if isinstance(value, bool):
-        raise ParseError(f"bad {field}: {value!r}")
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= MAX_INT:
+            return value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     raise ParseError(f"bad {field}: {shorten(str(value))}")
 

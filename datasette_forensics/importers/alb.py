@@ -24,7 +24,7 @@ DESCRIPTION = "AWS Application Load Balancer access log (type time elb client:po
 _Q = r'[^"\\]*(?:\\.[^"\\]*)*'
 _LINE = re.compile(
     r"(?:([a-z][a-z0-9]*) )?(\d{4}-\d{2}-\d{2}T\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)"
-    r" (\d+|-) (\S+) (\d+|-) (\d+|-)"
+    r" (\d{1,3}|-) (\S+) (\d{1,18}|-) (\d{1,18}|-)"
     r' "(' + _Q + r')" "(' + _Q + r')"'
     r'((?: +(?:"' + _Q + r'"|[^\s"]\S*))*) *'
 ).fullmatch
@@ -83,7 +83,9 @@ class Parser:
         if m is None:
             if not line.strip():
                 return None
-            raise ParseError("not an ALB log line" if line.count('"') % 2 == 0 else "line cut off inside a quoted field")
+            if line.count('"') % 2:
+                raise ParseError("line cut off inside a quoted field")
+            raise ParseError("not an ALB log line")
         (
             kind, time, elb, client, target, request_pt, target_pt, response_pt,
             elb_status, target_status, received, sent, request, ua, rest,

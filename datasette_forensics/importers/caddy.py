@@ -58,7 +58,7 @@ class Parser:
             raise ParseError("not a JSON object")
         request = entry.get("request")
         if not isinstance(request, dict):
-            raise ParseError("missing field request")
+            raise ParseError("no request object: not an access log entry")
         if "ts" not in entry:
             raise ParseError("missing field ts")
         try:

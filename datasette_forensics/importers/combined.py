@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 
 from ..timeparse import TimeError, parse_time_local
-from . import ParseError, detect_by_parsing, split_request
+from . import ParseError, split_request
 
 NAME = "combined"
 DESCRIPTION = 'Apache/nginx combined: host ident user [time] "request" status bytes "referer" "user agent"'
+
 
 def _line_pattern(quoted: str) -> re.Pattern:
     """The line regex, with ``quoted`` as the pattern of a quoted field's content.
@@ -31,7 +32,7 @@ def _line_pattern(quoted: str) -> re.Pattern:
     return re.compile(
         r'(\S+) (\S+) (\S+) \[([^\]]*)\] '
         r'"(?:([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)|(' + quoted + r'))"'
-        r" (\d+|-) (\d+|-)"
+        r" (\d{1,3}|-) (\d{1,18}|-)"
         r'(?: "(' + quoted + r')" "(' + quoted + r')"'
         r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))*))? *'
     )
@@ -43,14 +44,33 @@ def _line_pattern(quoted: str) -> re.Pattern:
 _Q = r'[^"\\]*(?:\\.[^"\\]*)*'
 _FAST = _line_pattern(r'[^"]*').fullmatch
 _ESCAPED = _line_pattern(_Q).fullmatch
-# Last resort for servers that do not escape quotes: the request ends at the first
-# '" status bytes', the user agent is everything up to the final quote.
+# Last resort for servers that do not escape quotes (see _fallback).
 _HEAD = r'(\S+) (\S+) (\S+) \[([^\]]*)\] '
-_FALLBACK = re.compile(_HEAD + r'"(.*?)" (\d+|-) (\d+|-)(?: "(.*?)" "(.*)")? *').fullmatch
+_FALLBACK_HEAD = re.compile(_HEAD + '"').match
+_FALLBACK_STATUS = re.compile(r'" (\d{1,3}|-) (\d{1,18}|-)(?= "| *$)').search
+_FALLBACK_TAIL = re.compile(r'(?: "([^"]*)" "(.*)")? *').fullmatch
 _TRAILING = re.compile(r'"(' + _Q + r')"|(\S+)').findall
 _PREFIX = re.compile(_HEAD).match
 _UNESCAPED_QUOTE = re.compile(r'(?<!\\)"').findall
-_STATUS_BYTES = re.compile(r'"' + _Q + r'" (\d+|-) (\d+|-)').match
+_STATUS_BYTES = re.compile(r'"' + _Q + r'" (\d{1,3}|-) (\d{1,18}|-)(?: |$)').match
+
+
+def _fallback(line: str) -> tuple | None:
+    """The fields of a line whose request or user agent holds unescaped quotes.
+
+    The request ends at the first '" status bytes'; the referer has no quote; the
+    user agent runs to the last quote. Linear time, whatever the line.
+    """
+    head = _FALLBACK_HEAD(line)
+    if head is None:
+        return None
+    status = _FALLBACK_STATUS(line, head.end())
+    if status is None:
+        return None
+    tail = _FALLBACK_TAIL(line, status.end())
+    if tail is None:
+        return None
+    return (*head.groups(), line[head.end() : status.start()], *status.groups(), *tail.groups())
 
 
 def _unescape(text: str) -> str:
@@ -91,12 +111,12 @@ class Parser:
                 status, size, referer, ua, tail,
             ) = m.groups()  # fmt: skip
         else:
-            m = _FALLBACK(line) if self.fallback else None
-            if m is None:
+            fields = _fallback(line) if self.fallback else None
+            if fields is None:
                 if not line.strip():
                     return None
                 raise ParseError(self._reason(line))
-            ip, ident, user, time, request, status, size, referer, ua = m.groups()
+            ip, ident, user, time, request, status, size, referer, ua = fields
             method = tail = None
 
         if time == self._last_time:
@@ -186,7 +206,7 @@ def shape(line: str, parser: Parser | None = None) -> str | None:
         if m.group(11) is None:
             return "common"
         return "ext" if m.group(13) else "combined"
-    return "common" if _FALLBACK(line).group(8) is None else "combined"
+    return "common" if _fallback(line)[7] is None else "combined"
 
 
 def shapes(lines: list[str]) -> dict[str, int]:
@@ -212,6 +232,6 @@ def family(lines: list[str]) -> str | None:
 
 
 def detect(lines: list[str]) -> bool:
-    """Most lines are combined-format lines without fields after the user agent."""
+    """Most lines are combined lines (with a referer and UA), most without trailing fields."""
     return family(lines) == NAME
 

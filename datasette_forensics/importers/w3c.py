@@ -32,9 +32,7 @@ FIELD_MAP = {
     "host": ("x-host-header", "cs-host", "cs(host)"),
     "xff": ("x-forwarded-for", "cs(x-forwarded-for)"),
 }
-_USED = {"date", "time", "cs-uri-stem", "cs-uri-query", "cs-uri"} | {
-    name for names in FIELD_MAP.values() for name in names
-}
+_URI_FIELDS = {"date", "time", "cs-uri-stem", "cs-uri-query", "cs-uri"}
 
 
 class Parser:
@@ -79,8 +77,11 @@ class Parser:
             raise ParseError(f"bad timestamp: {exc}") from None
 
         found = {}
+        used = set(_URI_FIELDS)
         for key, names in FIELD_MAP.items():
-            found[key] = next((row[n] for n in names if dash(row.get(n)) is not None), None)
+            name = next((n for n in names if dash(row.get(n)) is not None), None)
+            found[key] = None if name is None else row[name]
+            used.add(name)
         if found["ip"] is None:
             raise ParseError("missing field c-ip")
         uri = row.get("cs-uri-stem")
@@ -95,7 +96,7 @@ class Parser:
         ua = found["ua"]
         if ua is not None:
             ua = unquote(ua) if tabbed else ua.replace("+", " ")
-        extra = {k: v for k, v in row.items() if k not in _USED and v != "-"}
+        extra = {k: v for k, v in row.items() if k not in used and v != "-"}
         return {
             "ts": ts,
             "ip": found["ip"],

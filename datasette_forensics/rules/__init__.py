@@ -11,19 +11,62 @@ scope changes, so they explain later batches and record updates too.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 
 import sqlite_utils
 
+from ..errors import ForensicsError
 from ..timeparse import parse_time
 
-# Sessions matched to signatures on (ip, exact user agent): one row per (sig, user).
-SESSION_SIGNATURES = """
-select g.id as sig_id, se.user_id
-from sessions se
-join ips i on i.ip = se.ip
-join user_agents a on a.ua = se.user_agent
-join signatures g on g.ip_id = i.id and g.ua_id = a.id"""
+# Sessions matched to signatures on (ip, exact user agent): one row per (sig, user),
+# built by prepare_sessions() before a session rule runs.
+SESSION_SIGNATURES = "select sig_id, user_id from temp.rule_session_sigs"
+
+
+def _canonical_ip(text: str) -> str:
+    try:
+        return ipaddress.ip_address(text.strip()).compressed
+    except ValueError:
+        return text
+
+
+def prepare_sessions(db: sqlite_utils.Database) -> None:
+    """Match sessions to signatures on (ip, exact user agent).
+
+    Addresses compare as addresses: ``2001:DB8::1`` in the records matches
+    ``2001:db8:0::1`` in a log. User agents compare exactly.
+    """
+    db.execute("drop table if exists temp.rule_session_sigs")
+    db.execute(
+        "create temp table rule_session_sigs (sig_id integer, user_id text, primary key (sig_id, user_id))"
+    )
+    db.execute("drop table if exists temp.rule_session_keys")
+    db.execute("create temp table rule_session_keys (ip text, ua text, user_id text)")
+    db.conn.executemany(
+        "insert into temp.rule_session_keys values (?, ?, ?)",
+        [(_canonical_ip(ip), ua, user) for user, ip, ua in db.execute("select user_id, ip, user_agent from sessions")],
+    )
+    # IPv6 addresses the logs wrote in a non-canonical form, by canonical form.
+    db.execute("drop table if exists temp.rule_ip_canonical")
+    db.execute("create temp table rule_ip_canonical (ip text, ip_id integer)")
+    db.conn.executemany(
+        "insert into temp.rule_ip_canonical values (?, ?)",
+        [
+            (canonical, ip_id)
+            for ip_id, ip in db.execute("select id, ip from ips where version = 6")
+            if (canonical := _canonical_ip(ip)) != ip
+        ],
+    )
+    for addresses in ("select id, ip from ips", "select ip_id as id, ip from temp.rule_ip_canonical"):
+        db.execute(
+            f"""insert or ignore into temp.rule_session_sigs (sig_id, user_id)
+            select g.id, k.user_id
+            from temp.rule_session_keys k
+            join ({addresses}) i on i.ip = k.ip
+            join user_agents a on a.ua = k.ua
+            join signatures g on g.ip_id = i.id and g.ua_id = a.id"""
+        )
 
 
 def ms_rows(db: sqlite_utils.Database, sql: str, time_columns: tuple[int, ...]) -> list[tuple]:
@@ -43,8 +86,8 @@ BUILTINS = [staff, member_current, member_historical, partner, post_patch_valid,
 REGISTRY = {rule.NAME: rule for rule in BUILTINS}
 
 
-class UnknownRule(LookupError):
-    pass
+class UnknownRule(ForensicsError, LookupError):
+    """A rule name that is neither built in nor saved as a custom rule."""
 
 
 def utcnow() -> str:
@@ -81,9 +124,10 @@ def _set_bits(db: sqlite_utils.Database, rule, restrict: str = "") -> None:
     prepare = getattr(rule, "prepare", None)
     if prepare is not None:
         prepare(db)
+    params = dict(getattr(rule, "PARAMS", None) or {}, rule_bit=rule.BIT)
     db.execute(
-        f"update scoped set explained = explained | ? where request_id in ({rule.select_sql(restrict)})",
-        [rule.BIT],
+        f"update scoped set explained = explained | :rule_bit where request_id in ({rule.select_sql(restrict)})",
+        params,
     )
 
 
@@ -115,17 +159,20 @@ def reevaluate(db: sqlite_utils.Database, sigs: str | None = None) -> None:
             if name in rules:
                 _set_bits(db, rules[name], restrict)
         refresh_unexplained(db, sigs)
+        refresh_waterfall(db)
 
 
 def _unexplained_total(db) -> int:
     return db.execute("select coalesce(sum(unexplained), 0) from sig_org").fetchone()[0]
 
 
-def _record(db, rule: str, action: str, actor: str | None, count: int | None, changes: list) -> None:
+def _record(
+    db, rule: str, action: str, actor: str | None, count: int | None, changes: list, detail: str | None = None
+) -> None:
     db.execute(
-        """insert into rule_ledger (rule, action, actor, at, requests_explained, orgs_changed)
-        values (?, ?, ?, ?, ?, ?)""",
-        [rule, action, actor, utcnow(), count, json.dumps(changes)],
+        """insert into rule_ledger (rule, action, actor, at, requests_explained, orgs_changed, detail)
+        values (?, ?, ?, ?, ?, ?, ?)""",
+        [rule, action, actor, utcnow(), count, json.dumps(changes), detail],
     )
 
 
@@ -156,10 +203,10 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
     """Apply one rule; returns {rule, requests_explained, orgs_changed, already}."""
     from ..status import org_statuses
 
-    rules = load_rules(db)
-    if name not in rules:
-        raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
     with db.atomic():
+        rules = load_rules(db)
+        if name not in rules:
+            raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
         if name in applied_names(db):
             return {"rule": name, "requests_explained": 0, "orgs_changed": [], "already": True}
         before, total = org_statuses(db), _unexplained_total(db)
@@ -170,6 +217,7 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
         explained = total - _unexplained_total(db)
         changes = _changes(before, org_statuses(db))
         _record(db, name, "apply", actor, explained, changes)
+        refresh_waterfall(db)
     return {"rule": name, "requests_explained": explained, "orgs_changed": changes, "already": False}
 
 
@@ -177,10 +225,10 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
     """Undo one applied rule; returns {rule, requests_unexplained, orgs_changed, already}."""
     from ..status import org_statuses
 
-    rules = load_rules(db)
-    if name not in rules:
-        raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
     with db.atomic():
+        rules = load_rules(db)
+        if name not in rules:
+            raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
         if name not in applied_names(db):
             return {"rule": name, "requests_unexplained": 0, "orgs_changed": [], "already": True}
         before, total = org_statuses(db), _unexplained_total(db)
@@ -191,4 +239,144 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         unexplained = _unexplained_total(db) - total
         changes = _changes(before, org_statuses(db))
         _record(db, name, "undo", actor, unexplained, changes)
+        refresh_waterfall(db)
     return {"rule": name, "requests_unexplained": unexplained, "orgs_changed": changes, "already": False}
+
+
+def list_rules(db: sqlite_utils.Database) -> list[dict]:
+    """Every rule with its state, built-ins first then custom rules by bit (read-only).
+
+    Returns:
+        dicts with name, description, builtin, applied, applied_seq, bit,
+        definition (custom rules), created_by and created_at.
+    """
+    rows = {
+        row[0]: row
+        for row in db.execute(
+            """select name, bit, builtin, description, definition, applied, applied_seq,
+            created_by, created_at from rules"""
+        )
+    }
+    result = []
+    for rule in BUILTINS:
+        row = rows.get(rule.NAME)
+        result.append(
+            {
+                "name": rule.NAME,
+                "description": rule.DESCRIPTION,
+                "builtin": True,
+                "applied": bool(row and row[5]),
+                "applied_seq": row[6] if row else None,
+                "bit": rule.BIT,
+                "definition": None,
+                "created_by": None,
+                "created_at": None,
+            }
+        )
+    for row in sorted((r for r in rows.values() if not r[2]), key=lambda r: r[1]):
+        result.append(
+            {
+                "name": row[0],
+                "description": row[3],
+                "builtin": False,
+                "applied": bool(row[5]),
+                "applied_seq": row[6],
+                "bit": row[1],
+                "definition": json.loads(row[4]) if row[4] else None,
+                "created_by": row[7],
+                "created_at": row[8],
+            }
+        )
+    return result
+
+
+def _applied_bits(db: sqlite_utils.Database) -> list[tuple[str, int]]:
+    return [tuple(r) for r in db.execute("select name, bit from rules where applied = 1 order by applied_seq")]
+
+
+def compute_waterfall(db: sqlite_utils.Database) -> list[dict]:
+    """In scope, then the requests still unexplained after each applied rule and all before it.
+
+    Returns:
+        one dict per step (rule None for the in-scope step) with remaining (requests
+        still unexplained) and explained (requests that step removed); one scan of scoped.
+    """
+    applied = _applied_bits(db)
+    params, mask, columns = {}, 0, ["count(*)"]
+    for i, (_, bit) in enumerate(applied):
+        mask |= bit
+        params[f"m{i}"] = mask
+        columns.append(f"coalesce(sum((explained & :m{i}) = 0), 0)")
+    counts = db.execute(f"select {', '.join(columns)} from scoped", params).fetchone()
+    steps = [{"rule": None, "remaining": counts[0], "explained": None}]
+    for (name, _), remaining in zip(applied, counts[1:]):
+        steps.append({"rule": name, "remaining": remaining, "explained": steps[-1]["remaining"] - remaining})
+    return steps
+
+
+def _has_table(db: sqlite_utils.Database, name: str) -> bool:
+    return bool(db.execute("select 1 from sqlite_master where type = 'table' and name = ?", [name]).fetchone())
+
+
+def refresh_waterfall(db: sqlite_utils.Database) -> None:
+    """Store the waterfall in rule_waterfall, so the rules page never scans scoped."""
+    if not _has_table(db, "rule_waterfall"):
+        return
+    now = utcnow()
+    db.execute("delete from rule_waterfall")
+    db.conn.executemany(
+        "insert into rule_waterfall (position, rule, remaining, explained, computed_at) values (?, ?, ?, ?, ?)",
+        [(i, s["rule"], s["remaining"], s["explained"], now) for i, s in enumerate(compute_waterfall(db))],
+    )
+
+
+def waterfall(db: sqlite_utils.Database) -> list[dict]:
+    """The stored waterfall when it matches the current state (read-only), else computed now."""
+    if _has_table(db, "rule_waterfall"):
+        stored = [
+            {"rule": rule, "remaining": remaining, "explained": explained}
+            for rule, remaining, explained in db.execute(
+                "select rule, remaining, explained from rule_waterfall order by position"
+            )
+        ]
+        in_scope, unexplained = db.execute(
+            """select (select coalesce(sum(requests), 0) from signature_scope),
+            (select coalesce(sum(unexplained), 0) from sig_org)"""
+        ).fetchone()
+        if (
+            stored
+            and [s["rule"] for s in stored[1:]] == applied_names(db)
+            and stored[0]["remaining"] == in_scope
+            and stored[-1]["remaining"] == unexplained
+        ):
+            return stored
+    return compute_waterfall(db)
+
+
+def rules_breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str, dict[str, int]]:
+    """In-scope requests each applied rule explains, per org.
+
+    A request explained by several rules counts for each of them.
+
+    Args:
+        org_id: one org only; None for every org.
+
+    Returns:
+        {org_id: {rule_name: requests}} in applied order; rules explaining nothing,
+        and orgs with nothing explained, are left out.
+    """
+    applied = _applied_bits(db)
+    if not applied:
+        return {}
+    params = {f"b{i}": bit for i, (_, bit) in enumerate(applied)}
+    columns = ", ".join(f"sum((explained & :b{i}) != 0)" for i in range(len(applied)))
+    where = "explained != 0"
+    if org_id is not None:
+        where += " and org_id = :org"
+        params["org"] = str(org_id)
+    result = {}
+    for org, *counts in db.execute(f"select org_id, {columns} from scoped where {where} group by org_id", params):
+        explained = {name: n for (name, _), n in zip(applied, counts) if n}
+        if explained:
+            result[org] = explained
+    return result

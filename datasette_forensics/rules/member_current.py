@@ -1,10 +1,15 @@
 """member_current: a user with a session with the signature is a member of the org now."""
 
-from . import SESSION_SIGNATURES
+from . import SESSION_SIGNATURES, prepare_sessions
 
 NAME = "member_current"
 BIT = 1 << 1
 DESCRIPTION = "A user with a session with this signature is a member of the org now (no left_at)."
+
+
+def prepare(db) -> None:
+    """Match sessions to signatures."""
+    prepare_sessions(db)
 
 
 def select_sql(restrict: str) -> str:

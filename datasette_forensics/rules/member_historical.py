@@ -1,6 +1,6 @@
 """member_historical: a user with a session with the signature was a member of the org at t."""
 
-from . import SESSION_SIGNATURES, ms_rows
+from . import SESSION_SIGNATURES, ms_rows, prepare_sessions
 
 NAME = "member_historical"
 BIT = 1 << 2
@@ -8,7 +8,8 @@ DESCRIPTION = "A user with a session with this signature was a member of the org
 
 
 def prepare(db) -> None:
-    """Membership windows as integer milliseconds (joined_at <= t < left_at)."""
+    """Sessions matched to signatures; membership windows as integer milliseconds (joined_at <= t < left_at)."""
+    prepare_sessions(db)
     db.execute("drop table if exists temp.rule_membership_windows")
     db.execute("create temp table rule_membership_windows (user_id text, org_id text, from_ms integer, to_ms integer)")
     db.conn.executemany(

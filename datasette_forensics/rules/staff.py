@@ -1,10 +1,15 @@
 """staff: a staff user has a session with the request's signature."""
 
-from . import SESSION_SIGNATURES
+from . import SESSION_SIGNATURES, prepare_sessions
 
 NAME = "staff"
 BIT = 1 << 0
 DESCRIPTION = "A staff user has a session with this signature (ip and user agent)."
+
+
+def prepare(db) -> None:
+    """Match sessions to signatures."""
+    prepare_sessions(db)
 
 
 def select_sql(restrict: str) -> str:

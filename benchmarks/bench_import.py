@@ -1,0 +1,408 @@
+"""Log import benchmark: the full import against a bare loop and sqlite-utils.
+
+Generates (once, cached under ``benchmarks/out/``) an N-line combined access log
+with a realistic spread, then imports it three ways, each in a fresh subprocess
+and a fresh database file, so that the peak RSS is that contender's own:
+
+- ``bare``: a compiled regex per line and ``executemany`` of the raw groups into
+  one wide table of text columns, committed every 20,000 lines;
+- ``insert_all``: the same parsed rows as dicts through sqlite-utils
+  ``Table.insert_all`` (default batch size) into a wide table;
+- ``full``: ``ingest.import_logs``, exactly what ``datasette-forensics import-logs``
+  runs: accounting, duplicate detection, dictionaries and enrichment.
+
+All three use the pragmas of ``schema.tune`` (WAL, synchronous=normal, 64 MiB
+cache). Seconds are wall-clock time from opening the database to the last commit.
+
+Example:
+
+    python benchmarks/bench_import.py --lines 1000000
+    python benchmarks/bench_import.py --lines 5000000 --only full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "out")
+RESULTS = os.path.join(HERE, "results")
+CONTENDERS = ("bare", "insert_all", "full")
+GENERATOR_VERSION = 1
+CHUNK = 20_000
+
+# The bare loop's regex: the textbook combined-format pattern.
+LINE = re.compile(
+    r'(?P<ip>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]*)\] '
+    r'"(?P<method>\S+) (?P<uri>\S+) (?P<protocol>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
+    r'"(?P<referer>[^"]*)" "(?P<ua>[^"]*)"'
+)
+COLUMNS = list(LINE.groupindex)
+
+
+# --- the log -----------------------------------------------------------------------
+
+
+def _user_agents(rng: random.Random, n: int) -> list[str]:
+    oses = [
+        "Windows NT 10.0; Win64; x64",
+        "Macintosh; Intel Mac OS X 10_15_7",
+        "X11; Linux x86_64",
+        "X11; Ubuntu; Linux x86_64",
+        "iPhone; CPU iPhone OS 16_5 like Mac OS X",
+        "Linux; Android 13; Pixel 7",
+    ]
+    uas = set()
+    while len(uas) < n:
+        kind = rng.random()
+        if kind < 0.45:
+            v = f"{rng.randint(80, 126)}.0.{rng.randint(3000, 6500)}.{rng.randint(0, 200)}"
+            uas.add(
+                f"Mozilla/5.0 ({rng.choice(oses)}) AppleWebKit/537.36 (KHTML, like Gecko) "
+                f"Chrome/{v} Safari/537.36"
+            )
+        elif kind < 0.6:
+            v = rng.randint(90, 128)
+            uas.add(f"Mozilla/5.0 ({rng.choice(oses)}; rv:{v}.0) Gecko/20100101 Firefox/{v}.0")
+        elif kind < 0.68:
+            uas.add(
+                f"Mozilla/5.0 ({rng.choice(oses)}) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                f"Version/{rng.randint(13, 17)}.{rng.randint(0, 6)} Safari/605.1.15"
+            )
+        elif kind < 0.93:
+            name = rng.choice(
+                ["python-requests", "curl", "Go-http-client", "sentry-cli", "okhttp",
+                 "axios", "node-fetch", "Apache-HttpClient", "aiohttp", "Terraform"]
+            )  # fmt: skip
+            uas.add(f"{name}/{rng.randint(0, 9)}.{rng.randint(0, 40)}.{rng.randint(0, 9)}")
+        else:
+            bot = rng.choice(["Googlebot", "bingbot", "AhrefsBot", "SemrushBot", "DataForSeoBot"])
+            uas.add(f"Mozilla/5.0 (compatible; {bot}/{rng.randint(1, 9)}.{rng.randint(0, 9)}; +http://example.com/bot)")
+    return sorted(uas)
+
+
+def _ips(rng: random.Random, n: int) -> list[str]:
+    ips = set()
+    while len(ips) < n:
+        if rng.random() < 0.08:
+            ips.add("2001:db8:%x:%x::%x" % (rng.randrange(1 << 16), rng.randrange(1 << 16), rng.randrange(1 << 16)))
+        else:
+            # Clustered: a few hundred /16s, as real traffic is.
+            ips.add(
+                f"{rng.choice((34, 35, 52, 54, 66, 81, 93, 104, 141, 185, 203))}."
+                f"{rng.randrange(40)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            )
+    return sorted(ips)
+
+
+def _zipf_index(rng: random.Random, n: int) -> int:
+    """An index in [0, n) where low indexes are much more frequent."""
+    return min(int(n * rng.random() ** 3), n - 1)
+
+
+def generate(path: str, lines: int, seed: int = 20200718) -> None:
+    """Write an N-line combined log with a realistic spread of values.
+
+    ~5,000 client addresses (8% IPv6), ~500 user agents, each client using one to
+    three of them; Sentry-like API URIs of which ~40% are distinct (cursors, new
+    ids); a 2xx/3xx/4xx/5xx mix; times that increase with several lines a second;
+    and a few scanner lines (escaped bytes) and cut-off lines to reject.
+    """
+    rng = random.Random(seed)
+    ips = _ips(rng, 5000)
+    uas = _user_agents(rng, 500)
+    ua_of = [[_zipf_index(rng, len(uas)) for _ in range(rng.randint(1, 3))] for _ in ips]
+    slugs = [f"org-{rng.getrandbits(32):08x}" for _ in range(2000)]
+    projects = [f"project-{i}" for i in range(40)]
+    templates = [
+        "/api/0/organizations/{slug}/issues/{id}/",
+        "/api/0/organizations/{slug}/issues/{id}/events/",
+        "/api/0/organizations/{slug}/issues/",
+        "/api/0/organizations/{slug}/",
+        "/api/0/organizations/{slug}/members/",
+        "/api/0/projects/{slug}/{project}/events/{event}/",
+        "/api/0/projects/{slug}/{project}/keys/",
+        "/api/0/organizations/{slug}/releases/{id}/files/",
+        "/api/0/issues/{id}/",
+        "/api/0/organizations/{slug}/stats_v2/",
+    ]
+    methods = ["GET"] * 85 + ["POST"] * 8 + ["PUT"] * 4 + ["DELETE"] * 2 + ["OPTIONS"]
+    statuses = (
+        ["200"] * 72 + ["201"] * 3 + ["204"] * 2 + ["304"] * 3 + ["400"] * 3 + ["401"] * 6
+        + ["403"] * 4 + ["404"] * 4 + ["429"] * 2 + ["500"]
+    )  # fmt: skip
+    referers = ["-"] * 8 + [f"https://sentry.example.com/organizations/{s}/issues/" for s in slugs[:20]]
+
+    def new_uri() -> str:
+        t = rng.choice(templates)
+        uri = t.format(
+            slug=slugs[_zipf_index(rng, len(slugs))],
+            id=rng.randrange(10**9, 5 * 10**9),
+            project=rng.choice(projects),
+            event=f"{rng.getrandbits(128):032x}",
+        )
+        if rng.random() < 0.7:
+            uri += f"?cursor={rng.getrandbits(40)}:0:{rng.randrange(2)}&per_page=100"
+        return uri
+
+    popular = [new_uri() for _ in range(20_000)]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    t = int(time.mktime((2020, 6, 1, 0, 0, 0, 0, 0, 0)) - time.timezone)
+    stamp_at, stamp = None, ""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        out = []
+        for i in range(lines):
+            if rng.random() < 0.2:
+                t += 1
+            if t != stamp_at:
+                g = time.gmtime(t)
+                stamp = f"{g.tm_mday:02d}/{months[g.tm_mon - 1]}/{g.tm_year}:{g.tm_hour:02d}:{g.tm_min:02d}:{g.tm_sec:02d} +0000"
+                stamp_at = t
+            r = rng.random()
+            if r < 0.0005:
+                # A TLS scanner hitting the plain-text port: escaped bytes, status 400.
+                ip = ips[rng.randrange(len(ips))]
+                out.append(f'{ip} - - [{stamp}] "\\x16\\x03\\x01\\x00\\xee\\x01" 400 157 "-" "-"\n')
+                continue
+            if r < 0.0006:
+                out.append(f'{ips[rng.randrange(len(ips))]} - - [{stamp}] "GET /api/0/organizations/\n')
+                continue
+            k = _zipf_index(rng, len(ips))
+            ip = ips[k]
+            ua = uas[rng.choice(ua_of[k])]
+            uri = new_uri() if rng.random() < 0.4 else popular[_zipf_index(rng, len(popular))]
+            status = rng.choice(statuses)
+            size = "-" if status in ("204", "304") else str(rng.randrange(50, 60000))
+            user = "-" if rng.random() < 0.97 else f"user{rng.randrange(100)}"
+            out.append(
+                f'{ip} - {user} [{stamp}] "{rng.choice(methods)} {uri} HTTP/1.1" {status} {size}'
+                f' "{rng.choice(referers)}" "{ua}"\n'
+            )
+            if len(out) >= 10_000:
+                f.writelines(out)
+                out = []
+        f.writelines(out)
+    os.replace(tmp, path)
+
+
+def cached_log(lines: int) -> str:
+    os.makedirs(OUT, exist_ok=True)
+    path = os.path.join(OUT, f"combined-{lines}-v{GENERATOR_VERSION}.log")
+    if not os.path.exists(path):
+        print(f"generating {path} ...", file=sys.stderr)
+        started = time.monotonic()
+        generate(path, lines)
+        print(f"  {time.monotonic() - started:.1f}s", file=sys.stderr)
+    return path
+
+
+# --- the contenders (each runs in its own subprocess) --------------------------------
+
+
+def _tune(conn: sqlite3.Connection) -> None:
+    from datasette_forensics import schema
+
+    schema.tune(conn)
+
+
+def _wide_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "create table lines ({})".format(", ".join(f"{c} text" for c in COLUMNS))
+    )
+
+
+def run_bare(log: str, db: str) -> int:
+    conn = sqlite3.connect(db, isolation_level=None)
+    _tune(conn)
+    _wide_table(conn)
+    insert = "insert into lines values ({})".format(", ".join("?" for _ in COLUMNS))
+    match = LINE.match
+    n = 0
+    rows = []
+    with open(log, encoding="utf-8", errors="backslashreplace") as f:
+        for line in f:
+            n += 1
+            m = match(line)
+            if m is not None:
+                rows.append(m.groups())
+            if len(rows) >= CHUNK:
+                conn.execute("begin")
+                conn.executemany(insert, rows)
+                conn.execute("commit")
+                rows = []
+    conn.execute("begin")
+    conn.executemany(insert, rows)
+    conn.execute("commit")
+    conn.close()
+    return n
+
+
+def run_insert_all(log: str, db: str) -> int:
+    import sqlite_utils
+
+    conn = sqlite3.connect(db)
+    _tune(conn)
+    database = sqlite_utils.Database(conn)
+    _wide_table(conn)
+    count = [0]
+
+    def rows():
+        match = LINE.match
+        with open(log, encoding="utf-8", errors="backslashreplace") as f:
+            for line in f:
+                count[0] += 1
+                m = match(line)
+                if m is not None:
+                    yield m.groupdict()
+
+    database["lines"].insert_all(rows())
+    conn.close()
+    return count[0]
+
+
+def run_full(log: str, db: str) -> int:
+    from datasette_forensics import ingest, schema
+
+    database = schema.connect(db)
+    (result,) = ingest.import_logs(database, [log], command="bench_import")
+    assert result.status == "complete", result.message
+    assert result.lines_read == result.imported + result.rejected + result.duplicates
+    database.conn.close()
+    return result.lines_read
+
+
+def peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(contender: str, log: str, db: str) -> None:
+    run = {"bare": run_bare, "insert_all": run_insert_all, "full": run_full}[contender]
+    started = time.perf_counter()
+    lines = run(log, db)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"contender": contender, "lines": lines, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+# --- the harness -----------------------------------------------------------------------
+
+
+def _remove_db(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = None
+    try:
+        with open("/proc/meminfo") as f:
+            ram = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": ram,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the generated log")
+    parser.add_argument("--only", action="append", choices=CONTENDERS, help="run only these (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases in benchmarks/out/")
+    parser.add_argument("--child", nargs=3, metavar=("CONTENDER", "LOG", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return
+
+    log = cached_log(args.lines)
+    contenders = args.only or list(CONTENDERS)
+    rows = []
+    for contender in contenders:
+        db = os.path.join(OUT, f"bench-{contender}.db")
+        _remove_db(db)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", contender, log, db],
+            stdout=subprocess.PIPE, check=True, text=True,
+        )
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row["lines_per_second"] = row["lines"] / row["seconds"]
+        row["db_mb"] = os.path.getsize(db) / 2**20
+        if not args.keep:
+            _remove_db(db)
+        rows.append(row)
+        print(f"  {contender}: {row['seconds']:.1f}s", file=sys.stderr)
+
+    by_name = {r["contender"]: r for r in rows}
+    ratios = {}
+    if "full" in by_name:
+        for other in ("bare", "insert_all"):
+            if other in by_name:
+                ratios[f"full/{other}"] = by_name["full"]["lines_per_second"] / by_name[other]["lines_per_second"]
+
+    print(f"\n{args.lines:,} lines, {os.path.getsize(log) / 2**20:,.0f} MB log\n")
+    print(f"| contender | lines | seconds | lines/s | peak RSS MB |")
+    print(f"| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['contender']} | {r['lines']:,} | {r['seconds']:.1f} | {r['lines_per_second']:,.0f}"
+            f" | {r['peak_rss_mb']:.0f} |"
+        )
+    for name, value in ratios.items():
+        print(f"\n{name} (lines/s): {value:.2f}×", end="")
+    print()
+
+    os.makedirs(RESULTS, exist_ok=True)
+    out = os.path.join(RESULTS, f"import-{args.lines}.json")
+    with open(out, "w") as f:
+        json.dump(
+            {
+                "command": " ".join(["python", "benchmarks/bench_import.py"] + (argv or sys.argv[1:])),
+                "lines": args.lines,
+                "log_bytes": os.path.getsize(log),
+                "machine": machine(),
+                "results": rows,
+                "ratios": ratios,
+            },
+            f,
+            indent=2,
+        )
+        f.write("\n")
+    print(f"\nwritten to {os.path.relpath(out)}")
+
+
+if __name__ == "__main__":
+    main()

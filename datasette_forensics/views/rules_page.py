@@ -1,0 +1,204 @@
+"""The rules page: apply and undo rules, custom rules, the waterfall and the audit log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from urllib.parse import urlencode
+
+import sqlite_utils
+from datasette import Forbidden, NotFound, Response
+from datasette.utils import tilde_decode
+
+from .. import WRITE_PERMISSION, is_forensic_database, rules
+from ..errors import ForensicsError
+from ..rules import custom
+
+LEDGER_LIMIT = 500
+# Form fields of the custom-rule form: field -> whether it takes a comma-separated list.
+FILTER_FORM = {
+    "ip": True, "cidr": True, "user_agent": False, "ua_family": False, "ua_kind": True,
+    "org_id": True, "path_prefix": False, "path_regex": False, "status": True, "from": False, "to": False,
+}
+
+LEDGER = """
+select * from rule_ledger order by id desc limit :limit
+"""
+
+
+def page_data(db: sqlite_utils.Database) -> dict:
+    """Rules with their state, the waterfall and the latest ledger entries (read-only)."""
+    listed = rules.list_rules(db)
+    steps = rules.waterfall(db)
+    slugs = dict(db.execute("select id, slug from orgs")) if db["orgs"].exists() else {}
+    columns = [c[1] for c in db.execute("pragma table_info(rule_ledger)")]
+    ledger = []
+    for row in db.execute(LEDGER, {"limit": LEDGER_LIMIT}):
+        entry = dict(zip(columns, row))
+        changes = json.loads(entry.get("orgs_changed") or "[]")
+        for change in changes:
+            change["slug"] = slugs.get(change["org_id"])
+        ledger.append(
+            {
+                "id": entry["id"],
+                "rule": entry["rule"],
+                "action": entry["action"],
+                "actor": entry["actor"],
+                "at": entry["at"],
+                "requests": entry["requests_explained"],
+                "orgs_changed": changes,
+                "detail": entry.get("detail"),
+            }
+        )
+    bits = {r["name"]: r["bit"] for r in listed}
+    mask = 0
+    for step in steps:
+        if step["rule"] is not None:
+            mask |= bits.get(step["rule"], 0)
+        step["mask"] = mask
+    return {
+        "rules": listed,
+        "waterfall": steps,
+        "unexplained": steps[-1]["remaining"],
+        "ledger": ledger,
+    }
+
+
+def _definition_from_form(form) -> dict:
+    if (form.get("kind") or "filter") == "sql":
+        return {"sql": form.get("sql") or ""}
+    spec = {}
+    for field, is_list in FILTER_FORM.items():
+        value = (form.get(f"f_{field}") or "").strip()
+        if not value:
+            continue
+        if is_list:
+            values = [v.strip() for v in value.split(",") if v.strip()]
+            spec[field] = values if len(values) > 1 else values[0]
+        else:
+            spec[field] = value
+    return {"filter": spec}
+
+
+def _write(action: str, name: str, actor: str | None, form):
+    """The write for one POST, run on the write connection."""
+
+    def run(conn):
+        db = sqlite_utils.Database(conn)
+        with db.atomic():
+            if action == "apply":
+                return rules.apply(db, name, actor)
+            if action == "undo":
+                return rules.undo(db, name, actor)
+            if action == "create":
+                return custom.create_custom_rule(
+                    db, name, _definition_from_form(form), actor, form.get("description")
+                )
+            if action == "delete":
+                return custom.delete_custom_rule(db, name, actor)
+        raise ForensicsError(f"Unknown action {action!r}: use apply, undo, create or delete.")
+
+    return run
+
+
+def _message(action: str, name: str, result: dict) -> str:
+    def changed(changes):
+        if not changes:
+            return "no org changed status"
+        return "; ".join(f"org {c['org_id']}: {c['from'] or 'none'} → {c['to'] or 'none'}" for c in changes)
+
+    if action == "apply":
+        if result["already"]:
+            return f"{name} was already applied."
+        return f"Applied {name}: {result['requests_explained']:,} requests newly explained; {changed(result['orgs_changed'])}."
+    if action == "undo":
+        if result["already"]:
+            return f"{name} was not applied."
+        return f"Undid {name}: {result['requests_unexplained']:,} requests no longer explained; {changed(result['orgs_changed'])}."
+    if action == "create":
+        return f"Saved custom rule {name} (not applied yet)."
+    undone = result.get("undo")
+    if undone:
+        return f"Undid and deleted custom rule {name}: {undone['requests_unexplained']:,} requests no longer explained; {changed(undone['orgs_changed'])}."
+    return f"Deleted custom rule {name}."
+
+
+async def view(datasette, request):
+    """Rules: apply, undo, custom rules, waterfall and audit log; POST changes them."""
+    route = tilde_decode(request.url_vars["database"])
+    try:
+        db = datasette.get_database(route=route)
+    except KeyError:
+        raise NotFound(f"Database not found: {route}")
+    await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
+    if db.is_memory or not await db.execute_fn(is_forensic_database):
+        raise NotFound(f"{db.name} is not a forensics database.")
+    page = datasette.urls.database(db.name) + "/-/forensics/rules"
+    can_write = await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False)
+
+    if request.method == "POST":
+        if not can_write:
+            raise Forbidden("Changing rules needs the forensics-write permission.")
+        form = await request.post_vars()
+        action = (form.get("action") or "").strip()
+        name = (form.get("rule") or "").strip()
+        actor = (request.actor or {}).get("id")
+        try:
+            result = await db.execute_write_fn(_write(action, name, actor, form), block=True)
+        except (ForensicsError, sqlite3.Error) as exc:
+            datasette.add_message(request, str(exc), datasette.ERROR)
+        else:
+            datasette.add_message(request, _message(action, name, result))
+        return Response.redirect(page, status=303)
+    if request.method != "GET":
+        return Response.text("Method not allowed", status=405)
+
+    data = await db.execute_fn(lambda conn: page_data(sqlite_utils.Database(conn)))
+    if request.url_vars.get("format") == ".json":
+        return Response.json(
+            {
+                "database": db.name,
+                "rules": [
+                    {k: r[k] for k in ("name", "description", "builtin", "applied", "bit", "applied_seq", "definition")}
+                    for r in data["rules"]
+                ],
+                "waterfall": [{k: s[k] for k in ("rule", "remaining", "explained")} for s in data["waterfall"]],
+                "unexplained": data["unexplained"],
+                "ledger": data["ledger"],
+                "can_write": can_write,
+            }
+        )
+
+    database_url = datasette.urls.database(db.name)
+
+    def query_url(mask: int) -> str:
+        if mask == 0:
+            return f"{database_url}/requests_view?" + urlencode({"in_scope": 1})
+        return f"{database_url}?" + urlencode(
+            {"sql": "select * from requests_view where in_scope and (explained & :mask) = 0", "mask": mask}
+        )
+
+    for step in data["waterfall"]:
+        step["url"] = query_url(step["mask"])
+    for rule in data["rules"]:
+        rule["definition_text"] = (
+            None if rule["definition"] is None else json.dumps(rule["definition"], ensure_ascii=False)
+        )
+    return Response.html(
+        await datasette.render_template(
+            "forensics_rules.html",
+            dict(
+                data,
+                database=db.name,
+                page_url=page,
+                json_url=page + ".json",
+                can_write=can_write,
+                in_scope=data["waterfall"][0]["remaining"],
+                unexplained_url=f"{database_url}/requests_view?" + urlencode({"unexplained": 1}),
+                filter_fields=list(FILTER_FORM),
+                ua_kinds=custom.UA_KINDS,
+                ledger_limit=LEDGER_LIMIT,
+            ),
+            request=request,
+        )
+    )
