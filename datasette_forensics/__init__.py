@@ -65,3 +65,59 @@ def register_routes(datasette):
     from .views import ROUTES
 
     return ROUTES
+
+
+async def _forensic_databases(datasette, actor) -> list[str]:
+    """Names of the served forensic databases this actor may view."""
+    names = []
+    for name, db in datasette.databases.items():
+        if db.is_memory or not await db.execute_fn(is_forensic_database):
+            continue
+        if await datasette.permission_allowed(actor, "view-database", resource=name, default=True):
+            names.append(name)
+    return names
+
+
+@hookimpl
+def menu_links(datasette, actor, request):
+    """A workbench link per forensic database in the navigation menu."""
+
+    async def inner():
+        if not await datasette.permission_allowed(actor, "view-instance", default=True):
+            return []
+        return [
+            {"href": datasette.urls.database(name) + "/-/forensics", "label": f"Forensics: {name}"}
+            for name in await _forensic_databases(datasette, actor)
+        ]
+
+    return inner
+
+
+@hookimpl
+def database_actions(datasette, actor, database, request):
+    """The workbench and its pivots, from a forensic database's page."""
+
+    async def inner():
+        if database not in await _forensic_databases(datasette, actor):
+            return []
+        base = datasette.urls.database(database) + "/-/forensics"
+        return [
+            {"href": base, "label": "Forensic workbench"},
+            {"href": base + "/orgs", "label": "Forensics: orgs by exposure"},
+            {"href": base + "/signatures", "label": "Forensics: signatures"},
+        ]
+
+    return inner
+
+
+@hookimpl
+def extra_template_vars(datasette):
+    """forensics_workbench_url(database): the workbench of a served database, else None."""
+
+    def forensics_workbench_url(database):
+        try:
+            return datasette.urls.database(database) + "/-/forensics"
+        except KeyError:
+            return None
+
+    return {"forensics_workbench_url": forensics_workbench_url}

@@ -1,28 +1,112 @@
 """Pre-aggregated figures for the workbench pages, so that no page groups millions of requests.
 
-``sig_stats`` holds one row per signature: its address and user agent ids, every
-stored request of it (in scope or not), its 2xx count, its first and last time and
-the URI of its latest request, its activity at or after ``patched_at``, and its
-in-scope reach copied from ``signature_scope``. Rules never change these figures
-(they change ``scoped.explained`` and ``sig_org.unexplained`` only), so a log batch
-and a scope recompute are the only times to refresh them. Pages group these rows
-(tens of thousands, not millions) by the columns of ``ips`` and ``user_agents``.
+Four tables, all derived (they can be dropped and rebuilt with :func:`refresh`):
+
+- ``sig_stats``: one row per signature: every stored request of it (in scope or
+  not), its 2xx count, first and last time, the URI of its latest request, its
+  activity at or after ``patched_at``, its in-scope reach and unexplained requests.
+- ``pivot_groups``: the same figures summed per group for every grouping of the IP
+  and user-agent pages (``ip``, ``cidr24``, ``cidr16``, ``asn``, ``provider``,
+  ``rdns``, ``raw``, ``family``, ``family_major``, ``os``, ``kind``), with distinct
+  orgs, signatures, addresses and user agents, the requests of each user-agent
+  kind, the top user agent and the latest URI.
+- ``org_stats``: per org with in-scope requests, the figures its status comes from.
+- ``scope_days``: in-scope and unexplained requests per (org, UTC day).
+
+:func:`refresh` recomputes them after a log batch or a scope recompute, for the
+signatures given or for all. Rules change only ``scoped.explained`` and
+``sig_org.unexplained``; the triggers below carry those changes into the
+aggregates as exact deltas, so applying or undoing a rule keeps every page current
+without a refresh.
 """
 
 from __future__ import annotations
 
 import sqlite_utils
 
+# grouping -> (GROUP BY expression, key values) over ips i and user_agents a.
+GROUPINGS = {
+    "ip": ("i.id", ("i.ip",)),
+    "cidr24": ("i.prefix", ("i.prefix",)),
+    "cidr16": ("i.prefix16", ("i.prefix16",)),
+    "asn": ("i.asn", ("i.asn",)),
+    "provider": ("i.provider", ("i.provider",)),
+    "rdns": ("i.rdns", ("i.rdns",)),
+    "raw": ("a.id", ("a.ua",)),
+    "family": ("a.family", ("a.family",)),
+    "family_major": ("a.family, a.major", ("a.family", "a.major")),
+    "os": ("a.os", ("a.os",)),
+    "kind": ("a.kind", ("a.kind",)),
+}
+IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
+KINDS = ("browser", "library", "bot", "unknown")
+
+TRIGGERS = """
+-- A rule changed a (signature, org) pair's unexplained count: carry the change to
+-- the signature and to the org.
+create trigger aggregates_sig_org_unexplained after update of unexplained on sig_org
+when new.unexplained is not old.unexplained
+begin
+    update sig_stats set unexplained = unexplained + new.unexplained - old.unexplained
+    where sig_id = new.sig_id;
+    update org_stats set
+        unexplained = unexplained + new.unexplained - old.unexplained,
+        unexplained_signatures = unexplained_signatures + (new.unexplained > 0) - (old.unexplained > 0),
+        unexplained_cross_tenant = unexplained_cross_tenant
+            + ((new.unexplained > 0) - (old.unexplained > 0))
+            * coalesce((select cross_tenant from signature_scope where sig_id = new.sig_id), 0)
+    where org_id = new.org_id;
+end;
+
+-- ...and from the signature to every group it belongs to (one primary-key update
+-- per grouping).
+create trigger aggregates_sig_stats_unexplained after update of unexplained on sig_stats
+when new.unexplained is not old.unexplained
+begin
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'ip' and gkey = (select json_array(ip) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'cidr24' and gkey = (select json_array(prefix) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'cidr16' and gkey = (select json_array(prefix16) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'asn' and gkey = (select json_array(asn) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'provider' and gkey = (select json_array(provider) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'rdns' and gkey = (select json_array(rdns) from ips where id = new.ip_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'raw' and gkey = (select json_array(ua) from user_agents where id = new.ua_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'family' and gkey = (select json_array(family) from user_agents where id = new.ua_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'family_major' and gkey = (select json_array(family, major) from user_agents where id = new.ua_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'os' and gkey = (select json_array(os) from user_agents where id = new.ua_id);
+    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
+    where grouping = 'kind' and gkey = (select json_array(kind) from user_agents where id = new.ua_id);
+end;
+
+-- A rule explained (or stopped explaining) one in-scope request: its org's day.
+create trigger aggregates_scoped_explained after update of explained on scoped
+when (old.explained = 0) != (new.explained = 0)
+begin
+    update scope_days set unexplained = unexplained + (case when new.explained = 0 then 1 else -1 end)
+    where org_id = new.org_id and day = new.ts / 86400000;
+end;
+"""
+
 # Every figure but the latest URI, per signature; :patched is null before an incident.
 SIG_STATS = """
 insert into sig_stats (sig_id, ip_id, ua_id, requests, ok, first_ts, last_ts,
-    after_patch, after_patch_ok, in_scope, orgs, cross_tenant)
+    after_patch, after_patch_ok, in_scope, orgs, cross_tenant, unexplained)
 select a.sig_id, g.ip_id, g.ua_id, a.requests, a.ok, a.first_ts, a.last_ts,
     a.after_patch, a.after_patch_ok,
-    coalesce(ss.requests, 0), coalesce(ss.orgs, 0), coalesce(ss.cross_tenant, 0)
+    coalesce(ss.requests, 0), coalesce(ss.orgs, 0), coalesce(ss.cross_tenant, 0),
+    coalesce((select sum(so.unexplained) from sig_org so where so.sig_id = a.sig_id), 0)
 from (
     select sig_id, count(*) as requests,
-        sum(status between 200 and 299) as ok,
+        coalesce(sum(status between 200 and 299), 0) as ok,  -- all statuses null: sum() is null
         min(ts) as first_ts, max(ts) as last_ts,
         coalesce(sum(ts >= :patched), 0) as after_patch,
         coalesce(sum(ts >= :patched and status between 200 and 299), 0) as after_patch_ok
@@ -39,30 +123,182 @@ from (select sig_id, uri_id, max(ts) from requests {where} group by sig_id) l
 where l.sig_id = sig_stats.sig_id
 """
 
+SIG_JOIN = "sig_stats st join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id"
+
+GROUP_ROWS = """
+insert into pivot_groups (grouping, gkey, k1, k2, requests, in_scope, unexplained, signatures,
+    ips, user_agents, first_ts, last_ts, browser, library, bot, unknown)
+select :grouping, json_array({keys}), {k1}, {k2},
+    sum(st.requests), sum(st.in_scope), sum(st.unexplained), count(*),
+    count(distinct st.ip_id), count(distinct st.ua_id), min(st.first_ts), max(st.last_ts),
+    total(case when a.kind = 'browser' then st.requests end),
+    total(case when a.kind = 'library' then st.requests end),
+    total(case when a.kind = 'bot' then st.requests end),
+    total(case when a.kind = 'unknown' then st.requests end)
+from {sig_join} {where}
+group by {group_by}
+"""
+
+GROUP_ORGS = """
+update pivot_groups set orgs = x.orgs
+from (
+    select json_array({keys}) as gkey, count(distinct so.org_id) as orgs
+    from {sig_join} join sig_org so on so.sig_id = st.sig_id {where}
+    group by {group_by}
+) x
+where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey
+"""
+
+# The latest URI of a group (bare column of max), and its user agent with most requests.
+GROUP_LAST_URI = """
+update pivot_groups set last_uri_id = x.last_uri_id
+from (
+    select json_array({keys}) as gkey, st.last_uri_id, max(st.last_ts)
+    from {sig_join} {where} group by {group_by}
+) x
+where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey
+"""
+
+GROUP_TOP_UA = """
+update pivot_groups set top_ua_id = x.ua_id
+from (
+    select gkey, ua_id from (
+        select json_array({keys}) as gkey, st.ua_id,
+            row_number() over (partition by {group_by} order by sum(st.requests) desc, st.ua_id) as n
+        from {sig_join} {where} group by {group_by}, st.ua_id
+    ) where n = 1
+) x
+where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey
+"""
+
+ORG_STATS = """
+insert into org_stats (org_id, in_scope, unexplained, signatures, unexplained_signatures,
+    cross_tenant_signatures, unexplained_cross_tenant, first_ts, last_ts)
+select so.org_id, sum(so.requests), sum(so.unexplained), count(*), sum(so.unexplained > 0),
+    sum(ss.cross_tenant), sum(so.unexplained > 0 and ss.cross_tenant), min(so.first_ts), max(so.last_ts)
+from sig_org so join signature_scope ss on ss.sig_id = so.sig_id
+{where}
+group by so.org_id
+"""
+
+SCOPE_DAYS = """
+insert into scope_days (org_id, day, in_scope, unexplained)
+select s.org_id, s.ts / 86400000, count(*), sum(s.explained = 0) from scoped s
+{join}
+group by 1, 2
+"""
+
 
 def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
-    """Recompute the per-signature aggregates.
+    """Recompute the page aggregates.
 
     Args:
         db: the forensic database.
-        sigs_sql: a SQL select of the sig_ids to refresh (built by the caller from
-            trusted SQL, like ``scope.refresh_signatures``); None refreshes all.
+        sigs_sql: a SQL select of the sig_ids whose requests or scope changed (built
+            by the caller from trusted SQL, like ``scope.refresh_signatures``); the
+            groups, orgs and days they touch are recomputed. None recomputes all.
     """
-    where = f"where sig_id in ({sigs_sql})" if sigs_sql else ""
     row = db.execute("select patched_ms from incident where id = 1").fetchone()
     params = {"patched": row[0] if row else None}
     with db.atomic():
+        if sigs_sql is None:
+            for table in ("sig_stats", "pivot_groups", "org_stats", "scope_days"):
+                db.execute(f"delete from {table}")
+            db.execute(SIG_STATS.format(where=""), params)
+            db.execute(LAST_URI.format(where=""))
+            for grouping in GROUPINGS:
+                _refresh_grouping(db, grouping, None)
+            db.execute(ORG_STATS.format(where=""))
+            db.execute(SCOPE_DAYS.format(join=""))
+            return
+        db.execute("drop table if exists temp.aggregate_sigs")
+        db.execute(f"create temp table aggregate_sigs as select distinct sig_id from ({sigs_sql})")
+        where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
         db.execute(f"delete from sig_stats {where}")
         db.execute(SIG_STATS.format(where=where), params)
         db.execute(LAST_URI.format(where=where))
+        for grouping in GROUPINGS:
+            _refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
+        # The orgs these signatures reach, and the (org, day) pairs of their in-scope requests.
+        db.execute("drop table if exists temp.aggregate_orgs")
+        db.execute(
+            f"create temp table aggregate_orgs as select distinct org_id from sig_org {where}"
+        )
+        db.execute("delete from org_stats where org_id in (select org_id from temp.aggregate_orgs)")
+        db.execute(ORG_STATS.format(where="where so.org_id in (select org_id from temp.aggregate_orgs)"))
+        db.execute("drop table if exists temp.aggregate_days")
+        db.execute(
+            f"""create temp table aggregate_days as
+            select distinct org_id, ts / 86400000 as day from scoped {where}"""
+        )
+        db.execute(
+            """delete from scope_days where (org_id, day) in
+            (select org_id, day from temp.aggregate_days)"""
+        )
+        db.execute(
+            SCOPE_DAYS.format(
+                join="""join temp.aggregate_days x on x.org_id = s.org_id
+                and s.ts >= x.day * 86400000 and s.ts < (x.day + 1) * 86400000"""
+            )
+        )
+        for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
+            db.execute(f"drop table temp.{table}")
+
+
+def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | None) -> None:
+    """Recompute one grouping's rows: all, or those holding the given signatures."""
+    group_by, keys = GROUPINGS[grouping]
+    parts = {
+        "keys": ", ".join(keys),
+        "k1": keys[0],
+        "k2": keys[1] if len(keys) > 1 else "null",
+        "group_by": group_by,
+        "sig_join": SIG_JOIN,
+    }
+    params = {"grouping": grouping}
+    if sigs_sql is None:
+        db.execute("delete from pivot_groups where grouping = :grouping", params)
+        where = ""
+    else:
+        db.execute("drop table if exists temp.aggregate_keys")
+        db.execute(
+            f"""create temp table aggregate_keys as select distinct json_array({parts['keys']}) as gkey
+            from {SIG_JOIN} where st.sig_id in ({sigs_sql})"""
+        )
+        # Signatures that left a group (none do today: keys never change) are covered
+        # by the full refresh of after_records.
+        db.execute(
+            """delete from pivot_groups where grouping = :grouping
+            and gkey in (select gkey from temp.aggregate_keys)""",
+            params,
+        )
+        # Reach the groups' signatures through the small ips/user_agents tables and the
+        # sig_stats indexes on ip_id and ua_id.
+        alias, table = ("i", "ips") if grouping in IP_GROUPINGS else ("a", "user_agents")
+        where = (
+            f"where {alias}.id in (select {alias}.id from {table} {alias}"
+            f" where json_array({parts['keys']}) in (select gkey from temp.aggregate_keys))"
+        )
+    for sql in (GROUP_ROWS, GROUP_ORGS, GROUP_LAST_URI, GROUP_TOP_UA):
+        db.execute(sql.format(where=where, **parts), params)
+    if sigs_sql is not None:
+        db.execute("drop table temp.aggregate_keys")
 
 
 def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
     """Bring the aggregates up to date after a log batch: only that batch's signatures."""
-    db.execute("drop table if exists temp.aggregate_sigs")
+    db.execute("drop table if exists temp.aggregate_batch")
     db.execute(
-        "create temp table aggregate_sigs as select distinct sig_id from requests where batch_id = ?",
+        "create temp table aggregate_batch as select distinct sig_id from requests where batch_id = ?",
         [int(batch_id)],
     )
-    refresh(db, "select sig_id from temp.aggregate_sigs")
-    db.execute("drop table temp.aggregate_sigs")
+    refresh(db, "select sig_id from temp.aggregate_batch")
+    db.execute("drop table temp.aggregate_batch")
+
+
+def after_records(db: sqlite_utils.Database, kind: str) -> None:
+    """Account records changed: ip_info moves addresses between asn/provider/rdns groups."""
+    if kind == "ip_info":
+        with db.atomic():
+            for grouping in ("asn", "provider", "rdns"):
+                _refresh_grouping(db, grouping, None)

@@ -58,6 +58,22 @@ class _Progress:
         self.bar = None
         self.started = 0.0
         self.lines = 0
+        self.unit = "lines"
+
+    def start_rows(self, display: str) -> None:
+        """A bar for rows pulled from a database (no size known): rows, rows/s."""
+        if not self.enabled:
+            return
+        self.finish()
+        self.started = time.monotonic()
+        self.lines = 0
+        self.unit = "rows"
+        self.bar = click.progressbar(
+            length=0, label=display, file=sys.stderr,
+            item_show_func=lambda _: self._rate(), show_percent=False,
+        )
+        self.bar.__enter__()
+        self.position = 0
 
     def start(self, prepared: ingest.PreparedInput) -> None:
         if not self.enabled:
@@ -78,7 +94,7 @@ class _Progress:
 
     def _rate(self) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        return f"{self.lines:,} lines, {self.lines / elapsed:,.0f} lines/s"
+        return f"{self.lines:,} {self.unit}, {self.lines / elapsed:,.0f} {self.unit}/s"
 
     def update(self, result: ingest.FileResult, consumed: int) -> None:
         if self.bar is None:
@@ -99,23 +115,45 @@ class _Progress:
 
 @cli.command(name="import-logs")
 @db_argument
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @click.option(
     "--format", "fmt", default="auto", show_default=True,
     help="auto, combined, common, nginx-ext, jsonl, csv, alb, w3c or caddy.",
 )
 @click.option("--batch", "batch_name", help="A name for the import batch.")
+@click.option(
+    "--from-clickhouse", "clickhouse_url", metavar="URL",
+    help="Pull rows from ClickHouse instead of files: clickhouse://host:port/database.",
+)
+@click.option("--query", metavar="SQL", help="With --from-clickhouse: the SELECT to pull.")
+@click.option("--table", metavar="T", help="With --from-clickhouse: pull a whole table (SELECT * FROM T).")
+@click.option("--where", metavar="EXPR", help="With --table: only rows matching this ClickHouse expression.")
+@click.option(
+    "--map", "maps", metavar="NAME=COLUMN", multiple=True,
+    help="With --from-clickhouse: read jsonl field NAME from COLUMN (repeatable), e.g. remote_addr=client_ip.",
+)
 @user_errors
-def import_logs(db, files, fmt, batch_name):
+def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps):
     """Import access logs (plain, .gz, .bz2, or - for standard input) into DB.
 
     Every line is accounted for: imported, rejected with its reason, or skipped
-    as a duplicate of a line already in the database.
+    as a duplicate of a line already in the database. With --from-clickhouse,
+    the rows of a ClickHouse query are imported instead, as jsonl records
+    (columns named like the jsonl fields, or renamed with --map).
 
     Example:
 
         datasette-forensics import-logs incident.db access.log.gz api-*.jsonl
+
+    \b
+        datasette-forensics import-logs incident.db \\
+          --from-clickhouse clickhouse://ch:9000/logs --table access
     """
+    if clickhouse_url is not None or query is not None or table is not None or where is not None or maps:
+        _import_from_clickhouse(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps)
+        return
+    if not files:
+        raise ForensicsError("Give the log FILES to import, or --from-clickhouse URL with --query or --table.")
     if fmt != "auto" and fmt not in importers.FORMATS:
         raise ForensicsError(f"Unknown format {fmt!r}: choose one of auto, {', '.join(importers.FORMATS)}.")
     database = open_db(db)
@@ -135,6 +173,74 @@ def import_logs(db, files, fmt, batch_name):
             failed = result.message
     if failed:
         raise ForensicsError(failed)
+
+
+def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where, maps) -> None:
+    """import-logs --from-clickhouse: check the options, pull, report the counts."""
+    from . import clickhouse
+
+    if url is None:
+        raise ForensicsError("--query, --table, --where and --map only go with --from-clickhouse URL.")
+    if files:
+        raise ForensicsError("Give either log FILES or --from-clickhouse, not both.")
+    if fmt != "auto":
+        raise ForensicsError("--format does not apply to --from-clickhouse: rows are read as jsonl fields.")
+    if (query is None) == (table is None):
+        raise ForensicsError("--from-clickhouse needs exactly one of --query SQL or --table T.")
+    if where is not None and table is None:
+        raise ForensicsError("--where only goes with --table (put the condition in your --query).")
+    mapping = clickhouse.parse_maps(maps)
+    sql = query if query is not None else clickhouse.table_query(table, where)
+    source = clickhouse.open_rows(url, sql, mapping)  # refused here: DB is not touched
+    try:
+        database = open_db(db)
+    except BaseException:
+        source.close()
+        raise
+    progress = _Progress()
+    progress.start_rows(source.display)
+    try:
+        result = ingest.import_rows(database, source, batch_name=batch_name, command=sql, on_progress=progress.update)
+    finally:
+        progress.finish()
+    click.echo(clickhouse.summary(result))
+    if result.message:
+        raise ForensicsError(result.message)
+
+
+@cli.command(name="clickhouse-scope")
+@db_argument
+@click.option("--table", default="logs", show_default=True, metavar="T", help="The ClickHouse table of access logs.")
+@click.option(
+    "--map", "maps", metavar="NAME=COLUMN", multiple=True,
+    help="The table's column for jsonl field NAME (repeatable), e.g. timestamp=event_time.",
+)
+@click.option("--no-org-id", is_flag=True, help="The table has no org_id column.")
+@user_errors
+def clickhouse_scope(db, table, maps, no_org_id):
+    """Print the ClickHouse SQL that selects the incident's candidate requests.
+
+    The first cut (window, scope paths, org routes, and the 2xx requests after
+    the patch that the post_patch_valid rule needs) then runs inside ClickHouse;
+    pass the SQL to import-logs --query to drill down on the candidates in SQLite.
+
+    Example:
+
+        datasette-forensics clickhouse-scope incident.db --table access > scope.sql
+    """
+    import os
+
+    from . import clickhouse, scope
+
+    if not os.path.exists(db):
+        raise ForensicsError(f"No such database: {db}")
+    mapping = clickhouse.parse_maps(maps)
+    incident = scope.get_incident(open_db(db))
+    if incident is None:
+        raise ForensicsError(
+            f"{db} has no incident yet: set one with datasette-forensics incident {db} FILE.toml."
+        )
+    click.echo(clickhouse.scope_sql(incident, table, mapping, org_id=not no_org_id), nl=False)
 
 
 @cli.command()

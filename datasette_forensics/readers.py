@@ -15,6 +15,7 @@ from typing import BinaryIO, Iterator
 from .errors import ForensicsError
 
 HEAD_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 20
 DAMAGED = (EOFError, OSError, zlib.error)
 
 
@@ -88,6 +89,64 @@ class LogInput:
             raise DamagedInput(line_no, str(exc)) from None
         if pending is not None:
             yield line_no, pending
+
+    def blocks(self) -> Iterator[list[bytes]]:
+        """Yield the lines of :meth:`lines` in lists, without their line endings.
+
+        Line numbers continue from one list to the next, starting at 1; an LF or
+        CRLF ending is removed exactly as :func:`strip_line_ending` does. Plain
+        input is split a block at a time, with no Python work per line; compressed
+        input goes through :meth:`lines`. A damaged input yields the complete lines
+        before the damage, then raises DamagedInput.
+        """
+        if self.compression is not None:
+            yield from self._compressed_blocks()
+            return
+        read = self._hasher.read
+        pending: list[bytes] = []  # the pieces of a line whose end is not read yet
+        line_no = 0
+        try:
+            while True:
+                data = read(BLOCK_BYTES)
+                if not data:
+                    break
+                end = data.rfind(b"\n")
+                if end < 0:
+                    pending.append(data)
+                    continue
+                head = data[: end + 1]
+                if pending:
+                    pending.append(head)
+                    head = b"".join(pending)
+                    pending = []
+                if end + 1 < len(data):
+                    pending.append(data[end + 1 :])
+                # Every line of head ends with LF, so CRLF can only be a line ending.
+                if b"\r" in head:
+                    head = head.replace(b"\r\n", b"\n")
+                lines = head.split(b"\n")
+                lines.pop()  # the empty piece after the last LF
+                line_no += len(lines)
+                yield lines
+        except DAMAGED as exc:
+            raise DamagedInput(line_no, str(exc)) from None
+        if pending:
+            yield [b"".join(pending)]  # a last line without a line ending: kept as is
+
+    def _compressed_blocks(self) -> Iterator[list[bytes]]:
+        block: list[bytes] = []
+        try:
+            for _, raw in self.lines():
+                block.append(strip_line_ending(raw))
+                if len(block) >= 4096:
+                    yield block
+                    block = []
+        except DamagedInput:
+            if block:
+                yield block
+            raise
+        if block:
+            yield block
 
     def close(self) -> None:
         if self._raw is not None and self._raw is not sys.stdin.buffer:

@@ -456,12 +456,12 @@ def _value(value, vtype: str | None, where: str, column: str):
         return None
     if isinstance(value, (dict, list)):
         if vtype is None:
-            return json.dumps(value, ensure_ascii=False)
+            return _unicode(json.dumps(value, ensure_ascii=False), where, column)
         raise ForensicsError(f"{where}, column {column!r}: expected a single value, not a JSON {_json_type(value)}.")
     if vtype == TIME and isinstance(value, (int, float)) and not isinstance(value, bool):
         text = None  # epoch seconds as a JSON number
     else:
-        text = _text(value)
+        text = _unicode(_text(value), where, column)
         if vtype != EXACT:
             text = text.strip()
         if text == "":
@@ -496,6 +496,18 @@ def _value(value, vtype: str | None, where: str, column: str):
             raise ForensicsError(
                 f"{where}, column {column!r}: {_show(value)} is not a valid regular expression ({reason})."
             ) from None
+    return text
+
+
+def _unicode(text: str, where: str, column: str) -> str:
+    """Text SQLite can store: JSON's lone surrogate escapes (\\ud800) are refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ForensicsError(
+            f"{where}, column {column!r}: {_show(text)} holds a lone surrogate escape such as "
+            "\\ud800, which is not Unicode text."
+        ) from None
     return text
 
 

@@ -505,7 +505,68 @@ left join scoped s on s.request_id = r.id;
 
 @migrations()
 def m004_page_aggregates(db: sqlite_utils.Database) -> None:
-    db.executescript(PAGE_AGGREGATES)
+    db.executescript(PAGE_AGGREGATES)  # m005 adds the rest and fills them
+
+
+# The rest of the pages' aggregates: per-signature unexplained requests, the
+# pre-grouped pivots, per-org and per-(org, day) figures, and the triggers that
+# carry rule changes into them (see datasette_forensics.aggregates).
+PAGE_GROUPS = """
+alter table sig_stats add column unexplained integer not null default 0;  -- the sum of its sig_org rows
+create index sig_stats_rank on sig_stats(cross_tenant desc, unexplained desc, in_scope desc, requests desc);
+create index sig_org_rank on sig_org(org_id, unexplained desc, requests desc);  -- an org's main signature
+
+create table pivot_groups (
+    grouping text not null,             -- ip, cidr24, cidr16, asn, provider, rdns, raw, family, family_major, os, kind
+    gkey text not null,                 -- json_array of the group's values (null: unknown)
+    k1 text,                            -- the values
+    k2 text,
+    requests integer not null,
+    in_scope integer not null,
+    unexplained integer not null,
+    orgs integer not null default 0,    -- distinct orgs reached in scope
+    signatures integer not null,
+    ips integer not null,
+    user_agents integer not null,
+    first_ts integer,
+    last_ts integer,
+    browser integer not null,           -- requests by user-agent kind
+    library integer not null,
+    bot integer not null,
+    unknown integer not null,
+    top_ua_id integer,                  -- the user agent with most requests
+    last_uri_id integer,                -- the uri of the latest request
+    primary key (grouping, gkey)
+) without rowid;
+create index pivot_groups_rank on pivot_groups(grouping, unexplained desc, in_scope desc, requests desc);
+
+create table org_stats (
+    org_id text primary key,
+    in_scope integer not null,
+    unexplained integer not null,
+    signatures integer not null,
+    unexplained_signatures integer not null,
+    cross_tenant_signatures integer not null,
+    unexplained_cross_tenant integer not null,  -- > 0: exposed
+    first_ts integer,
+    last_ts integer
+) without rowid;
+
+create table scope_days (
+    org_id text not null,
+    day integer not null,               -- UTC days since the epoch
+    in_scope integer not null,
+    unexplained integer not null,
+    primary key (org_id, day)
+) without rowid;
+create index scope_days_day on scope_days(day);
+"""
+
+
+@migrations()
+def m005_page_groups(db: sqlite_utils.Database) -> None:
     from . import aggregates
 
+    db.executescript(PAGE_GROUPS)
+    db.executescript(aggregates.TRIGGERS)
     aggregates.refresh(db)

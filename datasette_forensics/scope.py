@@ -212,6 +212,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int) -> None:
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:
     """Account records changed: rebuild what depends on them."""
+    aggregates.after_records(db, kind)
     if get_incident(db) is None:
         return
     if kind in ("orgs", "org_slugs", "integrations"):

@@ -67,7 +67,8 @@ def parse_time(value) -> int:
         TimeError: for None, booleans, empty or unrecognised text, or absurd dates.
     """
     if isinstance(value, str):
-        return _parse_text(value)
+        # Cache only short texts: an attacker's megabyte-long times must not pile up.
+        return _parse_text(value) if len(value) <= 64 else _parse_text.__wrapped__(value)
     if value is None:
         raise TimeError("no time")
     if isinstance(value, bool):
@@ -118,6 +119,8 @@ def format_ms(ms: int) -> str:
 
 
 def _check(ms: int, shown) -> int:
+    if isinstance(shown, int) and not -(10**30) < shown < 10**30:
+        shown = "a number of more than 30 digits"  # repr() refuses ints of over 4300 digits
     if ms < MIN_MS:
         raise TimeError(f"before 1970: {shown!r}")
     if ms >= MAX_MS:
@@ -138,7 +141,8 @@ def _parse_text(text: str) -> int:
         s = s[1:-1].strip()
     if _EPOCH.fullmatch(s):
         whole, _, frac = s.partition(".")
-        if len(whole.lstrip("0")) > 13:  # also keeps int() away from huge digit strings
+        whole = whole.lstrip("0")
+        if len(whole) > 13:  # also keeps int() away from huge digit strings
             raise TimeError(f"after 2200: {_short(s)}")
         return _check(_fraction_ms(int(whole or 0), frac), s)
     if "/" in s[:3]:

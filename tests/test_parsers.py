@@ -74,8 +74,9 @@ def test_combined_escaped_quote_and_hex_escape_in_ua():
         '"Mozilla/5.0 (X11; Linux x86_64) Firefox/78.0"', r'"Mozilla \"quoted\" and \x22hex\x22 \\ end"'
     )
     rec = parse("combined", line)
-    # \" is unescaped; \x22 and \\ are kept as written.
-    assert rec["ua"] == r'Mozilla "quoted" and \x22hex\x22 \\ end'
+    # Both spellings of an escaped quote (Apache's \" and nginx's \x22) decode to a
+    # quote, so user agents match the sessions' ones; \\ and other escapes stay as written.
+    assert rec["ua"] == r'Mozilla "quoted" and "hex" \\ end'
     assert rec["referer"] == "https://app.example.com/"
     assert rec["status"] == 200
 
@@ -786,3 +787,13 @@ def test_combined_round_trip(ua, referer, path, status, size):
 )
 def test_absurd_numbers_are_rejected_not_crashes(fmt, line, reason):
     assert reason in rejected(fmt, line)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_byte_order_mark_before_the_first_line(name):
+    lines = list(SAMPLES[name])
+    lines[0] = "\ufeff" + lines[0]
+    assert detect_format(lines).NAME == name
+    parser = get_format(name).Parser()
+    records = [r for r in (parser.parse(line) for line in lines) if r is not None]
+    assert records and "\ufeff" not in repr(records)

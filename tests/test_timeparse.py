@@ -100,6 +100,7 @@ def test_time_local_matches_strptime(moment, offset_minutes):
         ("1595063564.1235", T + 124),
         ("1595063564.", T),
         (0, 0),
+        ("0" * 5000 + "1", 1000),  # leading zeros: no huge int()
     ],
 )
 def test_epoch_seconds(value, expected):

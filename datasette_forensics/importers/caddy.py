@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from ..timeparse import TimeError, parse_time
-from . import ParseError, dash, detect_by_parsing, to_int
+from . import BOM, ParseError, dash, detect_by_parsing, load_json, to_int
 
 NAME = "caddy"
 DESCRIPTION = "Caddy JSON access log (ts, request.client_ip/remote_ip, request.uri, request.headers)"
@@ -31,6 +31,13 @@ def _header(headers: dict, name: str) -> str | None:
     if isinstance(values, list):
         values = ", ".join(str(v) for v in values) if values else None
     return values if isinstance(values, str) and values else None
+
+
+def _text(value) -> str | None:
+    """A text field: None when missing, '' or '-'; another JSON value as its JSON text."""
+    if value is None or isinstance(value, str):
+        return dash(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 class Parser:
@@ -51,8 +58,10 @@ class Parser:
         if not line.strip():
             return None
         try:
-            entry = json.loads(line)
+            entry = load_json(line)
         except ValueError:
+            if line.startswith(BOM):
+                return self.parse(line[1:])
             raise ParseError("not JSON") from None
         if not isinstance(entry, dict):
             raise ParseError("not a JSON object")
@@ -84,18 +93,18 @@ class Parser:
             extra["remote_port"] = request["remote_port"]
         return {
             "ts": ts,
-            "ip": ip[1:-1] if ip[:1] == "[" and ip[-1:] == "]" else ip,
+            "ip": ip[1:-1] if ip[:1] == "[" and ip[-1:] == "]" and len(ip) > 2 else ip,
             "ua": _header(headers, "User-Agent"),
             "uri": uri,
-            "method": dash(request.get("method")),
-            "protocol": dash(request.get("proto")),
+            "method": _text(request.get("method")),
+            "protocol": _text(request.get("proto")),
             "status": to_int(entry.get("status"), "status"),
             "bytes": to_int(entry.get("size"), "size"),
             "referer": _header(headers, "Referer"),
             "token_id": None,
             "org_id": None,
             "auth_type": None,
-            "host": dash(request.get("host")),
+            "host": _text(request.get("host")),
             "xff": _header(headers, "X-Forwarded-For"),
             "extra": extra or None,
         }
@@ -103,6 +112,6 @@ class Parser:
 
 def detect(lines: list[str]) -> bool:
     """Most lines are JSON objects with ``ts`` and a ``request`` object holding ``uri``."""
-    if not lines[0].lstrip().startswith("{"):
+    if not lines[0].lstrip(BOM + " \t").startswith("{"):
         return False
     return detect_by_parsing(Parser(), lines)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ..timeparse import TimeError, parse_time_local
-from . import ParseError, split_request
+from . import BOM, ParseError, split_request
 
 NAME = "combined"
 DESCRIPTION = 'Apache/nginx combined: host ident user [time] "request" status bytes "referer" "user agent"'
@@ -34,14 +34,17 @@ def _line_pattern(quoted: str) -> re.Pattern:
         r'"(?:([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)|(' + quoted + r'))"'
         r" (\d{1,3}|-) (\d{1,18}|-)"
         r'(?: "(' + quoted + r')" "(' + quoted + r')"'
-        r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))*))? *'
+        r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))*+))? *'
     )
 
 
 # Lines without a backslash (nearly all) take the simple, fast pattern. Lines with
 # one may hold \" inside a quoted field: the unrolled escape-aware pattern is much
 # faster than (?:[^"\\]|\\.)* in CPython. Both give the same groups.
-_Q = r'[^"\\]*(?:\\.[^"\\]*)*'
+# The loops are possessive (*+): they never need to give anything back, and without
+# it CPython keeps a backtracking frame per repetition, so one 10 MB line of escapes
+# or of quoted fields took gigabytes of memory.
+_Q = r'[^"\\]*(?:\\.[^"\\]*)*+'
 _FAST = _line_pattern(r'[^"]*').fullmatch
 _ESCAPED = _line_pattern(_Q).fullmatch
 # Last resort for servers that do not escape quotes (see _fallback).
@@ -74,7 +77,8 @@ def _fallback(line: str) -> tuple | None:
 
 
 def _unescape(text: str) -> str:
-    return text.replace('\\"', '"')
+    """Decode the two spellings of an escaped quote: Apache's \\" and nginx's \\x22."""
+    return text.replace('\\"', '"').replace("\\x22", '"')
 
 
 class Parser:
@@ -158,8 +162,12 @@ class Parser:
                     extra = {}
                 extra["trailing"] = trailing
 
-        if ip[:1] == "[" and ip[-1:] == "]":
-            ip = ip[1:-1]
+        if ip[0] == "[" or ip[0] == BOM:
+            ip = ip.lstrip(BOM)
+            if ip[:1] == "[" and ip[-1:] == "]" and len(ip) > 2:
+                ip = ip[1:-1]
+            if not ip:
+                raise ParseError("missing client address")
         return {
             "ts": ts,
             "ip": ip,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 
-from . import ParseError, detect_by_parsing
+from . import BOM, ParseError, detect_by_parsing
 from .jsonl import TIME_FIELDS, from_fields
 
 NAME = "csv"
@@ -47,7 +47,7 @@ class Parser:
             return None
         if self.fields is None:
             self.header_line = line
-            self.fields = [name.strip().lstrip("\ufeff").strip().lower() for name in _row(line)]
+            self.fields = [name.strip().lstrip(BOM).strip().lower() for name in _row(line)]
             return None
         if line == self.header_line:
             return None
@@ -60,7 +60,7 @@ class Parser:
 def detect(lines: list[str]) -> bool:
     """The first line is a header naming remote_addr, a time and a uri; most rows parse."""
     try:
-        header = {name.strip().lstrip("\ufeff").strip().lower() for name in _row(lines[0])}
+        header = {name.strip().lstrip(BOM).strip().lower() for name in _row(lines[0])}
     except ParseError:
         return False
     if "remote_addr" not in header or not header & set(TIME_FIELDS):

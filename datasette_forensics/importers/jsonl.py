@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from ..timeparse import TimeError, parse_time
-from . import ParseError, dash, detect_by_parsing, shorten, split_request, to_int
+from . import BOM, ParseError, dash, detect_by_parsing, load_json, shorten, split_request, to_int
 
 NAME = "jsonl"
 DESCRIPTION = "JSON lines with nginx variable names (remote_addr, request_uri, time_iso8601, ...)"
@@ -70,7 +70,7 @@ def from_fields(fields: dict) -> dict:
     ip = _text(fields.get("remote_addr"))
     if ip is None:
         raise ParseError("missing field remote_addr")
-    if ip[:1] == "[" and ip[-1:] == "]":
+    if ip[:1] == "[" and ip[-1:] == "]" and len(ip) > 2:
         ip = ip[1:-1]
 
     time_key = next((k for k in TIME_FIELDS if dash(fields.get(k)) is not None), None)
@@ -137,8 +137,10 @@ class Parser:
         if not line.strip():
             return None
         try:
-            fields = json.loads(line)
+            fields = load_json(line)
         except ValueError:
+            if line.startswith(BOM):
+                return self.parse(line[1:])
             raise ParseError("not JSON") from None
         if not isinstance(fields, dict):
             raise ParseError("not a JSON object")
@@ -147,6 +149,6 @@ class Parser:
 
 def detect(lines: list[str]) -> bool:
     """Most lines are JSON objects with remote_addr, a time and a uri."""
-    if not lines[0].lstrip().startswith("{"):
+    if not lines[0].lstrip(BOM + " \t").startswith("{"):
         return False
     return detect_by_parsing(Parser(), lines)

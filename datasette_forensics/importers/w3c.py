@@ -15,7 +15,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from ..timeparse import TimeError, parse_time
-from . import ParseError, dash, to_int
+from . import BOM, ParseError, dash, to_int
 
 NAME = "w3c"
 DESCRIPTION = "W3C extended log format (IIS, CloudFront) with a #Fields: header"
@@ -55,6 +55,8 @@ class Parser:
             ParseError: a data line before any #Fields header, with the wrong number
                 of fields, or missing the client address, time or uri.
         """
+        if line.startswith(BOM):
+            line = line[1:]
         if line.startswith("#"):
             self._header(line)
             return None
@@ -126,7 +128,7 @@ class Parser:
 
 def detect(lines: list[str]) -> bool:
     """A ``#Fields:`` header among the lines, and most data lines parse."""
-    if not any(line.startswith("#Fields:") for line in lines):
+    if not any(line.lstrip(BOM).startswith("#Fields:") for line in lines):
         return False
     parser = Parser()
     good = bad = 0

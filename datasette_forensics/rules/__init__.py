@@ -199,47 +199,118 @@ def resolve_names(db: sqlite_utils.Database, spec: str) -> list[str]:
     return names
 
 
-def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
-    """Apply one rule; returns {rule, requests_explained, orgs_changed, already}."""
-    from ..status import org_statuses
+def _statuses_of(db: sqlite_utils.Database, orgs_sql: str) -> dict[str, str]:
+    """org_id -> status for the orgs a SQL select names (only orgs with in-scope requests)."""
+    from ..status import ORG_FIGURES
 
+    # The same figures as status.ORG_FIGURES, grouped over those orgs' rows only
+    # (SQLite does not push an IN (subquery) filter into an aggregate subquery).
+    assert ORG_FIGURES.count("group by so.org_id") == 1
+    sql = ORG_FIGURES.replace("group by so.org_id", f"where so.org_id in ({orgs_sql})\ngroup by so.org_id")
+    return {row[0]: row[4] for row in db.execute(sql)}
+
+
+def _apply_delta(db: sqlite_utils.Database, sign: int) -> int:
+    """Move temp.rule_delta's counts into sig_org.unexplained; returns the requests moved."""
+    db.execute(
+        f"""update sig_org set unexplained = sig_org.unexplained {'+' if sign > 0 else '-'} d.n
+        from temp.rule_delta d where sig_org.sig_id = d.sig_id and sig_org.org_id = d.org_id"""
+    )
+    return db.execute("select coalesce(sum(n), 0) from temp.rule_delta").fetchone()[0]
+
+
+def _stored_waterfall_is_current(db: sqlite_utils.Database, applied: list[str]) -> bool:
+    if not _has_table(db, "rule_waterfall"):
+        return False
+    stored = [r[0] for r in db.execute("select rule from rule_waterfall order by position")]
+    return stored == [None] + applied
+
+
+def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
+    """Apply one rule; returns {rule, requests_explained, orgs_changed, already}.
+
+    The rule's matches go to a temporary table once; the requests it newly explains
+    are counted per (signature, org) and moved in sig_org, and only the orgs they
+    touch can change status, so the cost follows what the rule matches.
+    """
     with db.atomic():
         rules = load_rules(db)
         if name not in rules:
             raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
-        if name in applied_names(db):
+        applied = applied_names(db)
+        if name in applied:
             return {"rule": name, "requests_explained": 0, "orgs_changed": [], "already": True}
-        before, total = org_statuses(db), _unexplained_total(db)
-        _set_bits(db, rules[name])
-        refresh_unexplained(db)
+        rule = rules[name]
+        prepare = getattr(rule, "prepare", None)
+        if prepare is not None:
+            prepare(db)
+        db.execute("drop table if exists temp.rule_hits")
+        db.execute("create temp table rule_hits (request_id integer primary key)")
+        db.execute(
+            f"insert or ignore into temp.rule_hits (request_id) {rule.select_sql('')}",
+            dict(getattr(rule, "PARAMS", None) or {}),
+        )
+        db.execute("drop table if exists temp.rule_delta")
+        db.execute(
+            """create temp table rule_delta as
+            select s.sig_id, s.org_id, count(*) as n
+            from temp.rule_hits h cross join scoped s on s.request_id = h.request_id
+            where s.explained = 0 group by s.sig_id, s.org_id"""
+        )
+        touched = "select distinct org_id from temp.rule_delta"
+        before = _statuses_of(db, touched)
+        db.execute(
+            "update scoped set explained = explained | :bit where request_id in (select request_id from temp.rule_hits)",
+            {"bit": rule.BIT},
+        )
+        explained = _apply_delta(db, -1)
         seq = db.execute("select coalesce(max(applied_seq), 0) + 1 from rules").fetchone()[0]
         db.execute("update rules set applied = 1, applied_seq = ? where name = ?", [seq, name])
-        explained = total - _unexplained_total(db)
-        changes = _changes(before, org_statuses(db))
+        changes = _changes(before, _statuses_of(db, touched))
         _record(db, name, "apply", actor, explained, changes)
-        refresh_waterfall(db)
+        if _stored_waterfall_is_current(db, applied):
+            last = db.execute("select max(position), remaining from rule_waterfall").fetchone()
+            db.execute(
+                "insert into rule_waterfall (position, rule, remaining, explained, computed_at) values (?, ?, ?, ?, ?)",
+                [last[0] + 1, name, last[1] - explained, explained, utcnow()],
+            )
+        else:
+            refresh_waterfall(db)
+        db.execute("drop table temp.rule_hits")
+        db.execute("drop table temp.rule_delta")
     return {"rule": name, "requests_explained": explained, "orgs_changed": changes, "already": False}
 
 
 def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Undo one applied rule; returns {rule, requests_unexplained, orgs_changed, already}."""
-    from ..status import org_statuses
-
     with db.atomic():
         rules = load_rules(db)
         if name not in rules:
             raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
-        if name not in applied_names(db):
+        applied = applied_names(db)
+        if name not in applied:
             return {"rule": name, "requests_unexplained": 0, "orgs_changed": [], "already": True}
-        before, total = org_statuses(db), _unexplained_total(db)
         bit = rules[name].BIT
-        db.execute("update scoped set explained = explained & ~? where explained & ? != 0", [bit, bit])
-        refresh_unexplained(db)
+        # Requests explained by this rule alone become unexplained.
+        db.execute("drop table if exists temp.rule_delta")
+        db.execute(
+            """create temp table rule_delta as
+            select sig_id, org_id, count(*) as n from scoped where explained = :bit
+            group by sig_id, org_id""",
+            {"bit": bit},
+        )
+        touched = "select distinct org_id from temp.rule_delta"
+        before = _statuses_of(db, touched)
+        db.execute("update scoped set explained = explained & ~:bit where explained & :bit != 0", {"bit": bit})
+        unexplained = _apply_delta(db, +1)
         db.execute("update rules set applied = 0, applied_seq = null where name = ?", [name])
-        unexplained = _unexplained_total(db) - total
-        changes = _changes(before, org_statuses(db))
+        changes = _changes(before, _statuses_of(db, touched))
         _record(db, name, "undo", actor, unexplained, changes)
-        refresh_waterfall(db)
+        if applied[-1] == name and _stored_waterfall_is_current(db, applied):
+            db.execute("delete from rule_waterfall where position = (select max(position) from rule_waterfall)")
+        else:
+            refresh_waterfall(db)
+        db.execute("drop table temp.rule_delta")
     return {"rule": name, "requests_unexplained": unexplained, "orgs_changed": changes, "already": False}
 
 

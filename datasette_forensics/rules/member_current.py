@@ -1,6 +1,6 @@
 """member_current: a user with a session with the signature is a member of the org now."""
 
-from . import SESSION_SIGNATURES, prepare_sessions
+from . import prepare_sessions
 
 NAME = "member_current"
 BIT = 1 << 1
@@ -15,7 +15,7 @@ def prepare(db) -> None:
 def select_sql(restrict: str) -> str:
     """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
     return f"""
-    select s.request_id from ({SESSION_SIGNATURES}) x
-    join memberships m on m.user_id = x.user_id and m.left_at is null
-    join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
+    select s.request_id from temp.rule_session_sigs x
+    cross join memberships m on m.user_id = x.user_id and m.left_at is null
+    cross join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
     where 1 {restrict}"""

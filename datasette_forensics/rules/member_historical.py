@@ -1,6 +1,6 @@
 """member_historical: a user with a session with the signature was a member of the org at t."""
 
-from . import SESSION_SIGNATURES, ms_rows, prepare_sessions
+from . import ms_rows, prepare_sessions
 
 NAME = "member_historical"
 BIT = 1 << 2
@@ -16,12 +16,13 @@ def prepare(db) -> None:
         "insert into temp.rule_membership_windows values (?, ?, ?, ?)",
         ms_rows(db, "select user_id, org_id, joined_at, left_at from memberships", (2, 3)),
     )
+    db.execute("create index temp.rule_membership_windows_user on rule_membership_windows(user_id)")
 
 
 def select_sql(restrict: str) -> str:
     """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
     return f"""
-    select s.request_id from ({SESSION_SIGNATURES}) x
-    join temp.rule_membership_windows m on m.user_id = x.user_id
-    join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
+    select s.request_id from temp.rule_session_sigs x
+    cross join temp.rule_membership_windows m on m.user_id = x.user_id
+    cross join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
     where m.from_ms <= s.ts and (m.to_ms is null or s.ts < m.to_ms) {restrict}"""

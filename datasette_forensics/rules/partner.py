@@ -75,12 +75,13 @@ def prepare(db) -> None:
         "insert into temp.rule_partner_windows values (?, ?, ?, ?)",
         ms_rows(db, "select partner, org_id, authorized_at, revoked_at from partner_orgs", (2, 3)),
     )
+    db.execute("create index temp.rule_partner_windows_partner on rule_partner_windows(partner)")
 
 
 def select_sql(restrict: str) -> str:
     """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
     return f"""
     select s.request_id from temp.rule_partner_sigs ps
-    join temp.rule_partner_windows w on w.partner = ps.partner
-    join scoped s on s.sig_id = ps.sig_id and s.org_id = w.org_id
+    cross join temp.rule_partner_windows w on w.partner = ps.partner
+    cross join scoped s on s.sig_id = ps.sig_id and s.org_id = w.org_id
     where (w.from_ms is null or w.from_ms <= s.ts) and (w.to_ms is null or s.ts < w.to_ms) {restrict}"""

@@ -12,6 +12,6 @@ def select_sql(restrict: str) -> str:
     """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
     return f"""
     select s.request_id from post_patch_valid pp
-    join signature_scope ss on ss.sig_id = pp.sig_id and ss.cross_tenant = 0
-    join scoped s on s.sig_id = pp.sig_id and s.org_id = pp.org_id
+    cross join signature_scope ss on ss.sig_id = pp.sig_id and ss.cross_tenant = 0
+    cross join scoped s on s.sig_id = pp.sig_id and s.org_id = pp.org_id
     where 1 {restrict}"""

@@ -1,6 +1,6 @@
 """staff: a staff user has a session with the request's signature."""
 
-from . import SESSION_SIGNATURES, prepare_sessions
+from . import prepare_sessions
 
 NAME = "staff"
 BIT = 1 << 0
@@ -15,7 +15,7 @@ def prepare(db) -> None:
 def select_sql(restrict: str) -> str:
     """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
     return f"""
-    select s.request_id from ({SESSION_SIGNATURES}) x
-    join users u on u.id = x.user_id
-    join scoped s on s.sig_id = x.sig_id
+    select s.request_id from temp.rule_session_sigs x
+    cross join users u on u.id = x.user_id
+    cross join scoped s on s.sig_id = x.sig_id
     where u.is_staff = 1 {restrict}"""

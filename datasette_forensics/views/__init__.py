@@ -5,3 +5,16 @@ ROUTES: list = []
 from . import rules_page  # noqa: E402
 
 ROUTES.append((r"^/(?P<database>[^/]+)/-/forensics/rules(?P<format>\.json)?$", rules_page.view))
+
+from . import chart, ips, org, orgs, overview, signatures, user_agents  # noqa: E402
+
+_DB = r"^/(?P<database>[^/]+)/-/forensics"
+ROUTES += [
+    (_DB + r"(?P<format>\.json)?$", overview.view),
+    (_DB + r"/ips(?P<format>\.json)?$", ips.view),
+    (_DB + r"/user-agents(?P<format>\.json)?$", user_agents.view),
+    (_DB + r"/orgs(?P<format>\.json)?$", orgs.view),
+    (_DB + r"/orgs/(?P<org_id>[^/]+?)(?P<format>\.json)?$", org.view),
+    (_DB + r"/signatures(?P<format>\.json)?$", signatures.view),
+    (r"^/-/forensics-chart$", chart.view),
+]

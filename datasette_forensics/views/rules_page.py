@@ -64,6 +64,12 @@ def page_data(db: sqlite_utils.Database) -> dict:
     }
 
 
+def _json(data) -> Response:
+    """JSON with <, > and & escaped, so no string in it can be sniffed as markup."""
+    text = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Response(text, content_type="application/json; charset=utf-8")
+
+
 def _definition_from_form(form) -> dict:
     if (form.get("kind") or "filter") == "sql":
         return {"sql": form.get("sql") or ""}
@@ -155,7 +161,7 @@ async def view(datasette, request):
 
     data = await db.execute_fn(lambda conn: page_data(sqlite_utils.Database(conn)))
     if request.url_vars.get("format") == ".json":
-        return Response.json(
+        return _json(
             {
                 "database": db.name,
                 "rules": [

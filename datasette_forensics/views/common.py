@@ -1,0 +1,341 @@
+"""What every workbench page shares: the database and its permission check, the URL
+state (grouping, filters, sort, paging), drill-down links and the HTML/JSON response.
+
+Every figure a page shows links to the rows behind it: requests go to Datasette's
+own ``requests_view`` table page (facets, CSV/JSON export and shareable URLs work
+there), orgs and signatures go to the workbench page listing them. Filter values
+always travel as SQL parameters; the only SQL text built here comes from fixed
+allow-lists.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+from datasette import NotFound, Response
+from datasette.database import QueryInterrupted
+from datasette.views.base import DatasetteError
+from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils.asgi import BadRequest
+
+from .. import WRITE_PERMISSION, is_forensic_database
+from ..enrich import KINDS
+from ..timeparse import TimeError, format_ms, parse_time
+
+DAY_MS = 86_400_000
+DEFAULT_SIZE = 50
+MAX_SIZE = 1000
+
+# Signature filters every page understands: URL parameter -> (SQL column, nullable,
+# requests_view column). An empty value of a nullable one means "unknown" (null).
+SIGNATURE_FILTERS = {
+    "ip": ("i.ip", False, "ip"),
+    "cidr24": ("i.prefix", False, "cidr24"),
+    "cidr16": ("i.prefix16", False, "cidr16"),
+    "ua": ("a.ua", False, "user_agent"),
+    "kind": ("a.kind", False, "ua_kind"),
+    "asn": ("i.asn", True, "asn"),
+    "provider": ("i.provider", True, "provider"),
+    "rdns": ("i.rdns", True, "rdns"),
+    "family": ("a.family", True, "ua_family"),
+    "major": ("a.major", True, "ua_major"),
+    "os": ("a.os", True, "ua_os"),
+}
+STATE_KEYS = ("by", "org", "status", "cross_tenant", "cidr", *SIGNATURE_FILTERS, "from", "to", "sort", "page", "size")
+
+
+def page_view(fn):
+    """A workbench view: a query over Datasette's time limit is a 400 saying so, not a 500."""
+
+    @functools.wraps(fn)
+    async def view(datasette, request):
+        try:
+            return await fn(datasette, request)
+        except QueryInterrupted:
+            raise DatasetteError(
+                "This view took longer than the sql_time_limit_ms setting allows. Views with "
+                "?from=/?to= read the requests of that window: narrow it, or raise the setting.",
+                title="Query took too long",
+                status=400,
+            )
+
+    return view
+
+
+def ms_iso(ms) -> str | None:
+    return None if ms is None else format_ms(ms)
+
+
+def to_json_text(data) -> str:
+    """JSON with <, > and & escaped, so log strings never appear as markup even if sniffed."""
+    return (
+        json.dumps(data, ensure_ascii=False, default=str)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
+
+
+@dataclass
+class State:
+    """The URL state of a page: everything needed to show the same view again."""
+
+    args: dict = field(default_factory=dict)  # the recognised, non-empty parameters as given
+    signature: dict = field(default_factory=dict)  # SIGNATURE_FILTERS present (value may be '')
+    org: str | None = None
+    cidr: str | None = None  # normalised network
+    cidr_ips: list | None = None  # addresses within cidr when it is not a /24 or /16 cluster
+    from_ms: int | None = None
+    to_ms: int | None = None
+    page: int = 1
+    size: int = DEFAULT_SIZE
+
+    @property
+    def window(self) -> bool:
+        return self.from_ms is not None or self.to_ms is not None
+
+    def conditions(self) -> tuple[list[str], dict]:
+        """SQL conditions on ips ``i`` and user_agents ``a`` for the signature filters."""
+        where, params = [], {}
+        for key, value in self.signature.items():
+            column, nullable, _ = SIGNATURE_FILTERS[key]
+            if nullable and value == "":
+                where.append(f"{column} is null")
+            else:
+                where.append(f"{column} = :f_{key}")
+                params[f"f_{key}"] = value
+        if self.cidr is not None:
+            network = ipaddress.ip_network(self.cidr)
+            if self.cidr_ips is not None:
+                where.append("i.ip in (select value from json_each(:f_cidr_ips))")
+                params["f_cidr_ips"] = json.dumps(self.cidr_ips)
+            elif network.prefixlen == (24 if network.version == 4 else 48):
+                where.append("i.prefix = :f_cidr")
+                params["f_cidr"] = self.cidr
+            else:
+                where.append("i.prefix16 = :f_cidr")
+                params["f_cidr"] = self.cidr
+        return where, params
+
+    def window_params(self) -> dict:
+        return {"w_from": self.from_ms if self.from_ms is not None else -(2**62), "w_to": self.to_ms if self.to_ms is not None else 2**62}
+
+    def view_params(self, in_scope: bool = False) -> list[tuple[str, str]]:
+        """The same filters as requests_view parameters (Datasette's table filters)."""
+        params = []
+        for key, value in self.signature.items():
+            _, nullable, column = SIGNATURE_FILTERS[key]
+            params.append((f"{column}__isnull", "1") if nullable and value == "" else (column, value))
+        if self.cidr is not None:
+            network = ipaddress.ip_network(self.cidr)
+            if self.cidr_ips is not None:
+                params.append(("ip__in", json.dumps(self.cidr_ips)))
+            elif network.prefixlen == (24 if network.version == 4 else 48):
+                params.append(("cidr24", self.cidr))
+            else:
+                params.append(("cidr16", self.cidr))
+        if self.org is not None:
+            params += [("org_id", self.org), ("in_scope", "1")]
+        elif in_scope:
+            params.append(("in_scope", "1"))
+        if self.from_ms is not None:
+            params.append(("ts__gte", str(self.from_ms)))
+        if self.to_ms is not None:
+            params.append(("ts__lt", str(self.to_ms)))
+        return params
+
+    def filter_params(self, drop: tuple = ()) -> list[tuple[str, str]]:
+        """The filters as workbench URL parameters (no grouping, sort or paging)."""
+        keep = ("org", "cidr", *SIGNATURE_FILTERS, "from", "to")
+        return [(k, self.args[k]) for k in keep if k in self.args and k not in drop]
+
+
+class Page:
+    """One request to a workbench page: its database, URL state and link builders."""
+
+    def __init__(self, datasette, request, db, name: str):
+        self.datasette = datasette
+        self.request = request
+        self.db = db
+        self.name = name
+        self.json = request.url_vars.get("format") == ".json"
+        self.base = datasette.urls.database(db.name) + "/-/forensics"
+        self.state = State()
+
+    # Links ---------------------------------------------------------------------
+
+    def requests_url(self, params: list[tuple[str, str]]) -> str:
+        """Datasette's own page for requests_view with these filters."""
+        return self.table_url("requests_view", params)
+
+    def table_url(self, table: str, params: list[tuple[str, str]] | None = None) -> str:
+        return self.datasette.urls.table(self.db.name, table) + "?" + urlencode(list(params or []) + [("_nosuggest", "1")])
+
+    def page_url(self, page: str = "", params: list[tuple[str, str]] | None = None, json_format: bool = False) -> str:
+        path = self.base + (f"/{page}" if page else "") + (".json" if json_format else "")
+        params = [(k, v) for k, v in (params or []) if v is not None]
+        return path + ("?" + urlencode(params) if params else "")
+
+    def org_url(self, org_id: str, json_format: bool = False) -> str:
+        return self.page_url(f"orgs/{tilde_encode(str(org_id))}", json_format=json_format)
+
+    def self_url(self, json_format: bool | None = None, **changes) -> str:
+        """This page's URL with some state changed (None removes a parameter)."""
+        args = dict(self.state.args)
+        for key, value in changes.items():
+            if value is None:
+                args.pop(key, None)
+            else:
+                args[key] = str(value)
+        fmt = self.json if json_format is None else json_format
+        path = self.request.path
+        if path.endswith(".json"):
+            path = path[: -len(".json")]
+        return path + (".json" if fmt else "") + ("?" + urlencode([(k, args[k]) for k in STATE_KEYS if k in args]) if args else "")
+
+    # Responses -------------------------------------------------------------------
+
+    async def respond(self, template: str, data: dict, context: dict | None = None) -> Response:
+        """The page as JSON (data) or HTML (data and context through the template)."""
+        if self.json:
+            return Response(to_json_text(data), content_type="application/json; charset=utf-8")
+        can_write = await self.datasette.permission_allowed(self.request.actor, WRITE_PERMISSION, default=False)
+        page_context = {
+            "database": self.db.name,
+            "forensics_base": self.base,
+            "forensics_page": self.name,
+            "data": data,
+            "json_url": self.self_url(json_format=True),
+            "save_url": self.self_url(json_format=False),
+            "can_write": can_write,
+            "rules_url": self.base + "/rules",
+            "chart_frame_url": self.datasette.urls.path("-/forensics-chart"),
+        }
+        page_context.update(context or {})
+        return Response.html(
+            await self.datasette.render_template(template, page_context, request=self.request)
+        )
+
+
+async def open_page(datasette, request, name: str) -> Page:
+    """Check the view permissions, then find the forensic database (404 otherwise)."""
+    route = tilde_decode(request.url_vars["database"])
+    await datasette.ensure_permissions(request.actor, [("view-database", route), "view-instance"])
+    try:
+        db = datasette.get_database(route=route)
+    except KeyError:
+        raise NotFound(f"Database not found: {route}")
+    if db.name != route:
+        await datasette.ensure_permissions(request.actor, [("view-database", db.name)])
+    if db.is_memory or not await db.execute_fn(is_forensic_database):
+        raise NotFound(f"{db.name} is not a forensics database.")
+    return Page(datasette, request, db, name)
+
+
+def choice(request, key: str, allowed, default: str) -> str:
+    """A parameter that must be one of a fixed set (400 otherwise)."""
+    value = request.args.get(key) or default
+    if value not in allowed:
+        raise BadRequest(f"?{key}= must be one of {', '.join(allowed)}, not {value!r}.")
+    return value
+
+
+def sort_choice(request, allowed: dict, default: str) -> tuple[str, str, bool]:
+    """?sort=NAME or ?sort=-NAME from an allow-list: (given, SQL expression, descending)."""
+    value = request.args.get("sort") or default
+    name = value.lstrip("-")
+    if name not in allowed:
+        raise BadRequest(f"?sort= must be one of {', '.join(allowed)} (prefix - for descending), not {value!r}.")
+    return value, allowed[name], value.startswith("-")
+
+
+async def parse_state(page: Page, extra: tuple = ()) -> State:
+    """Read filters, paging and the time window from the query string.
+
+    Args:
+        extra: page-specific parameters to keep in the URL state (by, status, sort...).
+    """
+    request = page.request
+    state = page.state
+    for key in ("org", "cidr", "from", "to", "page", "size", *extra):
+        value = request.args.get(key)
+        if value not in (None, ""):
+            state.args[key] = value
+    for key in SIGNATURE_FILTERS:
+        if key in request.args:
+            value = request.args.get(key) or ""
+            if key == "kind" and value not in KINDS:
+                raise BadRequest(f"?kind= must be one of {', '.join(KINDS)}, not {value!r}.")
+            state.signature[key] = value
+            state.args[key] = value
+    state.org = state.args.get("org")
+    if "cidr" in state.args:
+        try:
+            network = ipaddress.ip_network(state.args["cidr"].strip(), strict=False)
+        except ValueError:
+            raise BadRequest(f"?cidr= is not a network: {state.args['cidr']!r}.")
+        state.cidr = str(network)
+        cluster = (24, 16) if network.version == 4 else (48, 32)
+        if network.prefixlen not in cluster:
+            # Any other network: the addresses seen within it (the ips table is small).
+            rows = await page.db.execute("select ip from ips where version = :v", {"v": network.version})
+            state.cidr_ips = sorted(r[0] for r in rows if ipaddress.ip_address(r[0]) in network)
+    for key in ("from", "to"):
+        if key in state.args:
+            try:
+                ms = parse_time(state.args[key])
+            except TimeError as exc:
+                raise BadRequest(f"?{key}= is not a time: {exc}.")
+            setattr(state, f"{key}_ms", ms)
+    try:
+        state.page = max(1, int(state.args.get("page", 1)))
+        state.size = min(MAX_SIZE, max(1, int(state.args.get("size", DEFAULT_SIZE))))
+    except ValueError:
+        raise BadRequest("?page= and ?size= must be whole numbers.")
+    return state
+
+
+def paging(page: Page, total: int) -> dict:
+    """Where this page of rows sits, with the URLs of its neighbours."""
+    state = page.state
+    last = max(1, -(-total // state.size))
+    return {
+        "page": state.page,
+        "size": state.size,
+        "total": total,
+        "pages": last,
+        "next_url": page.self_url(page=state.page + 1) if state.page < last else None,
+        "previous_url": page.self_url(page=state.page - 1 if state.page > 2 else None) if state.page > 1 else None,
+    }
+
+
+def chart(element_id: str, title: str, rows: list[dict], x: str, y: str, color: str | None = None,
+          mark: str = "bar", x_type: str = "ordinal") -> dict:
+    """A chart for datasette-vega: its rows (embedded in the page) and its encoding.
+
+    datasette-vega draws the JSON behind a page's export link, configured by
+    ``#g.*`` fragment parameters; each chart is a frame of its own (see chart.py).
+    """
+    fragment = {"g.mark": mark, "g.x_column": x, "g.x_type": x_type, "g.y_column": y, "g.y_type": "quantitative"}
+    if color:
+        fragment["g.color_column"] = color
+        # The same figures as text: one row per x, one column per series.
+        series = list(dict.fromkeys(r[color] for r in rows))
+        table: dict = {}
+        for r in rows:
+            table.setdefault(r[x], {})[r[color]] = r[y]
+        text = {"columns": [x] + series, "rows": [[k] + [v.get(s) for s in series] for k, v in table.items()]}
+    else:
+        text = {"columns": [x, y], "rows": [[r[x], r[y]] for r in rows]}
+    return {
+        "id": element_id,
+        "title": title,
+        "rows": rows,
+        "fragment": urlencode(fragment),
+        "drawable": len(rows) > 1,
+        "table": text,
+    }

@@ -1,0 +1,201 @@
+"""One org: its status, signatures, members, integrations, what each rule explained,
+its explained/unexplained timeline and its latest in-scope requests."""
+
+from __future__ import annotations
+
+from datasette import NotFound
+from datasette.utils import tilde_decode
+
+from .common import DAY_MS, chart, ms_iso, open_page, page_view
+
+ORG = """
+select o.id, o.slug, o.name, o.contact_email, o.created_at,
+    s.in_scope, s.unexplained, s.signatures, s.unexplained_signatures, s.cross_tenant_signatures,
+    case when s.unexplained_cross_tenant > 0 then 'exposed'
+        when s.unexplained > 0 then 'review' when s.org_id is not null then 'cleared' end as status
+from (select :org as org_id) x
+left join orgs o on o.id = x.org_id
+left join org_stats s on s.org_id = x.org_id
+"""
+SLUGS = "select slug, valid_from, valid_to from org_slugs where org_id = :org order by valid_from"
+SIGNATURES = """
+select so.sig_id, i.ip, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
+    st.cross_tenant, st.orgs, p.path
+from sig_org so
+join sig_stats st on st.sig_id = so.sig_id
+join ips i on i.id = st.ip_id
+join user_agents a on a.id = st.ua_id
+left join uris u on u.id = st.last_uri_id
+left join paths p on p.id = u.path_id
+where so.org_id = :org
+order by st.cross_tenant desc, so.unexplained desc, so.requests desc, so.sig_id
+limit 500
+"""
+MEMBERS = """
+select m.user_id, u.email, u.name, u.is_staff, m.role, m.joined_at, m.left_at,
+    (select count(*) from sessions se where se.user_id = m.user_id) as sessions
+from memberships m left join users u on u.id = m.user_id
+where m.org_id = :org
+order by m.left_at is not null, m.joined_at
+"""
+INTEGRATIONS = """
+select i.id, i.name, i.created_at, i.deleted_at,
+    (select count(*) from tokens t where t.integration_id = i.id) as tokens
+from integrations i where i.org_id = :org order by i.created_at
+"""
+RULES = "select name, bit from rules where applied = 1 order by applied_seq"
+# The org's in-scope requests per set of explaining rules, read from the covering
+# index scoped_sig (sig_id, org_id, explained): no table row is visited.
+MASKS = """
+select s.explained, count(*) from sig_org so
+join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
+where so.org_id = :org and s.explained != 0
+group by s.explained
+"""
+TIMELINE = "select day, in_scope, unexplained from scope_days where org_id = :org order by day"
+LATEST = """
+select r.ts, i.ip, a.ua, r.method, p.path, r.status, s.explained
+from scoped s
+join requests r on r.id = s.request_id
+join signatures g on g.id = r.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+join uris u on u.id = r.uri_id
+join paths p on p.id = u.path_id
+where s.org_id = :org
+order by s.ts desc limit 20
+"""
+
+
+@page_view
+async def view(datasette, request):
+    """One org's drill-down: why it has its status, and the requests behind it."""
+    page = await open_page(datasette, request, "org")
+    org = tilde_decode(request.url_vars["org_id"])
+    db = page.db
+    params = {"org": org}
+    row = (await db.execute(ORG, params)).first()
+    if row["id"] is None and row["status"] is None:
+        raise NotFound(f"Org not found: {org}")
+    scoped = [("org_id", org), ("in_scope", "1")]
+    info = {
+        "org_id": org,
+        "slug": row["slug"],
+        "name": row["name"],
+        "contact_email": row["contact_email"],
+        "created_at": row["created_at"],
+        "known": row["id"] is not None,
+        "status": row["status"],
+        "in_scope": row["in_scope"] or 0,
+        "unexplained": row["unexplained"] or 0,
+        "signatures": row["signatures"] or 0,
+        "unexplained_signatures": row["unexplained_signatures"] or 0,
+        "cross_tenant_signatures": row["cross_tenant_signatures"] or 0,
+        "links": {
+            "requests": page.requests_url([("org_id", org)]),
+            "in_scope": page.requests_url(scoped),
+            "unexplained": page.requests_url(scoped + [("unexplained", "1")]),
+            "signatures": page.page_url("signatures", [("org", org)]),
+            "unexplained_signatures": page.page_url("signatures", [("org", org), ("status", "unexplained")]),
+            "cross_tenant_signatures": page.page_url("signatures", [("org", org), ("cross_tenant", "1")]),
+            "ips": page.page_url("ips", [("org", org)]),
+            "user_agents": page.page_url("user-agents", [("org", org)]),
+        },
+    }
+    slugs = [dict(r) for r in await db.execute(SLUGS, params)]
+    signatures = []
+    for r in await db.execute(SIGNATURES, params):
+        sig = [("sig_id", str(r["sig_id"]))]
+        signatures.append(
+            {
+                "ip": r["ip"],
+                "user_agent": r["ua"],
+                "kind": r["kind"],
+                "cross_tenant": bool(r["cross_tenant"]),
+                "orgs": r["orgs"],
+                "in_scope": r["requests"],
+                "unexplained": r["unexplained"],
+                "first_seen": ms_iso(r["first_ts"]),
+                "last_seen": ms_iso(r["last_ts"]),
+                "last_path": r["path"],
+                "links": {
+                    "in_scope": page.requests_url(scoped + sig),
+                    "unexplained": page.requests_url(scoped + sig + [("unexplained", "1")]),
+                    "orgs": page.page_url("orgs", [("ip", r["ip"]), ("ua", r["ua"])]),
+                    "signature": page.page_url("signatures", [("ip", r["ip"]), ("ua", r["ua"])]),
+                },
+            }
+        )
+    members = [
+        dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)
+    ]
+    integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
+    applied = list(await db.execute(RULES))
+    rules = []
+    if applied:
+        masks = list(await db.execute(MASKS, params))
+        for name, bit in applied:
+            rules.append(
+                {
+                    "rule": name,
+                    "requests": sum(n for mask, n in masks if mask & bit),
+                    "url": page.requests_url(scoped + [("_where", f"(explained & {int(bit)}) != 0")]),
+                }
+            )
+    timeline = []
+    for day, in_scope, unexplained in await db.execute(TIMELINE, params):
+        span = scoped + [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS))]
+        timeline.append(
+            {
+                "day": ms_iso(day * DAY_MS)[:10],
+                "in_scope": in_scope,
+                "unexplained": unexplained,
+                "explained": in_scope - unexplained,
+                "links": {
+                    "in_scope": page.requests_url(span),
+                    "unexplained": page.requests_url(span + [("unexplained", "1")]),
+                    "explained": page.requests_url(span + [("unexplained", "0")]),
+                },
+            }
+        )
+    latest = [
+        {
+            "time": ms_iso(r["ts"]),
+            "ip": r["ip"],
+            "user_agent": r["ua"],
+            "method": r["method"],
+            "path": r["path"],
+            "status": r["status"],
+            "explained": r["explained"] != 0,
+        }
+        for r in await db.execute(LATEST, params)
+    ]
+    data = {
+        "database": db.name,
+        "view": "org",
+        "org": info,
+        "slug_history": slugs,
+        "signatures": signatures,
+        "members": members,
+        "integrations": integrations,
+        "rules": rules,
+        "timeline": timeline,
+        "latest_requests": latest,
+        "latest_requests_url": page.requests_url(scoped + [("_sort_desc", "ts")]),
+    }
+    charts = [
+        chart(
+            "chart-org-timeline",
+            "In-scope requests per day (UTC): explained and unexplained",
+            [
+                row
+                for t in timeline
+                for row in (
+                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
+                    {"day": t["day"], "requests": t["explained"], "part": "2 explained"},
+                )
+            ],
+            "day", "requests", color="part",
+        )
+    ]
+    return await page.respond("forensics_org.html", data, {"charts": charts})

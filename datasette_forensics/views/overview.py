@@ -1,0 +1,236 @@
+"""The overview: incident, funnel, statuses, rules waterfall, timeline, saved views."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from urllib.parse import urlsplit
+
+from datasette import Forbidden, Response
+
+from .. import WRITE_PERMISSION
+from .common import DAY_MS, chart, ms_iso, open_page, page_view
+
+INCIDENT = """
+select name, introduced_at, patched_at, patched_ms, scope_paths, org_routes, require_integration, set_at
+from incident where id = 1
+"""
+# The funnel from the aggregates: the four 'kind' groups hold every signature once.
+FUNNEL = """
+select (select count(*) from rejected_lines) as lines_rejected,
+    coalesce(sum(requests), 0) as requests,
+    coalesce(sum(in_scope), 0) as in_scope,
+    coalesce(sum(unexplained), 0) as unexplained
+from pivot_groups where grouping = 'kind'
+"""
+STATUS_COUNTS = """
+select case when unexplained_cross_tenant > 0 then 'exposed'
+    when unexplained > 0 then 'review' else 'cleared' end as status, count(*)
+from org_stats group by status
+"""
+HAS_WATERFALL = "select 1 from sqlite_master where type = 'table' and name = 'rule_waterfall'"
+WATERFALL = "select rule, remaining, explained from rule_waterfall order by position"
+APPLIED = """
+select r.name, r.bit, (
+    select l.requests_explained from rule_ledger l
+    where l.rule = r.name and l.action = 'apply' order by l.id desc limit 1
+) as explained
+from rules r where r.applied = 1 order by r.applied_seq
+"""
+BITS = "select name, bit from rules"
+TIMELINE = """
+select day, sum(in_scope) as in_scope, sum(unexplained) as unexplained
+from scope_days group by day order by day
+"""
+TOP_SIGNATURES = """
+select st.sig_id, i.ip, a.ua, st.requests, st.in_scope, st.unexplained, st.orgs, st.cross_tenant, p.path
+from sig_stats st
+join ips i on i.id = st.ip_id
+join user_agents a on a.id = st.ua_id
+left join uris u on u.id = st.last_uri_id
+left join paths p on p.id = u.path_id
+where st.unexplained > 0
+order by st.cross_tenant desc, st.unexplained desc, st.in_scope desc, st.requests desc
+limit 10
+"""
+SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
+
+PIVOTS = [
+    ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, reverse DNS"),
+    ("user-agents", "User-agent groups", "by exact user agent, family, family and major version, OS, kind"),
+    ("orgs", "Orgs", "exposure per org: exposed, review, cleared"),
+    ("signatures", "Signatures", "address and user agent pairs, cross-tenant first, with their activity after the patch"),
+    ("rules", "Rules", "apply and undo elimination rules, custom rules, audit log"),
+]
+
+
+@page_view
+async def view(datasette, request):
+    """The overview of the incident; POST saves a view (name and URL)."""
+    page = await open_page(datasette, request, "overview")
+    if request.method == "POST":
+        return await _save_view(page)
+    db = page.db
+    incident_row = (await db.execute(INCIDENT)).first()
+    incident = None
+    if incident_row is not None:
+        incident = {
+            "name": incident_row["name"],
+            "introduced_at": incident_row["introduced_at"],
+            "patched_at": incident_row["patched_at"],
+            "scope_paths": json.loads(incident_row["scope_paths"]),
+            "org_routes": json.loads(incident_row["org_routes"]),
+            "require_integration": bool(incident_row["require_integration"]),
+            "set_at": incident_row["set_at"],
+        }
+    funnel = dict((await db.execute(FUNNEL)).first())
+    funnel_links = {
+        "lines_rejected": page.table_url("rejected_lines"),
+        "requests": page.requests_url([]),
+        "in_scope": page.requests_url([("in_scope", "1")]),
+        "unexplained": page.requests_url([("in_scope", "1"), ("unexplained", "1")]),
+    }
+    counts = dict(list(await db.execute(STATUS_COUNTS)))
+    statuses = [
+        {"status": s, "orgs": counts.get(s, 0), "url": page.page_url("orgs", [("status", s)])}
+        for s in ("exposed", "review", "cleared")
+    ]
+    waterfall, waterfall_source = await _waterfall(page, funnel)
+    timeline = []
+    for day, in_scope, unexplained in await db.execute(TIMELINE):
+        span = [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS)), ("in_scope", "1")]
+        timeline.append(
+            {
+                "day": ms_iso(day * DAY_MS)[:10],
+                "in_scope": in_scope,
+                "unexplained": unexplained,
+                "links": {
+                    "in_scope": page.requests_url(span),
+                    "unexplained": page.requests_url(span + [("unexplained", "1")]),
+                },
+            }
+        )
+    top = [
+        {
+            "ip": r["ip"],
+            "user_agent": r["ua"],
+            "requests": r["requests"],
+            "in_scope": r["in_scope"],
+            "unexplained": r["unexplained"],
+            "orgs": r["orgs"],
+            "cross_tenant": bool(r["cross_tenant"]),
+            "last_path": r["path"],
+            "links": {
+                "requests": page.requests_url([("sig_id", str(r["sig_id"]))]),
+                "unexplained": page.requests_url(
+                    [("sig_id", str(r["sig_id"])), ("in_scope", "1"), ("unexplained", "1")]
+                ),
+                "orgs": page.page_url("orgs", [("ip", r["ip"]), ("ua", r["ua"])]),
+                "signature": page.page_url("signatures", [("ip", r["ip"]), ("ua", r["ua"])]),
+            },
+        }
+        for r in await db.execute(TOP_SIGNATURES)
+    ]
+    saved = [
+        {"name": r["name"], "url": r["url"], "created_by": r["created_by"], "created_at": r["created_at"]}
+        for r in await db.execute(SAVED_VIEWS)
+    ]
+    data = {
+        "database": db.name,
+        "view": "overview",
+        "incident": incident,
+        "funnel": funnel,
+        "funnel_links": funnel_links,
+        "statuses": statuses,
+        "waterfall": waterfall,
+        "waterfall_source": waterfall_source,
+        "timeline": timeline,
+        "top_unexplained_signatures": top,
+        "pivots": [{"name": label, "url": page.page_url(name), "about": about} for name, label, about in PIVOTS],
+        "saved_views": saved,
+    }
+    charts = [
+        chart(
+            "chart-timeline",
+            "In-scope requests per day (UTC): explained and unexplained",
+            [
+                row
+                for t in timeline
+                for row in (
+                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
+                    {"day": t["day"], "requests": t["in_scope"] - t["unexplained"], "part": "2 explained"},
+                )
+            ],
+            "day", "requests", color="part",
+        ),
+        chart(
+            "chart-waterfall",
+            "Rules waterfall: requests still unexplained after each applied rule",
+            [{"step": f"{i}. {s['rule'] or 'in scope'}", "remaining": s["remaining"]} for i, s in enumerate(waterfall)],
+            "step", "remaining",
+        ),
+    ]
+    return await page.respond("forensics_overview.html", data, {"charts": charts})
+
+
+async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
+    """The rules waterfall: the rules engine's table when it is current, else the ledger."""
+    db = page.db
+    bits = dict(list(await db.execute(BITS)))
+    steps, source = [], "rule_waterfall"
+    if (await db.execute(HAS_WATERFALL)).first():
+        steps = [dict(r) for r in await db.execute(WATERFALL)]
+    if not steps or steps[0]["remaining"] != funnel["in_scope"] or steps[-1]["remaining"] != funnel["unexplained"]:
+        # No current table: what each applied rule newly explained when it was applied.
+        source = "rule_ledger"
+        steps = [{"rule": None, "remaining": funnel["in_scope"], "explained": None}]
+        for name, _, explained in await db.execute(APPLIED):
+            steps.append({"rule": name, "remaining": steps[-1]["remaining"] - (explained or 0), "explained": explained})
+    mask = 0
+    for step in steps:
+        if step["rule"] is not None:
+            mask |= bits.get(step["rule"], 0)
+        where = [("in_scope", "1")] + ([("_where", f"(explained & {mask}) = 0")] if mask else [])
+        step["url"] = page.requests_url(where)
+    return steps, source
+
+
+async def _save_view(page) -> Response:
+    """Store a named view (a workbench URL) for everyone with read access."""
+    datasette, request = page.datasette, page.request
+    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
+        raise Forbidden("Saving a view needs the forensics-write permission.")
+    form = await request.post_vars()
+    name = (form.get("name") or "").strip()
+    url = _local_url(form.get("url") or "", request)
+    if not name or url is None:
+        datasette.add_message(
+            request, "A saved view needs a name and a URL of this site (a path such as /db/-/forensics/ips).", datasette.ERROR
+        )
+        return Response.redirect(page.base, status=303)
+    actor = (request.actor or {}).get("id")
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def write(conn):
+        with conn:
+            conn.execute(
+                "insert into saved_views (name, url, created_by, created_at) values (?, ?, ?, ?)",
+                [name[:200], url, actor, now],
+            )
+
+    await page.db.execute_write_fn(write, block=True)
+    datasette.add_message(request, f"Saved the view {name!r}.")
+    return Response.redirect(page.base, status=303)
+
+
+def _local_url(value: str, request) -> str | None:
+    """A path on this site (never another site, never javascript:); None when it is not one."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+            return None
+    path = parts.path
+    if not path.startswith("/") or path.startswith("//") or "\\" in path or any(ord(c) < 32 for c in value):
+        return None
+    return path + (f"?{parts.query}" if parts.query else "")

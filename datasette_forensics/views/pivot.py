@@ -1,0 +1,269 @@
+"""IP clusters and user-agent groups: signatures grouped by a column of ips or user_agents.
+
+Unfiltered, a pivot reads ``pivot_groups`` (one pre-computed row per group). With
+filters it groups the per-signature relation of ``sources.py`` at request time;
+both give the same figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..aggregates import GROUPINGS, KINDS
+from . import sources
+from .common import Page, chart, choice, ms_iso, open_page, paging, parse_state, sort_choice
+
+# grouping -> (heading, field names of its key, requests_view columns, workbench filters)
+GROUPING_KEYS = {
+    "ip": ("Address", ("ip",), ("ip",), ("ip",)),
+    "cidr24": ("Network (/24, /48)", ("network",), ("cidr24",), ("cidr24",)),
+    "cidr16": ("Network (/16, /32)", ("network",), ("cidr16",), ("cidr16",)),
+    "asn": ("ASN", ("asn",), ("asn",), ("asn",)),
+    "provider": ("Provider", ("provider",), ("provider",), ("provider",)),
+    "rdns": ("Reverse DNS", ("rdns",), ("rdns",), ("rdns",)),
+    "raw": ("User agent", ("user_agent",), ("user_agent",), ("ua",)),
+    "family": ("Family", ("family",), ("ua_family",), ("family",)),
+    "family_major": ("Family and major version", ("family", "major"), ("ua_family", "ua_major"), ("family", "major")),
+    "os": ("Operating system", ("os",), ("ua_os",), ("os",)),
+    "kind": ("Kind", ("kind",), ("ua_kind",), ("kind",)),
+}
+
+# page -> (title, groupings, default grouping, template)
+PIVOTS = {
+    "ips": ("IP clusters", ("ip", "cidr24", "cidr16", "asn", "provider", "rdns"), "ip"),
+    "user-agents": ("User-agent groups", ("raw", "family", "family_major", "os", "kind"), "raw"),
+}
+
+STATUS = {
+    "all": "1",
+    "unexplained": "unexplained > 0",
+    "explained": "in_scope > 0 and unexplained = 0",
+}
+SORTS = {
+    "key": "k1",
+    "requests": "requests",
+    "in_scope": "in_scope",
+    "unexplained": "unexplained",
+    "orgs": "orgs",
+    "signatures": "signatures",
+    "ips": "ips",
+    "user_agents": "user_agents",
+    "first_seen": "first_ts",
+    "last_seen": "last_ts",
+}
+TIEBREAK = "{t}unexplained desc, {t}in_scope desc, {t}requests desc, {t}k1, {t}k2"
+
+FIGURES = (
+    "k1", "k2", "requests", "in_scope", "unexplained", "orgs", "signatures", "ips", "user_agents",
+    "first_ts", "last_ts", "browser", "library", "bot", "unknown",
+)
+
+# Unfiltered: the pre-computed groups.
+GROUPS = """
+select g.k1, g.k2, g.requests, g.in_scope, g.unexplained, g.orgs, g.signatures, g.ips,
+    g.user_agents, g.first_ts, g.last_ts, g.browser, g.library, g.bot, g.unknown,
+    a.ua as top_user_agent, p.path as last_path
+from (
+    select * from pivot_groups where grouping = :grouping and {status}
+    order by {order} limit :limit offset :offset
+) g
+left join user_agents a on a.id = g.top_ua_id
+left join uris u on u.id = g.last_uri_id
+left join paths p on p.id = u.path_id
+order by {outer_order}
+"""
+GROUPS_COUNT = "select count(*) from pivot_groups where grouping = :grouping and {status}"
+
+# Filtered: group the signatures of this state at request time.
+FILTERED = """
+with src as ({sigs}),
+grouped as (
+    select json_array({keys}) as gkey, {k1} as k1, {k2} as k2,
+        sum(src.requests) as requests, sum(src.in_scope) as in_scope,
+        sum(src.unexplained) as unexplained, count(*) as signatures,
+        count(distinct src.ip_id) as ips, count(distinct src.ua_id) as user_agents,
+        min(src.first_ts) as first_ts, max(src.last_ts) as last_ts,
+        total(case when a.kind = 'browser' then src.requests end) as browser,
+        total(case when a.kind = 'library' then src.requests end) as library,
+        total(case when a.kind = 'bot' then src.requests end) as bot,
+        total(case when a.kind = 'unknown' then src.requests end) as unknown
+    from src join ips i on i.id = src.ip_id join user_agents a on a.id = src.ua_id
+    where {conds}
+    group by {group_by}
+),
+reach as (
+    select json_array({keys}) as gkey, count(distinct p.org_id) as orgs
+    from ({pairs}) p
+    join sig_stats st on st.sig_id = p.sig_id
+    join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
+    where {conds}
+    group by {group_by}
+)
+select g.gkey, g.k1, g.k2, g.requests, g.in_scope, g.unexplained, coalesce(r.orgs, 0) as orgs,
+    g.signatures, g.ips, g.user_agents, g.first_ts, g.last_ts, g.browser, g.library, g.bot,
+    g.unknown, count(*) over () as total
+from grouped g left join reach r on r.gkey = g.gkey
+where {status}
+order by {order} limit :limit offset :offset
+"""
+
+# The top user agent and the latest path of the groups on the page (filtered).
+FILTERED_TOP_UA = """
+with src as ({sigs})
+select json_array({keys}) as gkey, a.ua, sum(src.requests) as n
+from src join ips i on i.id = src.ip_id join user_agents a on a.id = src.ua_id
+where {conds} and json_array({keys}) in (select value from json_each(:gkeys))
+group by {group_by}, src.ua_id
+order by n desc, src.ua_id
+"""
+FILTERED_LAST_PATH = """
+with src as ({sigs})
+select x.gkey, p.path from (
+    select json_array({keys}) as gkey, src.last_uri_id, max(src.last_ts)
+    from src join ips i on i.id = src.ip_id join user_agents a on a.id = src.ua_id
+    where {conds} and json_array({keys}) in (select value from json_each(:gkeys))
+    group by {group_by}
+) x
+left join uris u on u.id = x.last_uri_id
+left join paths p on p.id = u.path_id
+"""
+
+
+async def pivot_view(datasette, request, page_name: str):
+    """A pivot page: IP clusters or user-agent groups, in HTML or JSON."""
+    title, groupings, default = PIVOTS[page_name]
+    page = await open_page(datasette, request, page_name)
+    state = await parse_state(page, extra=("by", "status", "sort"))
+    by = choice(request, "by", groupings, default)
+    status = choice(request, "status", tuple(STATUS), "all")
+    sort, sort_column, descending = sort_choice(request, SORTS, "-unexplained")
+    order = f"{{t}}{sort_column} {'desc' if descending else 'asc'}, " + TIEBREAK
+    group_by, keys = GROUPINGS[by]
+    filtered = bool(state.signature or state.cidr or state.org or state.window)
+    params = {"limit": state.size, "offset": (state.page - 1) * state.size, "grouping": by}
+
+    if not filtered:
+        sql = GROUPS.format(status=STATUS[status], order=order.format(t=""), outer_order=order.format(t="g."))
+        rows = [dict(r) for r in await page.db.execute(sql, params)]
+        total = (await page.db.execute(GROUPS_COUNT.format(status=STATUS[status]), params)).first()[0]
+    else:
+        sigs, source_params = sources.sigs_sql(state)
+        pairs, pair_params = sources.pairs_sql(state)
+        conds, cond_params = state.conditions()
+        parts = {
+            "sigs": sigs, "pairs": pairs, "keys": ", ".join(keys), "k1": keys[0],
+            "k2": keys[1] if len(keys) > 1 else "null", "group_by": group_by,
+            "conds": " and ".join(conds) or "1",
+        }
+        params.update(source_params, **pair_params, **cond_params)
+        result = await page.db.execute(
+            FILTERED.format(status=STATUS[status], order=order.format(t=""), **parts), params
+        )
+        rows = [dict(r) for r in result]
+        total = rows[0]["total"] if rows else 0
+        if rows:
+            params["gkeys"] = json.dumps([r["gkey"] for r in rows])
+            top = {}
+            for gkey, ua, _ in await page.db.execute(FILTERED_TOP_UA.format(**parts), params):
+                top.setdefault(gkey, ua)
+            last = dict(await page.db.execute(FILTERED_LAST_PATH.format(**parts), params))
+            for r in rows:
+                r["top_user_agent"] = top.get(r["gkey"])
+                r["last_path"] = last.get(r["gkey"])
+
+    heading = GROUPING_KEYS[by][0]
+    out_rows = [_row(page, by, r) for r in rows]
+    data = {
+        "database": page.db.name,
+        "view": page_name,
+        "title": title,
+        "by": by,
+        "groupings": list(groupings),
+        "status": status,
+        "sort": sort,
+        "filters": state.filter_params(),
+        "source": _source(state) if filtered else "pivot_groups",
+        "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
+        **paging(page, total),
+        "rows": out_rows,
+    }
+    chart_rows = []
+    for i, r in enumerate(out_rows[:30], start=1):
+        # datasette-vega sorts an ordinal axis by label: the rank keeps the page's order.
+        label = f"{i:02d}. " + (r["key"] if r["key"] is not None else "(unknown)")
+        chart_rows += [
+            {"group": label, "requests": r["unexplained"], "part": "1 unexplained"},
+            {"group": label, "requests": r["in_scope"] - r["unexplained"], "part": "2 explained"},
+            {"group": label, "requests": r["requests"] - r["in_scope"], "part": "3 out of scope"},
+        ]
+    charts = [
+        chart(
+            "chart-groups",
+            f"Requests of the first {min(30, len(out_rows))} groups on this page",
+            chart_rows, "group", "requests", color="part",
+        )
+    ]
+    return await page.respond(
+        "forensics_pivot.html",
+        data,
+        {
+            "title": title,
+            "heading": heading,
+            "by_urls": [(g, GROUPING_KEYS[g][0], page.self_url(by=g, page=None, sort=None)) for g in groupings],
+            "status_urls": [(s, page.self_url(status=None if s == "all" else s, page=None)) for s in STATUS],
+            "sort_urls": {name: page.self_url(sort=("-" if sort != f"-{name}" else "") + name, page=None) for name in SORTS},
+            "charts": charts,
+            "kinds": KINDS,
+        },
+    )
+
+
+def _source(state) -> str:
+    """What a filtered page grouped: the requests of a window, an org's pairs, or signatures."""
+    return "requests" if state.window else "sig_org" if state.org else "sig_stats"
+
+
+def _row(page: Page, by: str, r: dict) -> dict:
+    """One group with its figures and the links to the rows behind each."""
+    _, names, view_columns, filters = GROUPING_KEYS[by]
+    values = [r["k1"], r["k2"]][: len(names)]
+    state = page.state
+    group_view = [
+        (f"{column}__isnull", "1") if value is None else (column, value)
+        for column, value in zip(view_columns, values)
+    ]
+    group_filters = [(f, "" if v is None else v) for f, v in zip(filters, values)]
+    own = {f for f in filters}
+    # The group's own filters replace any page filter of the same name.
+    page_filters = [(k, v) for k, v in state.filter_params() if k not in own]
+    base = state.view_params() + group_view
+    scoped = state.view_params(in_scope=True) + group_view
+    key = " ".join(str(v) for v in values if v is not None) if any(v is not None for v in values) else None
+    kinds = {k: int(r[k] or 0) for k in KINDS}
+    return {
+        "key": key,
+        "values": dict(zip(names, values)),
+        "requests": r["requests"],
+        "in_scope": r["in_scope"],
+        "unexplained": r["unexplained"],
+        "orgs": r["orgs"],
+        "signatures": r["signatures"],
+        "ips": r["ips"],
+        "user_agents": r["user_agents"],
+        "first_seen": ms_iso(r["first_ts"]),
+        "last_seen": ms_iso(r["last_ts"]),
+        "kinds": kinds,
+        "top_user_agent": r.get("top_user_agent"),
+        "last_path": r.get("last_path"),
+        "links": {
+            "requests": page.requests_url(base),
+            "in_scope": page.requests_url(scoped),
+            "unexplained": page.requests_url(scoped + [("unexplained", "1")]),
+            "orgs": page.page_url("orgs", page_filters + group_filters),
+            "signatures": page.page_url("signatures", page_filters + group_filters),
+            "ips": page.page_url("ips", [("by", "ip")] + page_filters + group_filters),
+            "user_agents": page.page_url("user-agents", [("by", "raw")] + page_filters + group_filters),
+            "kinds": {k: page.requests_url(base + [("ua_kind", k)]) for k in KINDS},
+            "group": page.self_url(json_format=False, **{f: v for f, v in group_filters}, page=None),
+        },
+    }
