@@ -9,6 +9,8 @@ Run on their own: ``python -m pytest -q -m browser``.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import sqlite3
 from pathlib import Path
@@ -310,10 +312,13 @@ def test_notification_csv_download(demo_server, new_page, watch):
     page.goto(demo_server.workbench + "/orgs.json")
     orgs = page.evaluate("JSON.parse(document.body.innerText).rows")
     notify = {o["org_id"] for o in orgs if o["status"] in ("exposed", "review")}
+    assert notify
+    page.goto(demo_server.workbench + "/orgs")
     with page.expect_download() as download:
         page.locator(f"a[href='{links[0]}']").first.click()
-    text = open(download.value.path(), encoding="utf-8").read()
-    assert all(org_id in text for org_id in notify)
+    rows = list(csv.DictReader(io.StringIO(open(download.value.path(), encoding="utf-8").read())))
+    assert {r["org_id"] for r in rows} == notify
+    assert all(r["status"] in ("exposed", "review") for r in rows)
     watch.check()
 
 
