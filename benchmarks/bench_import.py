@@ -7,12 +7,19 @@ and a fresh database file, so that the peak RSS is that contender's own:
 - ``bare``: a compiled regex per line and ``executemany`` of the raw groups into
   one wide table of text columns, committed every 20,000 lines;
 - ``insert_all``: the same parsed rows as dicts through sqlite-utils
-  ``Table.insert_all`` (default batch size) into a wide table;
+  ``Table.insert_all`` into a wide table, as sqlite-utils does it by default:
+  ``Database(path)`` (rollback journal, synchronous=full) and the default batch
+  size, each batch its own transaction;
+- ``insert_all_wal``: the same with the pragmas of ``schema.tune`` (WAL,
+  synchronous=normal, 64 MiB cache): what insert_all costs without the commits;
 - ``full``: ``ingest.import_logs``, exactly what ``datasette-forensics import-logs``
-  runs: accounting, duplicate detection, dictionaries and enrichment.
+  runs: accounting, duplicate detection, dictionaries, enrichment, and the
+  ip_info, scope and aggregate updates after the batch.
 
-All three use the pragmas of ``schema.tune`` (WAL, synchronous=normal, 64 MiB
-cache). Seconds are wall-clock time from opening the database to the last commit.
+``bare`` and ``full`` use the pragmas of ``schema.tune`` too. Seconds are
+wall-clock time from opening the database to the last commit; CPU seconds (user +
+system) are given as well, as the wall clock of a shared machine also measures
+its other work (the load average is recorded with each run).
 
 Example:
 
@@ -37,7 +44,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-CONTENDERS = ("bare", "insert_all", "full")
+CONTENDERS = ("bare", "insert_all", "insert_all_wal", "full")
 GENERATOR_VERSION = 1
 CHUNK = 20_000
 
@@ -207,13 +214,44 @@ def cached_log(lines: int) -> str:
     return path
 
 
+def log_stats(path: str) -> dict:
+    """Distinct values of the log (cached next to it): what the dictionaries hold."""
+    cache = path + ".stats.json"
+    if os.path.exists(cache):
+        with open(cache) as f:
+            return json.load(f)
+    sets = {name: set() for name in ("ip", "ua", "uri", "path")}
+    ipv6 = matched = 0
+    match = LINE.match
+    with open(path, encoding="utf-8", errors="backslashreplace") as f:
+        for line in f:
+            m = match(line)
+            if m is None:
+                continue
+            matched += 1
+            ip, uri = m.group("ip"), m.group("uri")
+            sets["ip"].add(ip)
+            sets["ua"].add(hash(m.group("ua")))
+            sets["uri"].add(hash(uri))
+            sets["path"].add(hash(uri.split("?", 1)[0]))
+    ipv6 = sum(1 for ip in sets["ip"] if ":" in ip)
+    stats = {f"distinct_{name}s": len(values) for name, values in sets.items()}
+    stats.update(ipv6_addresses=ipv6, lines_the_bare_regex_matches=matched)
+    with open(cache, "w") as f:
+        json.dump(stats, f)
+    return stats
+
+
 # --- the contenders (each runs in its own subprocess) --------------------------------
 
 
 def _tune(conn: sqlite3.Connection) -> None:
-    from datasette_forensics import schema
-
-    schema.tune(conn)
+    """schema.tune's pragmas (copied, so that the baselines do not import the package)."""
+    conn.execute("pragma journal_mode = wal")
+    conn.execute("pragma synchronous = normal")
+    conn.execute("pragma busy_timeout = 30000")
+    conn.execute("pragma cache_size = -65536")
+    conn.execute("pragma temp_store = memory")
 
 
 def _wide_table(conn: sqlite3.Connection) -> None:
@@ -248,13 +286,16 @@ def run_bare(log: str, db: str) -> int:
     return n
 
 
-def run_insert_all(log: str, db: str) -> int:
+def run_insert_all(log: str, db: str, tuned: bool = False) -> int:
     import sqlite_utils
 
-    conn = sqlite3.connect(db)
-    _tune(conn)
-    database = sqlite_utils.Database(conn)
-    _wide_table(conn)
+    if tuned:
+        conn = sqlite3.connect(db)
+        _tune(conn)
+        database = sqlite_utils.Database(conn)
+    else:
+        database = sqlite_utils.Database(db)
+    _wide_table(database.conn)
     count = [0]
 
     def rows():
@@ -267,7 +308,7 @@ def run_insert_all(log: str, db: str) -> int:
                     yield m.groupdict()
 
     database["lines"].insert_all(rows())
-    conn.close()
+    database.conn.close()
     return count[0]
 
 
@@ -294,11 +335,19 @@ def peak_rss_mb() -> float:
 
 
 def child(contender: str, log: str, db: str) -> None:
-    run = {"bare": run_bare, "insert_all": run_insert_all, "full": run_full}[contender]
-    started = time.perf_counter()
+    run = {
+        "bare": run_bare,
+        "insert_all": run_insert_all,
+        "insert_all_wal": lambda log, db: run_insert_all(log, db, tuned=True),
+        "full": run_full,
+    }[contender]
+    started, cpu = time.perf_counter(), time.process_time()
     lines = run(log, db)
-    seconds = time.perf_counter() - started
-    print(json.dumps({"contender": contender, "lines": lines, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(json.dumps({
+        "contender": contender, "lines": lines, "seconds": seconds, "cpu_seconds": cpu,
+        "peak_rss_mb": peak_rss_mb(),
+    }))  # fmt: skip
 
 
 # --- the harness -----------------------------------------------------------------------
@@ -349,18 +398,24 @@ def main(argv=None) -> None:
         return
 
     log = cached_log(args.lines)
+    stats = log_stats(log)
     contenders = args.only or list(CONTENDERS)
     rows = []
     for contender in contenders:
         db = os.path.join(OUT, f"bench-{contender}.db")
         _remove_db(db)
+        load_before = os.getloadavg()[0]
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", contender, log, db],
             stdout=subprocess.PIPE, check=True, text=True,
         )
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["lines_per_second"] = row["lines"] / row["seconds"]
-        row["db_mb"] = os.path.getsize(db) / 2**20
+        row["lines_per_cpu_second"] = row["lines"] / row["cpu_seconds"]
+        row["db_mb"] = sum(
+            os.path.getsize(db + suffix) for suffix in ("", "-wal") if os.path.exists(db + suffix)
+        ) / 2**20  # fmt: skip
+        row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         if not args.keep:
             _remove_db(db)
         rows.append(row)
@@ -369,21 +424,30 @@ def main(argv=None) -> None:
     by_name = {r["contender"]: r for r in rows}
     ratios = {}
     if "full" in by_name:
-        for other in ("bare", "insert_all"):
+        for other in CONTENDERS[:-1]:
             if other in by_name:
-                ratios[f"full/{other}"] = by_name["full"]["lines_per_second"] / by_name[other]["lines_per_second"]
+                full, base = by_name["full"], by_name[other]
+                ratios[f"full/{other}"] = {
+                    "lines_per_second": full["lines_per_second"] / base["lines_per_second"],
+                    "lines_per_cpu_second": full["lines_per_cpu_second"] / base["lines_per_cpu_second"],
+                }
 
-    print(f"\n{args.lines:,} lines, {os.path.getsize(log) / 2**20:,.0f} MB log\n")
-    print(f"| contender | lines | seconds | lines/s | peak RSS MB |")
-    print(f"| --- | ---: | ---: | ---: | ---: |")
+    print(
+        f"\n{args.lines:,} lines, {os.path.getsize(log) / 2**20:,.0f} MB log; "
+        + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in stats.items()) + "\n"
+    )
+    print("| contender | lines | seconds | lines/s | CPU s | lines/CPU s | peak RSS MB | load avg |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['contender']} | {r['lines']:,} | {r['seconds']:.1f} | {r['lines_per_second']:,.0f}"
-            f" | {r['peak_rss_mb']:.0f} |"
+            f" | {r['cpu_seconds']:.1f} | {r['lines_per_cpu_second']:,.0f} | {r['peak_rss_mb']:.0f}"
+            f" | {r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |"
         )
-    for name, value in ratios.items():
-        print(f"\n{name} (lines/s): {value:.2f}×", end="")
-    print()
+    if ratios:
+        print("\n| ratio | lines/s | lines/CPU s |\n| --- | ---: | ---: |")
+        for name, value in ratios.items():
+            print(f"| {name} | {value['lines_per_second']:.2f}× | {value['lines_per_cpu_second']:.2f}× |")
 
     os.makedirs(RESULTS, exist_ok=True)
     out = os.path.join(RESULTS, f"import-{args.lines}.json")
@@ -394,6 +458,7 @@ def main(argv=None) -> None:
                 "lines": args.lines,
                 "log_bytes": os.path.getsize(log),
                 "machine": machine(),
+                "log": stats,
                 "results": rows,
                 "ratios": ratios,
             },

@@ -38,7 +38,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 DAY = 86_400_000
 LOG_START = 1_593_043_200_000  # 2020-06-25T00:00:00Z
 LOG_DAYS = 30
@@ -396,7 +396,7 @@ def main(argv=None) -> None:
     os.makedirs(OUT, exist_ok=True)
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(OUT, f"pages-{args.requests}-v{GENERATOR_VERSION}.db")
-    build_timings = None
+    timings_path = path + ".build.json"  # the build's timings, kept with the cached database
     if args.rebuild or not os.path.exists(path):
         print(f"building {path} ...", file=sys.stderr)
         build_timings = build(path + ".tmp", args.requests)
@@ -404,8 +404,11 @@ def main(argv=None) -> None:
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
         os.rename(path + ".tmp", path)
+        with open(timings_path, "w") as f:
+            json.dump(build_timings, f)
         for stage, seconds in build_timings.items():
             print(f"  {stage}: {seconds:.1f} s", file=sys.stderr)
+    build_timings = json.load(open(timings_path)) if os.path.exists(timings_path) else None
     conn = sqlite3.connect(path)
     sizes = dict(
         zip(

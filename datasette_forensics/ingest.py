@@ -32,7 +32,7 @@ from .readers import DamagedInput, LogInput, looks_binary, open_input, strip_lin
 # Lines per transaction: large chunks write each touched index page once per
 # 100,000 lines rather than once per 20,000 (the requests_sig and uris indexes
 # are touched all over).
-# FORENSICS_CHUNK_LINES overrides it (the crash-safety tests commit every 2,000 lines).
+# FORENSICS_CHUNK_LINES overrides it (the crash-safety tests commit every 5,000 lines).
 CHUNK_LINES = int(os.environ.get("FORENSICS_CHUNK_LINES") or 100_000)
 DETECT_LINES = 20
 
@@ -298,10 +298,11 @@ class BatchWriter:
         ).fetchone()[0]
         if not prior:
             # Nothing from earlier batches: every line is new; counts just add up.
+            batch_id = self.batch_id
             conn.executemany(
-                """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
+                """insert into line_counts (h, n, batch_id, base, seen) values (?1, ?2, ?3, 0, ?2)
                 on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen""",
-                [(h, c, self.batch_id, c) for h, c in Counter(hashes).items()],
+                [(h, c, batch_id) for h, c in Counter(hashes).items()],
             )
             return items, 0
         state: dict[int, list[int]] = {}

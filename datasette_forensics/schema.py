@@ -303,7 +303,9 @@ def tune(conn: sqlite3.Connection) -> None:
     conn.execute("pragma synchronous = normal")
     conn.execute("pragma busy_timeout = 30000")
     conn.execute("pragma cache_size = -65536")
-    conn.execute("pragma temp_store = memory")
+    # Temporary tables and sorts (scope, aggregates, rules) spill to a file beyond the
+    # cache: kept in memory, they grew with the data (+230 MB at 300,000 signatures).
+    conn.execute("pragma temp_store = file")
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:

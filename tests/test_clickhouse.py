@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLE, build_sample_db
+from conftest import build_sample_db
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -441,6 +441,8 @@ def test_table_and_where(ch_server, ch_sample, tmp_path):
         (["--from-clickhouse", "clickhouse://h", "--table", "t", "--map", "ip=client_ip"],
          "--map ip=client_ip: 'ip' is not a jsonl field name"),
         (["--from-clickhouse", "http://h:8123", "--table", "t"], "'http://h:8123' is not a ClickHouse URL"),
+        (["--from-clickhouse", "clickhouse://h", "--table", "t", "--map", "host=x", "--map", "remote_addr=x"],
+         "--map reads column x twice (as host and as remote_addr)."),
     ],
 )
 def test_option_errors_are_one_sentence(tmp_path, args, message):

@@ -150,7 +150,10 @@ def test_pages_answer_and_rules_apply_while_an_import_runs(tmp_path):
     try:
         wait_until_serving(base, server)
         name = db_path.stem
-        urls = [f"{base}/{name}.json", f"{base}/{name}/requests_view.json?_size=5"]
+        # _nosuggest and _nocount: Datasette's facet suggestions and count over the
+        # requests_view of a few hundred thousand rows exceed its 1 s time limit
+        # (a 400) with or without an import running; that is not what this tests.
+        urls = [f"{base}/{name}.json", f"{base}/{name}/requests_view.json?_size=5&_nosuggest=1&_nocount=1"]
         urls += [base + p for p in page_paths(name, "101")]
         for url in urls:  # every page answers before the import too
             status, body = get(url)

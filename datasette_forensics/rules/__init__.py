@@ -10,6 +10,7 @@ scope changes, so they explain later batches and record updates too.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -150,7 +151,7 @@ def reevaluate(db: sqlite_utils.Database, sigs: str | None = None) -> None:
     """
     rules = load_rules(db)
     restrict = f"and s.sig_id in ({sigs})" if sigs else ""
-    with db.atomic():
+    with _bulk_cache(db), db.atomic():
         if sigs:
             db.execute(f"update scoped set explained = 0 where sig_id in ({sigs}) and explained != 0")
         else:
@@ -226,6 +227,23 @@ def _stored_waterfall_is_current(db: sqlite_utils.Database, applied: list[str]) 
     return stored == [None] + applied
 
 
+# Page cache for the bulk writes of apply, undo and reevaluate (KiB, negative as in
+# PRAGMA cache_size): at millions of in-scope requests, scoped and its indexes must
+# stay in memory while a rule rewrites them; the connection's own size is restored.
+BULK_CACHE_KIB = 512 * 1024
+
+
+@contextlib.contextmanager
+def _bulk_cache(db: sqlite_utils.Database):
+    previous = db.execute("pragma cache_size").fetchone()[0]
+    if previous >= 0 or -previous < BULK_CACHE_KIB:
+        db.execute(f"pragma cache_size = {-BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        db.execute(f"pragma cache_size = {int(previous)}")
+
+
 def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Apply one rule; returns {rule, requests_explained, orgs_changed, already}.
 
@@ -233,7 +251,7 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
     are counted per (signature, org) and moved in sig_org, and only the orgs they
     touch can change status, so the cost follows what the rule matches.
     """
-    with db.atomic():
+    with _bulk_cache(db), db.atomic():
         rules = load_rules(db)
         if name not in rules:
             raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")
@@ -244,18 +262,22 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
         prepare = getattr(rule, "prepare", None)
         if prepare is not None:
             prepare(db)
+        # Keyed like the covering index scoped_sig, so most rules fill it in order.
         db.execute("drop table if exists temp.rule_hits")
-        db.execute("create temp table rule_hits (request_id integer primary key)")
         db.execute(
-            f"insert or ignore into temp.rule_hits (request_id) {rule.select_sql('')}",
+            """create temp table rule_hits (sig_id integer, org_id text, request_id integer,
+            explained integer, primary key (sig_id, org_id, request_id)) without rowid"""
+        )
+        db.execute(
+            f"""insert or ignore into temp.rule_hits (sig_id, org_id, request_id, explained)
+            {rule.select_sql('', 's.sig_id, s.org_id, s.request_id, s.explained')}""",
             dict(getattr(rule, "PARAMS", None) or {}),
         )
         db.execute("drop table if exists temp.rule_delta")
         db.execute(
             """create temp table rule_delta as
-            select s.sig_id, s.org_id, count(*) as n
-            from temp.rule_hits h cross join scoped s on s.request_id = h.request_id
-            where s.explained = 0 group by s.sig_id, s.org_id"""
+            select sig_id, org_id, count(*) as n from temp.rule_hits
+            where explained = 0 group by sig_id, org_id"""
         )
         touched = "select distinct org_id from temp.rule_delta"
         before = _statuses_of(db, touched)
@@ -283,7 +305,7 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
 
 def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Undo one applied rule; returns {rule, requests_unexplained, orgs_changed, already}."""
-    with db.atomic():
+    with _bulk_cache(db), db.atomic():
         rules = load_rules(db)
         if name not in rules:
             raise UnknownRule(f"Unknown rule {name!r}; the rules are: {', '.join(rules)}.")

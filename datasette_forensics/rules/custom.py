@@ -345,10 +345,11 @@ class CustomRule:
         if "sql" in self.definition:
             check_predicate(db.conn, self.predicate)
 
-    def select_sql(self, restrict: str) -> str:
-        """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+    def select_sql(self, restrict: str, columns: str = "s.request_id") -> str:
+        """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
+        Returns: a select of the in-scope requests the rule explains."""
         return f"""
-    select s.request_id from scoped s
+    select {columns} from scoped s
     join (select v.id from {VIEW} v where ({self.predicate}
     )) v on v.id = s.request_id
     where 1 {restrict}"""

@@ -12,10 +12,11 @@ def prepare(db) -> None:
     prepare_sessions(db)
 
 
-def select_sql(restrict: str) -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+def select_sql(restrict: str, columns: str = "s.request_id") -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
+    Returns: a select of the in-scope requests the rule explains."""
     return f"""
-    select s.request_id from temp.rule_session_sigs x
+    select {columns} from temp.rule_session_sigs x
     cross join memberships m on m.user_id = x.user_id and m.left_at is null
     cross join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
     where 1 {restrict}"""

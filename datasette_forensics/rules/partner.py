@@ -78,10 +78,11 @@ def prepare(db) -> None:
     db.execute("create index temp.rule_partner_windows_partner on rule_partner_windows(partner)")
 
 
-def select_sql(restrict: str) -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+def select_sql(restrict: str, columns: str = "s.request_id") -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
+    Returns: a select of the in-scope requests the rule explains."""
     return f"""
-    select s.request_id from temp.rule_partner_sigs ps
+    select {columns} from temp.rule_partner_sigs ps
     cross join temp.rule_partner_windows w on w.partner = ps.partner
     cross join scoped s on s.sig_id = ps.sig_id and s.org_id = w.org_id
     where (w.from_ms is null or w.from_ms <= s.ts) and (w.to_ms is null or s.ts < w.to_ms) {restrict}"""

@@ -8,10 +8,11 @@ DESCRIPTION = (
 )
 
 
-def select_sql(restrict: str) -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s. Returns: a select of request ids."""
+def select_sql(restrict: str, columns: str = "s.request_id") -> str:
+    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
+    Returns: a select of the in-scope requests the rule explains."""
     return f"""
-    select s.request_id from post_patch_valid pp
+    select {columns} from post_patch_valid pp
     cross join signature_scope ss on ss.sig_id = pp.sig_id and ss.cross_tenant = 0
     cross join scoped s on s.sig_id = pp.sig_id and s.org_id = pp.org_id
     where 1 {restrict}"""

@@ -88,7 +88,8 @@ class State:
     signature: dict = field(default_factory=dict)  # SIGNATURE_FILTERS present (value may be '')
     org: str | None = None
     cidr: str | None = None  # normalised network
-    cidr_ips: list | None = None  # addresses within cidr when it is not a /24 or /16 cluster
+    cidr_cluster: str | None = None  # cidr24 or cidr16 when cidr is one of those clusters
+    cidr_ips: list | None = None  # else: the addresses seen within it
     from_ms: int | None = None
     to_ms: int | None = None
     page: int = 1
@@ -108,21 +109,20 @@ class State:
             else:
                 where.append(f"{column} = :f_{key}")
                 params[f"f_{key}"] = value
-        if self.cidr is not None:
-            network = ipaddress.ip_network(self.cidr)
-            if self.cidr_ips is not None:
-                where.append("i.ip in (select value from json_each(:f_cidr_ips))")
-                params["f_cidr_ips"] = json.dumps(self.cidr_ips)
-            elif network.prefixlen == (24 if network.version == 4 else 48):
-                where.append("i.prefix = :f_cidr")
-                params["f_cidr"] = self.cidr
-            else:
-                where.append("i.prefix16 = :f_cidr")
-                params["f_cidr"] = self.cidr
+        if self.cidr_cluster is not None:
+            where.append(f"{SIGNATURE_FILTERS[self.cidr_cluster][0]} = :f_cidr")
+            params["f_cidr"] = self.cidr
+        elif self.cidr is not None:
+            where.append("i.ip in (select value from json_each(:f_cidr_ips))")
+            params["f_cidr_ips"] = json.dumps(self.cidr_ips)
         return where, params
 
     def window_params(self) -> dict:
-        return {"w_from": self.from_ms if self.from_ms is not None else -(2**62), "w_to": self.to_ms if self.to_ms is not None else 2**62}
+        """The window as :w_from and :w_to (an open end is far away)."""
+        return {
+            "w_from": -(2**62) if self.from_ms is None else self.from_ms,
+            "w_to": 2**62 if self.to_ms is None else self.to_ms,
+        }
 
     def view_params(self, in_scope: bool = False) -> list[tuple[str, str]]:
         """The same filters as requests_view parameters (Datasette's table filters)."""
@@ -130,14 +130,10 @@ class State:
         for key, value in self.signature.items():
             _, nullable, column = SIGNATURE_FILTERS[key]
             params.append((f"{column}__isnull", "1") if nullable and value == "" else (column, value))
-        if self.cidr is not None:
-            network = ipaddress.ip_network(self.cidr)
-            if self.cidr_ips is not None:
-                params.append(("ip__in", json.dumps(self.cidr_ips)))
-            elif network.prefixlen == (24 if network.version == 4 else 48):
-                params.append(("cidr24", self.cidr))
-            else:
-                params.append(("cidr16", self.cidr))
+        if self.cidr_cluster is not None:
+            params.append((self.cidr_cluster, self.cidr))
+        elif self.cidr is not None:
+            params.append(("ip__in", json.dumps(self.cidr_ips)))
         if self.org is not None:
             params += [("org_id", self.org), ("in_scope", "1")]
         elif in_scope:
@@ -279,8 +275,9 @@ async def parse_state(page: Page, extra: tuple = ()) -> State:
         except ValueError:
             raise BadRequest(f"?cidr= is not a network: {state.args['cidr']!r}.")
         state.cidr = str(network)
-        cluster = (24, 16) if network.version == 4 else (48, 32)
-        if network.prefixlen not in cluster:
+        clusters = {24: "cidr24", 16: "cidr16"} if network.version == 4 else {48: "cidr24", 32: "cidr16"}
+        state.cidr_cluster = clusters.get(network.prefixlen)
+        if state.cidr_cluster is None:
             # Any other network: the addresses seen within it (the ips table is small).
             rows = await page.db.execute("select ip from ips where version = :v", {"v": network.version})
             state.cidr_ips = sorted(r[0] for r in rows if ipaddress.ip_address(r[0]) in network)
