@@ -155,6 +155,13 @@ def run_import(log: str, db: str, *extra: str, env: dict | None = None, timeout:
     return result
 
 
+def machine() -> dict:
+    sys.path.insert(0, HERE)
+    import bench_import
+
+    return bench_import.machine()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=CASES, help="run only these (repeatable)")
@@ -198,6 +205,8 @@ def main(argv=None) -> None:
         json.dump(
             {
                 "command": " ".join(["python", "benchmarks/bench_limits.py"] + (argv if argv is not None else sys.argv[1:])),
+                "machine": machine(),
+                "load_average_1m": os.getloadavg()[0],
                 "results": [{k: v for k, v in r.items() if k not in ("stdout", "stderr")} for r in rows],
             },
             f,

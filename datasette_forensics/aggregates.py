@@ -87,14 +87,8 @@ begin
     where grouping = 'kind' and gkey = (select json_array(kind) from user_agents where id = new.ua_id);
 end;
 
--- A rule explained (or stopped explaining) one in-scope request: its org's day.
-create trigger aggregates_scoped_explained after update of explained on scoped
-when (old.explained = 0) != (new.explained = 0)
-begin
-    update scope_days set unexplained = unexplained + (case when new.explained = 0 then 1 else -1 end)
-    where org_id = new.org_id and day = new.ts / 86400000;
-end;
 """
+
 
 # Every figure but the latest URI, per signature; :patched is null before an incident.
 SIG_STATS = """
@@ -243,6 +237,24 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
         )
         for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
             db.execute(f"drop table temp.{table}")
+
+
+def refresh_days(db: sqlite_utils.Database) -> None:
+    """Recount every (org, day) of the timelines (after rules were re-evaluated wholesale)."""
+    db.execute("delete from scope_days")
+    db.execute(SCOPE_DAYS.format(join=""))
+
+
+def move_days(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
+    """Move the unexplained counts of a rule's (org_id, day, n) delta in the timelines.
+
+    Rules call this with the requests they newly explain (sign -1) or stop
+    explaining (+1): one update per (org, day), not one per request.
+    """
+    db.execute(
+        f"""update scope_days set unexplained = scope_days.unexplained {'+' if sign > 0 else '-'} d.n
+        from ({delta_sql}) d where scope_days.org_id = d.org_id and scope_days.day = d.day"""
+    )
 
 
 def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | None) -> None:

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from . import importers, ingest, report as report_module, schema
+from . import importers, ingest, report as report_module, schema, terminal
 from .errors import ForensicsError
 
 
@@ -23,9 +23,9 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ForensicsError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(terminal.safe(exc)) from None
         except sqlite3.DatabaseError as exc:
-            raise click.ClickException(f"Database error: {exc}.") from None
+            raise click.ClickException(terminal.safe(f"Database error: {exc}.")) from None
         except KeyboardInterrupt:
             click.echo("Interrupted: run the same command again to finish the import.", err=True)
             sys.exit(130)
@@ -69,7 +69,7 @@ class _Progress:
         self.lines = 0
         self.unit = "rows"
         self.bar = click.progressbar(
-            length=0, label=display, file=sys.stderr,
+            length=0, label=terminal.safe(display), file=sys.stderr,
             item_show_func=lambda _: self._rate(), show_percent=False,
         )
         self.bar.__enter__()
@@ -84,7 +84,7 @@ class _Progress:
         name = prepared.display
         self.bar = click.progressbar(
             length=prepared.input.size or 0,
-            label=click.format_filename(name, shorten=True),
+            label=terminal.safe(click.format_filename(name, shorten=True)),
             file=sys.stderr,
             item_show_func=lambda _: self._rate(),
             show_percent=bool(prepared.input.size),
@@ -168,7 +168,7 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
         progress.finish()
     failed = None
     for result in results:
-        click.echo(result.summary())
+        click.echo(terminal.safe(result.summary()))
         if result.message:
             failed = result.message
     if failed:
@@ -203,7 +203,7 @@ def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where
         result = ingest.import_rows(database, source, batch_name=batch_name, command=sql, on_progress=progress.update)
     finally:
         progress.finish()
-    click.echo(clickhouse.summary(result))
+    click.echo(terminal.safe(clickhouse.summary(result)))
     if result.message:
         raise ForensicsError(result.message)
 
@@ -257,14 +257,21 @@ def report(db, fmt, output):
     """
     database = open_db(db)
     if fmt == "json":
-        text = json.dumps(report_module.build_report(database), indent=2, ensure_ascii=False) + "\n"
+        # json.dumps escapes C0 controls; json_safe also C1 and bidi (same values).
+        text = terminal.json_safe(json.dumps(report_module.build_report(database), indent=2, ensure_ascii=False)) + "\n"
     else:
         text = report_module.notification_csv(database)
     if output:
         with open(output, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+    elif fmt == "csv" and terminal.is_terminal(sys.stdout):
+        # Cells hold record text (org names): shown, never obeyed, on a terminal.
+        click.echo("\n".join(terminal.safe(line) for line in text.split("\r\n")), nl=False)
     else:
-        click.echo(text, nl=False)
+        # Not click.echo: off a terminal it strips ANSI sequences, changing the data.
+        stdout = click.get_text_stream("stdout")
+        stdout.write(text)
+        stdout.flush()
 
 
 @cli.command(name="import-records")
@@ -287,7 +294,7 @@ def import_records(db, kind, file):
 
     parsed = records.read_records(kind, file)  # a bad file is refused before DB is opened
     added, updated = records.store_records(open_db(db), parsed)
-    click.echo(f"{parsed.kind.name}: {added:,} added, {updated:,} updated")
+    click.echo(terminal.safe(f"{parsed.kind.name}: {added:,} added, {updated:,} updated"))
 
 
 @cli.command(name="incident")
@@ -304,7 +311,7 @@ def incident_command(db, file):
     from . import incident
 
     loaded = incident.load_incident(file)  # a bad file is refused before DB is opened
-    click.echo(incident.summary(incident.store_incident(open_db(db), loaded)))
+    click.echo(terminal.safe(incident.summary(incident.store_incident(open_db(db), loaded))))
 
 
 @cli.command()
@@ -361,7 +368,7 @@ def _default_actor() -> str | None:
 def _org_changes(database, changes: list) -> list[str]:
     slugs = dict(database.execute("select id, slug from orgs")) if changes else {}
     return [
-        f"  org {c['org_id']} ({slugs.get(c['org_id'], '?')}): {c['from'] or 'none'} -> {c['to'] or 'none'}"
+        terminal.safe(f"  org {c['org_id']} ({slugs.get(c['org_id'], '?')}): {c['from'] or 'none'} -> {c['to'] or 'none'}")
         for c in changes
     ]
 
@@ -407,7 +414,7 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         for r in listed:
             state = "applied" if r["applied"] else "-"
             kind = "builtin" if r["builtin"] else "custom"
-            click.echo(f"{r['name']:<{width}}  {state:<7}  {kind:<7}  {r['description']}")
+            click.echo(terminal.safe(f"{r['name']:<{width}}  {state:<7}  {kind:<7}  {r['description']}"))
         return
     if add:
         if bool(filter_) == bool(sql):
@@ -419,7 +426,7 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
             except json.JSONDecodeError as exc:
                 raise ForensicsError(f"--filter is not valid JSON ({exc.msg}).") from None
         saved = custom.create_custom_rule(database, add, definition, actor, description)
-        click.echo(f"Saved custom rule {saved['name']} (not applied yet): {saved['description']}")
+        click.echo(terminal.safe(f"Saved custom rule {saved['name']} (not applied yet): {saved['description']}"))
         return
     if delete:
         result = custom.delete_custom_rule(database, delete, actor)

@@ -572,3 +572,9 @@ def m005_page_groups(db: sqlite_utils.Database) -> None:
     db.executescript(PAGE_GROUPS)
     db.executescript(aggregates.TRIGGERS)
     aggregates.refresh(db)
+
+
+@migrations()
+def m006_rules_move_days(db: sqlite_utils.Database) -> None:
+    """Rules now move timeline counts per (org, day) themselves: the per-request trigger goes."""
+    db.execute("drop trigger if exists aggregates_scoped_explained")

@@ -211,7 +211,7 @@ def test_pulling_again_adds_nothing(ch_server, ch_sample, tmp_path):
 
 def _sqlite_candidates(db) -> set[int]:
     incident = scope.get_incident(db)
-    sql = scope.CANDIDATES.format(restrict="")
+    sql = scope.CANDIDATES.format(restrict="", requests="requests r")
     return {row[0] for row in db.execute(sql, {"introduced": incident["introduced_ms"], "patched": incident["patched_ms"]})}
 
 

@@ -16,8 +16,6 @@ machine, beyond the two-minute budget of a slow test.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 import shutil

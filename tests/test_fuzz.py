@@ -7,15 +7,14 @@ garbage. The only allowed outcomes are the documented ones: a well-typed record,
 None, ParseError / TimeError / ForensicsError, or a one-sentence refusal; never any
 other exception, never a traceback, never a half-written database.
 
-Budgets: each test runs ``fast`` (a few hundred examples, the whole file in well
-under a minute) in a plain ``pytest`` run; its ``deep`` variant (thousands of
-examples, marked ``slow``) runs when selected with ``-m slow``, or with
-``FORENSICS_FUZZ=deep`` in the environment.
+Budgets: each test runs ``fast`` (a hundred or so examples; the whole file in well
+under a minute) in a plain ``pytest`` run. Its ``deep`` variant (ten times more,
+marked ``slow``) runs when a ``-m`` expression selects it (``-m slow``, or CI's
+``-m "not browser"``) or with ``FORENSICS_FUZZ=deep``; a plain run skips it.
 """
 
 from __future__ import annotations
 
-import bz2
 import csv
 import gzip
 import io
@@ -24,13 +23,12 @@ import os
 import re
 import shutil
 import sqlite3
-import string
 import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from datasette_forensics import importers, incident, records, schema, timeparse
@@ -38,10 +36,14 @@ from datasette_forensics.cli import cli
 from datasette_forensics.errors import ForensicsError
 from datasette_forensics.importers import RECORD_KEYS, ParseError
 
+# Examples per run. Deep budgets are sized so that each deep test stays under about
+# two minutes on a 2-core machine: a parser example feeds up to a few lines, a
+# detection example a few dozen, a pipeline example runs a whole CLI import twice.
 BUDGETS = {"fast": 150, "deep": 2500}
-# The pipeline runs a whole CLI import per example: a smaller deep budget keeps the
-# deep test under two minutes.
-PIPELINE_BUDGETS = {"fast": 60, "deep": 1000}
+PARSER_BUDGETS = {"fast": 150, "deep": 1500}
+DETECT_BUDGETS = {"fast": 100, "deep": 600}
+PIPELINE_BUDGETS = {"fast": 60, "deep": 500}
+RECORDS_BUDGETS = {"fast": 60, "deep": 1000}
 budget = pytest.mark.parametrize(
     "budget", ["fast", pytest.param("deep", marks=pytest.mark.slow)]
 )
@@ -353,7 +355,7 @@ def check_parse(parser, line: str) -> None:
 @budget
 @pytest.mark.parametrize("fmt", sorted(importers.FORMATS))
 def test_parser_returns_record_none_or_parse_error(fmt, budget, request):
-    @fuzz_settings(examples(request))
+    @fuzz_settings(examples(request, PARSER_BUDGETS))
     @given(lines=st.one_of(LINES[fmt], LINES[fmt], any_format_lines))
     def run(lines):
         parser = importers.FORMATS[fmt].Parser()  # one parser: header state carries over
@@ -365,7 +367,7 @@ def test_parser_returns_record_none_or_parse_error(fmt, budget, request):
 
 @budget
 def test_detect_format_never_raises(budget, request):
-    @fuzz_settings(examples(request))
+    @fuzz_settings(examples(request, DETECT_BUDGETS))
     @given(lines=st.lists(any_format_lines, min_size=1, max_size=3).map(lambda ls: [x for l in ls for x in l][:20]))
     def run(lines):
         module = importers.detect_format(lines)
@@ -621,7 +623,7 @@ def records_db_template(tmp_path_factory) -> Path:
 
 @budget
 def test_import_records_succeeds_or_refuses_leaving_db_unchanged(budget, request, records_db_template):
-    @fuzz_settings(examples(request, PIPELINE_BUDGETS))
+    @fuzz_settings(examples(request, RECORDS_BUDGETS))
     @given(spec=records_file())
     def run(spec):
         kind, text, suffix = spec

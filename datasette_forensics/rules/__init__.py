@@ -17,6 +17,7 @@ import json
 
 import sqlite_utils
 
+from .. import aggregates
 from ..errors import ForensicsError
 from ..timeparse import parse_time
 
@@ -202,11 +203,13 @@ def resolve_names(db: sqlite_utils.Database, spec: str) -> list[str]:
 
 def _statuses_of(db: sqlite_utils.Database, orgs_sql: str) -> dict[str, str]:
     """org_id -> status for the orgs a SQL select names (only orgs with in-scope requests)."""
-    from ..status import ORG_FIGURES
+    from ..status import ORG_FIGURES, org_statuses
 
     # The same figures as status.ORG_FIGURES, grouped over those orgs' rows only
     # (SQLite does not push an IN (subquery) filter into an aggregate subquery).
-    assert ORG_FIGURES.count("group by so.org_id") == 1
+    if ORG_FIGURES.count("group by so.org_id") != 1:  # its shape changed: read every org
+        wanted = {row[0] for row in db.execute(orgs_sql)}
+        return {org: status for org, status in org_statuses(db).items() if org in wanted}
     sql = ORG_FIGURES.replace("group by so.org_id", f"where so.org_id in ({orgs_sql})\ngroup by so.org_id")
     return {row[0]: row[4] for row in db.execute(sql)}
 
@@ -281,6 +284,12 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
         )
         touched = "select distinct org_id from temp.rule_delta"
         before = _statuses_of(db, touched)
+        aggregates.move_days(
+            db,
+            """select s.org_id, s.ts / 86400000 as day, count(*) as n from temp.rule_hits h
+            join scoped s on s.request_id = h.request_id where h.explained = 0 group by 1, 2""",
+            -1,
+        )
         db.execute(
             "update scoped set explained = explained | :bit where request_id in (select request_id from temp.rule_hits)",
             {"bit": rule.BIT},
@@ -323,6 +332,12 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         )
         touched = "select distinct org_id from temp.rule_delta"
         before = _statuses_of(db, touched)
+        aggregates.move_days(
+            db,
+            f"""select org_id, ts / 86400000 as day, count(*) as n from scoped
+            where explained = {int(bit)} group by 1, 2""",
+            +1,
+        )
         db.execute("update scoped set explained = explained & ~:bit where explained & :bit != 0", {"bit": bit})
         unexplained = _apply_delta(db, +1)
         db.execute("update rules set applied = 0, applied_seq = null where name = ?", [name])
