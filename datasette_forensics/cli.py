@@ -368,7 +368,9 @@ def _default_actor() -> str | None:
 def _org_changes(database, changes: list) -> list[str]:
     slugs = dict(database.execute("select id, slug from orgs")) if changes else {}
     return [
-        terminal.safe(f"  org {c['org_id']} ({slugs.get(c['org_id'], '?')}): {c['from'] or 'none'} -> {c['to'] or 'none'}")
+        terminal.safe(
+            f"  org {c['org_id']} ({slugs.get(c['org_id'], '?')}): {c['from'] or 'none'} -> {c['to'] or 'none'}"
+        )
         for c in changes
     ]
 

@@ -83,7 +83,7 @@ def db_path(world, tmp_path):
 
 @pytest_asyncio.fixture(scope="module")
 async def ds(world):
-    datasette = Datasette([str(world["db"])], immutables=[])
+    datasette = Datasette([str(world["db"])])
     await datasette.invoke_startup()
     return datasette
 
@@ -124,12 +124,12 @@ def markup_problems(html: str) -> list:
     checker = MarkupChecker()
     checker.feed(html)
     checker.close()
-    raw = [m for m in ("<script>alert", "<SCRIPT>alert", "<svg onload", "<svg/onload", "<img src=x onerror") if m in html]
-    return checker.problems + raw
+    return checker.problems + [m for m in corpus.RAW_MARKUP if m in html]
 
 
 def test_the_checker_finds_injected_markup():
-    for payload in ('"><svg onload=alert(1)>', "<script>alert(1)</script>", "<a href=' javascript:x'>x</a>", "<b>x</b>"):
+    for payload in ('"><svg onload=alert(1)>', "<script>alert(1)</script>", "<a href=' javascript:x'>x</a>",
+                    "<b>x</b>", "<p title=x onclick=alert(1)>"):
         assert markup_problems(f"<p>{payload}</p>"), payload
     assert markup_problems('<script type="application/json">["&lt;script&gt;alert(1)"]</script>') == []
 
@@ -240,7 +240,7 @@ async def test_hostile_query_parameters_are_escaped(ds, page):
         response = await ds.client.get(f"{BASE}{page}?{key}={quote(REFLECTED)}")
         assert response.status_code in (200, 400), (key, response.status_code)
         assert markup_problems(response.text) == [], key
-        assert "49" not in re.findall(r"svg onload=alert\(1\)&gt;(?:&lt;script&gt;alert\(1\)&lt;/script&gt;)?(\d+)", response.text)
+        assert "&lt;/script&gt;49" not in response.text and "</script>49" not in response.text
     response = await ds.client.get(f"{BASE}/orgs/{tilde_encode(REFLECTED)}")
     assert response.status_code == 404 and markup_problems(response.text) == []
 
