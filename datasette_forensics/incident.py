@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
-import sys
-import tomllib
 
 import sqlite_utils
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from .errors import ForensicsError
+from .readers import read_whole
 from .timeparse import TimeError, format_ms, parse_time
 
 KEYS = ("name", "introduced_at", "patched_at", "scope_paths", "org_routes", "require_integration")
@@ -144,18 +147,7 @@ def summary(incident: dict) -> str:
 
 
 def _read_text(path: str, source: str) -> str:
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        if not os.path.exists(path):
-            raise ForensicsError(f"No such file: {path}")
-        if os.path.isdir(path):
-            raise ForensicsError(f"{path} is a directory, not an incident file.")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ForensicsError(f"Cannot read {path}: {exc.strerror}.") from None
+    data = read_whole(path, "an incident file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -15,10 +15,8 @@ import json
 import operator
 import os
 import sqlite3
-import sys
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import sqlite_utils

@@ -247,3 +247,26 @@ def looks_binary(head: bytes) -> bool:
         return True
     control = sum(1 for b in sample if b < 9 or 13 < b < 32)
     return control > len(sample) * 0.05
+
+
+def read_whole(path: str, what: str) -> bytes:
+    """The bytes of a small input (a records or incident file), or of standard input.
+
+    Args:
+        path: a file path, or '-'.
+        what: how the error names the expected file, e.g. "a records file".
+
+    Raises:
+        ForensicsError: a missing path, a directory, or an unreadable file.
+    """
+    if path == "-":
+        return sys.stdin.buffer.read()
+    if not os.path.exists(path):
+        raise ForensicsError(f"No such file: {path}")
+    if os.path.isdir(path):
+        raise ForensicsError(f"{path} is a directory, not {what}.")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ForensicsError(f"Cannot read {path}: {exc.strerror}.") from None

@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import re
-import sys
 import zlib
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import sqlite_utils
 
 from . import ipinfo
 from .errors import ForensicsError
+from .readers import read_whole
 from .timeparse import TimeError, format_ms, parse_time
 
 # Value types of the known columns.
@@ -300,18 +300,7 @@ def _key(kind: Kind, values: dict) -> tuple:
 
 
 def _read_bytes(path: str) -> bytes:
-    if path == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        if not os.path.exists(path):
-            raise ForensicsError(f"No such file: {path}")
-        if os.path.isdir(path):
-            raise ForensicsError(f"{path} is a directory, not a records file.")
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise ForensicsError(f"Cannot read {path}: {exc.strerror}.") from None
+    data = read_whole(path, "a records file")
     source = "standard input" if path == "-" else path
     try:
         if data.startswith(b"\x1f\x8b"):

@@ -225,47 +225,6 @@ create table rule_ledger (
     orgs_changed text           -- JSON list of {org_id, from, to}
 );
 
--- Every request with its strings resolved: the drill-down target, and the only
--- relation custom rule predicates may read.
-create view requests_view as
-select
-    r.id,
-    strftime('%Y-%m-%dT%H:%M:%S', r.ts / 1000, 'unixepoch') || printf('.%03dZ', r.ts % 1000) as time,
-    r.ts,
-    i.ip,
-    i.prefix as cidr24,
-    i.prefix16 as cidr16,
-    i.asn,
-    i.provider,
-    i.rdns,
-    a.ua as user_agent,
-    a.family as ua_family,
-    a.major as ua_major,
-    a.os as ua_os,
-    a.kind as ua_kind,
-    r.method,
-    u.uri,
-    p.path,
-    r.status,
-    r.bytes,
-    rf.referer,
-    r.token_id,
-    coalesce(s.org_id, r.org_id) as org_id,
-    s.request_id is not null as in_scope,
-    s.explained,
-    case when s.request_id is null then null when s.explained = 0 then 1 else 0 end as unexplained,
-    r.sig_id,
-    r.batch_id,
-    r.line_no
-from requests r
-join signatures g on g.id = r.sig_id
-join ips i on i.id = g.ip_id
-join user_agents a on a.id = g.ua_id
-join uris u on u.id = r.uri_id
-join paths p on p.id = u.path_id
-left join referers rf on rf.id = r.referer_id
-left join scoped s on s.request_id = r.id;
-
 create table saved_views (
     id integer primary key,
     name text not null,
@@ -440,10 +399,7 @@ def m003_rule_waterfall(db: sqlite_utils.Database) -> None:
 
 
 # The workbench pages' aggregates, kept current by datasette_forensics.aggregates
-# after every log batch and scope recompute (rules never change them). Also
-# requests_view again, its in_scope and unexplained now with integer affinity: the
-# pages' drill-down links filter on them, and Datasette binds ?in_scope=1 as text,
-# which an expression column without affinity never equals.
+# after every log batch and scope recompute (rules never change them).
 PAGE_AGGREGATES = """
 create table sig_stats (
     sig_id integer primary key,
@@ -462,8 +418,20 @@ create table sig_stats (
 );
 create index sig_stats_ip on sig_stats(ip_id);
 create index sig_stats_ua on sig_stats(ua_id);
+"""
 
-drop view requests_view;
+
+@migrations()
+def m004_page_aggregates(db: sqlite_utils.Database) -> None:
+    db.executescript(PAGE_AGGREGATES)  # m005 adds the rest and fills them
+    db.executescript(REQUESTS_VIEW)
+
+
+# Every request with its strings resolved: the drill-down target, and the only
+# relation custom rule predicates may read. in_scope and unexplained have integer
+# affinity: the pages' drill-down links filter on them, and Datasette binds
+# ?in_scope=1 as text, which an expression column without affinity never equals.
+REQUESTS_VIEW = """
 create view requests_view as
 select
     r.id,
@@ -503,11 +471,6 @@ join paths p on p.id = u.path_id
 left join referers rf on rf.id = r.referer_id
 left join scoped s on s.request_id = r.id;
 """
-
-
-@migrations()
-def m004_page_aggregates(db: sqlite_utils.Database) -> None:
-    db.executescript(PAGE_AGGREGATES)  # m005 adds the rest and fills them
 
 
 # The rest of the pages' aggregates: per-signature unexplained requests, the
