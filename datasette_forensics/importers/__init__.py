@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 __all__ = [
     "ParseError",
@@ -50,6 +51,13 @@ BOM = "\ufeff"
 #: The largest status or byte count kept (SQLite integers are 64-bit).
 MAX_INT = 2**63 - 1
 
+
+
+# Possessive repetition ("*+") keeps CPython's regex engine from holding a
+# backtracking frame per repetition, which made one 10 MB line cost gigabytes. It
+# exists from Python 3.11; on 3.10 the patterns fall back to a plain "*" (same
+# matches, more memory on pathological lines).
+MANY = "*+" if sys.version_info >= (3, 11) else "*"
 
 class ParseError(ValueError):
     """A line that cannot be imported; the message is the rejection reason."""

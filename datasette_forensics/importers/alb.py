@@ -16,17 +16,17 @@ from __future__ import annotations
 import re
 
 from ..timeparse import TimeError, parse_time
-from . import BOM, ParseError, detect_by_parsing, split_request
+from . import BOM, MANY, ParseError, detect_by_parsing, split_request
 
 NAME = "alb"
 DESCRIPTION = "AWS Application Load Balancer access log (type time elb client:port target:port ...)"
 
-_Q = r'[^"\\]*(?:\\.[^"\\]*)*+'  # possessive loops: see combined._Q
+_Q = r'[^"\\]*(?:\\.[^"\\]*)' + MANY  # possessive loops: see combined._Q
 _LINE = re.compile(
     r"(?:([a-z][a-z0-9]*) )?(\d{4}-\d{2}-\d{2}T\S+) (\S+) (\S+) (\S+) (\S+) (\S+) (\S+)"
     r" (\d{1,3}|-) (\S+) (\d{1,18}|-) (\d{1,18}|-)"
     r' "(' + _Q + r')" "(' + _Q + r')"'
-    r'((?: +(?:"' + _Q + r'"|[^\s"]\S*))*+) *'
+    r'((?: +(?:"' + _Q + r'"|[^\s"]\S*))' + MANY + r') *'
 ).fullmatch
 _TOKEN = re.compile(r'"(' + _Q + r')"|(\S+)').findall
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)(.*)").fullmatch

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ..timeparse import TimeError, parse_time_local
-from . import BOM, ParseError, split_request
+from . import BOM, MANY, ParseError, split_request
 
 NAME = "combined"
 DESCRIPTION = 'Apache/nginx combined: host ident user [time] "request" status bytes "referer" "user agent"'
@@ -34,7 +34,7 @@ def _line_pattern(quoted: str) -> re.Pattern:
         r'"(?:([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)|(' + quoted + r'))"'
         r" (\d{1,3}|-) (\d{1,18}|-)"
         r'(?: "(' + quoted + r')" "(' + quoted + r')"'
-        r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))*+))? *'
+        r'((?: +(?:"' + quoted + r'"|[^\s"]\S*))' + MANY + r'))? *'
     )
 
 
@@ -44,7 +44,7 @@ def _line_pattern(quoted: str) -> re.Pattern:
 # The loops are possessive (*+): they never need to give anything back, and without
 # it CPython keeps a backtracking frame per repetition, so one 10 MB line of escapes
 # or of quoted fields took gigabytes of memory.
-_Q = r'[^"\\]*(?:\\.[^"\\]*)*+'
+_Q = r'[^"\\]*(?:\\.[^"\\]*)' + MANY
 _FAST = _line_pattern(r'[^"]*').fullmatch
 _ESCAPED = _line_pattern(_Q).fullmatch
 # Last resort for servers that do not escape quotes (see _fallback).
