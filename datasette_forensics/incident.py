@@ -14,7 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import ForensicsError
-from .readers import read_whole
+from .readers import decode_text, read_whole
 from .timeparse import TimeError, format_ms, parse_time
 
 KEYS = ("name", "introduced_at", "patched_at", "scope_paths", "org_routes", "require_integration")
@@ -147,12 +147,7 @@ def summary(incident: dict) -> str:
 
 
 def _read_text(path: str, source: str) -> str:
-    data = read_whole(path, "an incident file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ForensicsError(f"{source} line {line} is not valid UTF-8 text.") from None
+    return decode_text(read_whole(path, "an incident file"), source)
 
 
 def _time(value, key: str, source: str) -> int:

@@ -270,3 +270,12 @@ def read_whole(path: str, what: str) -> bytes:
             return f.read()
     except OSError as exc:
         raise ForensicsError(f"Cannot read {path}: {exc.strerror}.") from None
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text (a byte-order mark allowed), or one sentence naming the bad line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ForensicsError(f"{source} line {line} is not valid UTF-8 text.") from None

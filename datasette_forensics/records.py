@@ -30,7 +30,7 @@ import sqlite_utils
 
 from . import ipinfo
 from .errors import ForensicsError
-from .readers import read_whole
+from .readers import decode_text, read_whole
 from .timeparse import TimeError, format_ms, parse_time
 
 # Value types of the known columns.
@@ -208,7 +208,7 @@ def read_records(kind: str, path: str) -> RecordFile:
     """
     spec = get_kind(kind)
     source = "standard input" if path == "-" else path
-    text = _decode(_read_bytes(path), source)
+    text = decode_text(_read_bytes(path), source)
     first = text.lstrip()[:1]
     extension = os.path.splitext(path.removesuffix(".gz").removesuffix(".bz2"))[1].lower()
     if not first:
@@ -310,14 +310,6 @@ def _read_bytes(path: str) -> bytes:
     except (OSError, EOFError, ValueError, zlib.error):
         raise ForensicsError(f"{source} is a damaged compressed file.") from None
     return data
-
-
-def _decode(data: bytes, source: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ForensicsError(f"{source} line {line} is not valid UTF-8 text.") from None
 
 
 def _column_name(name, source: str, line: int) -> str:
