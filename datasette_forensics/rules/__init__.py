@@ -322,11 +322,18 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         if name not in applied:
             return {"rule": name, "requests_unexplained": 0, "orgs_changed": [], "already": True}
         bit = rules[name].BIT
-        # Requests explained by this rule alone become unexplained.
+        # One scan finds the requests this rule explains; everything else is
+        # computed from them: those it explained alone become unexplained.
+        db.execute("drop table if exists temp.rule_undo")
+        db.execute(
+            """create temp table rule_undo as
+            select request_id, sig_id, org_id, ts, explained from scoped where explained & :bit != 0""",
+            {"bit": bit},
+        )
         db.execute("drop table if exists temp.rule_delta")
         db.execute(
             """create temp table rule_delta as
-            select sig_id, org_id, count(*) as n from scoped where explained = :bit
+            select sig_id, org_id, count(*) as n from temp.rule_undo where explained = :bit
             group by sig_id, org_id""",
             {"bit": bit},
         )
@@ -334,11 +341,15 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         before = _statuses_of(db, touched)
         aggregates.move_days(
             db,
-            f"""select org_id, ts / 86400000 as day, count(*) as n from scoped
+            f"""select org_id, ts / 86400000 as day, count(*) as n from temp.rule_undo
             where explained = {int(bit)} group by 1, 2""",
             +1,
         )
-        db.execute("update scoped set explained = explained & ~:bit where explained & :bit != 0", {"bit": bit})
+        db.execute(
+            """update scoped set explained = explained & ~:bit
+            where request_id in (select request_id from temp.rule_undo)""",
+            {"bit": bit},
+        )
         unexplained = _apply_delta(db, +1)
         db.execute("update rules set applied = 0, applied_seq = null where name = ?", [name])
         changes = _changes(before, _statuses_of(db, touched))
@@ -348,6 +359,7 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         else:
             refresh_waterfall(db)
         db.execute("drop table temp.rule_delta")
+        db.execute("drop table temp.rule_undo")
     return {"rule": name, "requests_unexplained": unexplained, "orgs_changed": changes, "already": False}
 
 
