@@ -54,9 +54,11 @@ def permission_allowed(datasette, actor, action, resource):
         return True
     config = datasette.plugin_config("datasette-forensics") or {}
     allow = config.get("write")
-    if allow is not None:
-        return actor_matches_allow(actor, allow)
-    return False
+    if allow is not None and actor_matches_allow(actor, allow):
+        return True
+    # No opinion: callers ask with default=False, and another permission plugin
+    # may still grant forensics-write.
+    return None
 
 
 @hookimpl
