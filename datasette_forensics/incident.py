@@ -15,7 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from .errors import ForensicsError
 from .readers import decode_text, read_whole
-from .timeparse import TimeError, format_ms, parse_time
+from .timeparse import TimeError, format_ms, parse_time, utcnow
 
 KEYS = ("name", "introduced_at", "patched_at", "scope_paths", "org_routes", "require_integration")
 
@@ -121,7 +121,7 @@ def store_incident(db: sqlite_utils.Database, incident: dict) -> dict:
                 json.dumps(incident["org_routes"]),
                 int(incident["require_integration"]),
                 incident["source"],
-                _now(),
+                utcnow(),
             ],
         )
         if own:
@@ -185,5 +185,3 @@ def _regexes(value, key: str, source: str) -> list:
     return list(value)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -9,7 +9,6 @@ committed, and running the same command again resumes after its last line.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import operator
@@ -25,6 +24,7 @@ from . import importers
 from .dictionaries import Dictionary
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
+from .timeparse import utcnow
 from .readers import DamagedInput, LogInput, looks_binary, open_input, strip_line_ending
 
 # Lines per transaction: large chunks write each touched index page once per
@@ -41,8 +41,6 @@ REJECTED = object()
 _METHODS = {m: m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
-def utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def line_hash(raw: bytes) -> int:

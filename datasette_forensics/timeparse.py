@@ -226,3 +226,8 @@ def _fraction_ms(whole: int, frac: str) -> int:
     if rest and (rest > "5" or (rest == "5" and ms % 2)):
         ms += 1
     return ms
+
+
+def utcnow() -> str:
+    """The current time as the stored ISO text (microseconds, UTC): for audit columns."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -11,7 +11,6 @@ scope changes, so they explain later batches and record updates too.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import ipaddress
 import json
 
@@ -19,7 +18,7 @@ import sqlite_utils
 
 from .. import aggregates
 from ..errors import ForensicsError
-from ..timeparse import parse_time
+from ..timeparse import parse_time, utcnow
 
 # Sessions matched to signatures on (ip, exact user agent): one row per (sig, user),
 # built by prepare_sessions() before a session rule runs.
@@ -92,8 +91,6 @@ class UnknownRule(ForensicsError, LookupError):
     """A rule name that is neither built in nor saved as a custom rule."""
 
 
-def utcnow() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def ensure_rules(db: sqlite_utils.Database) -> None:

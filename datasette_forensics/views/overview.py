@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 from urllib.parse import urlsplit
 
 from datasette import Forbidden, Response
 
 from .. import WRITE_PERMISSION
+from ..timeparse import utcnow
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
 INCIDENT = """
@@ -209,7 +209,7 @@ async def _save_view(page) -> Response:
         )
         return Response.redirect(page.base, status=303)
     actor = (request.actor or {}).get("id")
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = utcnow()
 
     def write(conn):
         with conn:
