@@ -14,10 +14,10 @@ Four tables, all derived (they can be dropped and rebuilt with :func:`refresh`):
 - ``scope_days``: in-scope and unexplained requests per (org, UTC day).
 
 :func:`refresh` recomputes them after a log batch or a scope recompute, for the
-signatures given or for all. Rules change only ``scoped.explained`` and
-``sig_org.unexplained``; the triggers below carry those changes into the
-aggregates as exact deltas, so applying or undoing a rule keeps every page current
-without a refresh.
+signatures given or for all. Rules change only ``scoped.explained``; they hand
+the per-(signature, org) change in unexplained requests to :func:`move_unexplained`,
+which carries it into every aggregate as exact deltas, set-wise, so applying or
+undoing a rule keeps every page current without a refresh.
 """
 
 from __future__ import annotations
@@ -41,53 +41,9 @@ GROUPINGS = {
 IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
 KINDS = ("browser", "library", "bot", "unknown")
 
-TRIGGERS = """
--- A rule changed a (signature, org) pair's unexplained count: carry the change to
--- the signature and to the org.
-create trigger aggregates_sig_org_unexplained after update of unexplained on sig_org
-when new.unexplained is not old.unexplained
-begin
-    update sig_stats set unexplained = unexplained + new.unexplained - old.unexplained
-    where sig_id = new.sig_id;
-    update org_stats set
-        unexplained = unexplained + new.unexplained - old.unexplained,
-        unexplained_signatures = unexplained_signatures + (new.unexplained > 0) - (old.unexplained > 0),
-        unexplained_cross_tenant = unexplained_cross_tenant
-            + ((new.unexplained > 0) - (old.unexplained > 0))
-            * coalesce((select cross_tenant from signature_scope where sig_id = new.sig_id), 0)
-    where org_id = new.org_id;
-end;
-
--- ...and from the signature to every group it belongs to (one primary-key update
--- per grouping).
-create trigger aggregates_sig_stats_unexplained after update of unexplained on sig_stats
-when new.unexplained is not old.unexplained
-begin
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'ip' and gkey = (select json_array(ip) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'cidr24' and gkey = (select json_array(prefix) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'cidr16' and gkey = (select json_array(prefix16) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'asn' and gkey = (select json_array(asn) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'provider' and gkey = (select json_array(provider) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'rdns' and gkey = (select json_array(rdns) from ips where id = new.ip_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'raw' and gkey = (select json_array(ua) from user_agents where id = new.ua_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'family' and gkey = (select json_array(family) from user_agents where id = new.ua_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'family_major' and gkey = (select json_array(family, major) from user_agents where id = new.ua_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'os' and gkey = (select json_array(os) from user_agents where id = new.ua_id);
-    update pivot_groups set unexplained = unexplained + new.unexplained - old.unexplained
-    where grouping = 'kind' and gkey = (select json_array(kind) from user_agents where id = new.ua_id);
-end;
-
-"""
+# The row triggers that carried sig_org.unexplained into the other aggregates
+# before move_unexplained() did it set-wise (m008 drops them from older databases).
+OLD_TRIGGERS = ("aggregates_sig_org_unexplained", "aggregates_sig_stats_unexplained")
 
 
 # Every figure but the latest URI, per signature; :patched is null before an incident.
@@ -255,6 +211,67 @@ def move_days(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
         f"""update scope_days set unexplained = scope_days.unexplained {'+' if sign > 0 else '-'} d.n
         from ({delta_sql}) d where scope_days.org_id = d.org_id and scope_days.day = d.day"""
     )
+
+
+def move_unexplained(db: sqlite_utils.Database, delta_sql: str) -> int:
+    """Move unexplained counts by a (sig_id, org_id, n) delta, n signed, in every aggregate.
+
+    One statement per table (and per grouping), whatever the number of pairs: the
+    pairs' old and new counts give the orgs' unexplained signatures, the signatures'
+    sums give the groups' figures.
+
+    Returns:
+        the sum of n.
+    """
+    db.execute("drop table if exists temp.unexplained_moves")
+    db.execute(
+        f"""create temp table unexplained_moves as
+        select so.sig_id, so.org_id, so.unexplained as old, so.unexplained + d.n as new,
+            coalesce(ss.cross_tenant, 0) as cross_tenant
+        from ({delta_sql}) d
+        join sig_org so on so.sig_id = d.sig_id and so.org_id = d.org_id
+        left join signature_scope ss on ss.sig_id = d.sig_id
+        where d.n != 0"""
+    )
+    db.execute(
+        """update sig_org set unexplained = m.new from temp.unexplained_moves m
+        where sig_org.sig_id = m.sig_id and sig_org.org_id = m.org_id"""
+    )
+    db.execute(
+        """update org_stats set
+            unexplained = org_stats.unexplained + m.n,
+            unexplained_signatures = org_stats.unexplained_signatures + m.signatures,
+            unexplained_cross_tenant = org_stats.unexplained_cross_tenant + m.cross_tenant
+        from (
+            select org_id, sum(new - old) as n, sum((new > 0) - (old > 0)) as signatures,
+                sum(((new > 0) - (old > 0)) * cross_tenant) as cross_tenant
+            from temp.unexplained_moves group by org_id
+        ) m where org_stats.org_id = m.org_id"""
+    )
+    db.execute("drop table if exists temp.unexplained_sigs")
+    db.execute(
+        """create temp table unexplained_sigs as select sig_id, sum(new - old) as n
+        from temp.unexplained_moves group by sig_id"""
+    )
+    db.execute(
+        """update sig_stats set unexplained = sig_stats.unexplained + m.n
+        from temp.unexplained_sigs m where sig_stats.sig_id = m.sig_id"""
+    )
+    for grouping, (group_by, keys) in GROUPINGS.items():
+        db.execute(
+            f"""update pivot_groups set unexplained = pivot_groups.unexplained + x.n
+            from (
+                select json_array({', '.join(keys)}) as gkey, sum(m.n) as n
+                from temp.unexplained_sigs m, {SIG_JOIN} where st.sig_id = m.sig_id
+                group by {group_by}
+            ) x
+            where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey""",
+            {"grouping": grouping},
+        )
+    moved = db.execute("select coalesce(sum(new - old), 0) from temp.unexplained_moves").fetchone()[0]
+    db.execute("drop table temp.unexplained_moves")
+    db.execute("drop table temp.unexplained_sigs")
+    return moved
 
 
 def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | None) -> None:

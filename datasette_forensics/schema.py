@@ -156,7 +156,8 @@ create table incident (
 );
 
 -- In-scope requests: one row each, with the org it reached and a bit mask of the
--- applied rules that explain it (0 = unexplained).
+-- applied rules that explain it (0 = unexplained). m007 re-keys it by
+-- (sig_id, org_id, request_id).
 create table scoped (
     request_id integer primary key,
     org_id text not null,
@@ -533,7 +534,6 @@ def m005_page_groups(db: sqlite_utils.Database) -> None:
     from . import aggregates
 
     db.executescript(PAGE_GROUPS)
-    db.executescript(aggregates.TRIGGERS)
     aggregates.refresh(db)
 
 
@@ -541,3 +541,41 @@ def m005_page_groups(db: sqlite_utils.Database) -> None:
 def m006_rules_move_days(db: sqlite_utils.Database) -> None:
     """Rules now move timeline counts per (org, day) themselves: the per-request trigger goes."""
     db.execute("drop trigger if exists aggregates_scoped_explained")
+
+
+# In-scope requests clustered by (signature, org): rules explain whole (signature,
+# org) ranges at a time, so keeping each pair's requests together turns a rule's
+# millions of scattered row and index updates into sequential page writes.
+SCOPED_CLUSTERED = """
+create table scoped_clustered (
+    sig_id integer not null,
+    org_id text not null,
+    request_id integer not null,
+    ts integer not null,
+    explained integer not null default 0,
+    primary key (sig_id, org_id, request_id)
+) without rowid;
+insert into scoped_clustered (sig_id, org_id, request_id, ts, explained)
+select sig_id, org_id, request_id, ts, explained from scoped order by sig_id, org_id, request_id;
+drop view requests_view;
+drop table scoped;
+alter table scoped_clustered rename to scoped;
+create unique index scoped_request on scoped(request_id);
+create index scoped_org on scoped(org_id, ts);
+"""
+
+
+@migrations()
+def m007_scoped_clustered(db: sqlite_utils.Database) -> None:
+    """scoped becomes a WITHOUT ROWID table keyed (sig_id, org_id, request_id)."""
+    db.executescript(SCOPED_CLUSTERED)
+    db.executescript(REQUESTS_VIEW)
+
+
+@migrations()
+def m008_unexplained_set_based(db: sqlite_utils.Database) -> None:
+    """Rules move unexplained counts set-wise (aggregates.move_unexplained): the row triggers go."""
+    from . import aggregates
+
+    for name in aggregates.OLD_TRIGGERS:
+        db.execute(f"drop trigger if exists {name}")

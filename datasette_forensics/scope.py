@@ -45,7 +45,8 @@ where r.ts >= :introduced and r.ts < :patched
   {{restrict}}
 """
 
-# Materialised, so the org of each request is resolved once, not once per use.
+# Materialised, so the org of each request is resolved once, not once per use;
+# inserted in the order of scoped's key, so the rows are appended, not scattered.
 INSERT_SCOPED = """
 with c as materialized ({candidates})
 insert into scoped (request_id, org_id, sig_id, ts)
@@ -55,6 +56,7 @@ where c.org_id in (select id from orgs)
       select 1 from integration_windows i
       where i.org_id = c.org_id and i.from_ms <= c.ts and (i.to_ms is null or c.ts < i.to_ms)
   ))
+order by c.sig_id, c.org_id, c.request_id
 """
 
 POST_PATCH = f"""

@@ -1,11 +1,16 @@
 """Elimination rules (MODEL §3): a registry of rules and the engine that applies them.
 
 A rule is a module (or, for custom rules, an object) with ``NAME``, ``BIT``,
-``DESCRIPTION``, ``select_sql(restrict)`` returning a select of the ids of the
-in-scope requests it explains, and optionally ``prepare(db)`` to build temporary
-helper tables. An applied rule sets its bit in ``scoped.explained``; a request
-is unexplained while that mask is 0. Applied rules are re-evaluated whenever
-scope changes, so they explain later batches and record updates too.
+``DESCRIPTION``, ``match_sql()`` returning a SQL condition on an in-scope request
+``s`` (a row of ``scoped``) that is true when the rule explains it, and
+optionally ``prepare(db)`` to build temporary helper tables. An applied rule
+sets its bit in ``scoped.explained``; a request is unexplained while that mask
+is 0. Applied rules are re-evaluated whenever scope changes, so they explain
+later batches and record updates too.
+
+``scoped`` is keyed (sig_id, org_id, request_id), so a condition that names
+(signature, org) pairs with ``IN`` reads and rewrites whole key ranges in order:
+most rules explain every request of a pair, or test its time within the pair.
 """
 
 from __future__ import annotations
@@ -81,6 +86,28 @@ def ms_rows(db: sqlite_utils.Database, sql: str, time_columns: tuple[int, ...]) 
     return rows
 
 
+def build_pair_windows(db: sqlite_utils.Database, table: str, select: str) -> None:
+    """temp.<table>: the time windows (from_ms, to_ms) in which a select's (sig_id, org_id) pairs are explained."""
+    db.execute(f"drop table if exists temp.{table}")
+    db.execute(f"create temp table {table} as select distinct sig_id, org_id, from_ms, to_ms from ({select})")
+    db.execute(f"create index temp.{table}_pair on {table}(sig_id, org_id)")
+
+
+def in_pair_window(table: str, open_start: bool) -> str:
+    """The condition that request s falls in a window of temp.<table> for its pair
+    (from_ms <= ts < to_ms; a null to_ms is open, a null from_ms too when open_start).
+
+    The pairs narrow the scan to their key ranges of scoped; the windows then test the time.
+    """
+    start = "(w.from_ms is null or w.from_ms <= s.ts)" if open_start else "w.from_ms <= s.ts"
+    return f"""(s.sig_id, s.org_id) in (select sig_id, org_id from temp.{table})
+    and exists (
+        select 1 from temp.{table} w
+        where w.sig_id = s.sig_id and w.org_id = s.org_id
+          and {start} and (w.to_ms is null or s.ts < w.to_ms)
+    )"""
+
+
 from . import member_current, member_historical, partner, post_patch_valid, staff, token_owner  # noqa: E402
 
 BUILTINS = [staff, member_current, member_historical, partner, post_patch_valid, token_owner]
@@ -119,25 +146,34 @@ def applied_names(db: sqlite_utils.Database) -> list[str]:
     return [r[0] for r in db.execute("select name from rules where applied = 1 order by applied_seq")]
 
 
-def _set_bits(db: sqlite_utils.Database, rule, restrict: str = "") -> None:
+def _prepare(db: sqlite_utils.Database, rule) -> dict:
+    """Build the rule's helper tables; returns the parameters its condition binds."""
     prepare = getattr(rule, "prepare", None)
     if prepare is not None:
         prepare(db)
-    params = dict(getattr(rule, "PARAMS", None) or {}, rule_bit=rule.BIT)
+    return dict(getattr(rule, "PARAMS", None) or {})
+
+
+def _set_bits(db: sqlite_utils.Database, rule, restrict: str = "") -> None:
+    params = dict(_prepare(db, rule), rule_bit=rule.BIT)
     db.execute(
-        f"update scoped set explained = explained | :rule_bit where request_id in ({rule.select_sql(restrict)})",
+        f"update scoped as s set explained = explained | :rule_bit where ({rule.match_sql()}) {restrict}",
         params,
     )
 
 
 def refresh_unexplained(db: sqlite_utils.Database, sigs: str | None = None) -> None:
-    """Recount unexplained requests in the (signature, org) aggregates."""
+    """Recount unexplained requests per (signature, org) and move the differences
+    into the aggregates."""
     where = f"where sig_id in ({sigs})" if sigs else ""
-    db.execute(
-        f"""update sig_org set unexplained = (
-            select count(*) from scoped s
-            where s.sig_id = sig_org.sig_id and s.org_id = sig_org.org_id and s.explained = 0
-        ) {where}"""
+    aggregates.move_unexplained(
+        db,
+        f"""select so.sig_id, so.org_id, coalesce(c.n, 0) - so.unexplained as n
+        from (select * from sig_org {where}) so
+        left join (
+            select sig_id, org_id, count(*) as n from scoped where explained = 0
+            {'and sig_id in (' + sigs + ')' if sigs else ''} group by sig_id, org_id
+        ) c on c.sig_id = so.sig_id and c.org_id = so.org_id""",
     )
 
 
@@ -211,13 +247,29 @@ def _statuses_of(db: sqlite_utils.Database, orgs_sql: str) -> dict[str, str]:
     return {row[0]: row[4] for row in db.execute(sql)}
 
 
-def _apply_delta(db: sqlite_utils.Database, sign: int) -> int:
-    """Move temp.rule_delta's counts into sig_org.unexplained; returns the requests moved."""
+def _moved(db: sqlite_utils.Database, sign: int) -> tuple[str, dict]:
+    """Move the timeline by temp.rule_new, the requests a rule change (un)explains
+    per (signature, org, day), and sum them per pair into temp.rule_delta.
+
+    Returns:
+        a select of the orgs touched, and their statuses before the change.
+    """
+    db.execute("drop table if exists temp.rule_delta")
     db.execute(
-        f"""update sig_org set unexplained = sig_org.unexplained {'+' if sign > 0 else '-'} d.n
-        from temp.rule_delta d where sig_org.sig_id = d.sig_id and sig_org.org_id = d.org_id"""
+        """create temp table rule_delta as
+        select sig_id, org_id, sum(n) as n from temp.rule_new group by sig_id, org_id"""
     )
-    return db.execute("select coalesce(sum(n), 0) from temp.rule_delta").fetchone()[0]
+    touched = "select distinct org_id from temp.rule_delta"
+    before = _statuses_of(db, touched)
+    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new group by 1, 2", sign)
+    return touched, before
+
+
+def _apply_delta(db: sqlite_utils.Database, sign: int) -> int:
+    """Move temp.rule_delta's counts into the aggregates; returns the requests moved."""
+    return sign * aggregates.move_unexplained(
+        db, f"select sig_id, org_id, {'' if sign > 0 else '-'}n as n from temp.rule_delta"
+    )
 
 
 def _stored_waterfall_is_current(db: sqlite_utils.Database, applied: list[str]) -> bool:
@@ -247,9 +299,9 @@ def _bulk_cache(db: sqlite_utils.Database):
 def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Apply one rule; returns {rule, requests_explained, orgs_changed, already}.
 
-    The rule's matches go to a temporary table once; the requests it newly explains
-    are counted per (signature, org) and moved in sig_org, and only the orgs they
-    touch can change status, so the cost follows what the rule matches.
+    The requests it newly explains are counted per (signature, org, day) and moved
+    in sig_org and the timeline, and only the orgs they touch can change status;
+    the bit is then set over the rule's key ranges of scoped, in order.
     """
     with _bulk_cache(db), db.atomic():
         rules = load_rules(db)
@@ -259,37 +311,21 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
         if name in applied:
             return {"rule": name, "requests_explained": 0, "orgs_changed": [], "already": True}
         rule = rules[name]
-        prepare = getattr(rule, "prepare", None)
-        if prepare is not None:
-            prepare(db)
-        # Keyed like the covering index scoped_sig, so most rules fill it in order.
-        db.execute("drop table if exists temp.rule_hits")
+        params = _prepare(db, rule)
+        # The requests it newly explains, counted per (signature, org, day): enough
+        # to move sig_org, the timeline and the statuses without a second look.
+        db.execute("drop table if exists temp.rule_new")
         db.execute(
-            """create temp table rule_hits (sig_id integer, org_id text, request_id integer,
-            explained integer, primary key (sig_id, org_id, request_id)) without rowid"""
+            f"""create temp table rule_new as
+            select s.sig_id, s.org_id, s.ts / 86400000 as day, count(*) as n
+            from scoped s where ({rule.match_sql()}) and s.explained = 0
+            group by 1, 2, 3""",
+            params,
         )
+        touched, before = _moved(db, -1)
         db.execute(
-            f"""insert or ignore into temp.rule_hits (sig_id, org_id, request_id, explained)
-            {rule.select_sql('', 's.sig_id, s.org_id, s.request_id, s.explained')}""",
-            dict(getattr(rule, "PARAMS", None) or {}),
-        )
-        db.execute("drop table if exists temp.rule_delta")
-        db.execute(
-            """create temp table rule_delta as
-            select sig_id, org_id, count(*) as n from temp.rule_hits
-            where explained = 0 group by sig_id, org_id"""
-        )
-        touched = "select distinct org_id from temp.rule_delta"
-        before = _statuses_of(db, touched)
-        aggregates.move_days(
-            db,
-            """select s.org_id, s.ts / 86400000 as day, count(*) as n from temp.rule_hits h
-            join scoped s on s.request_id = h.request_id where h.explained = 0 group by 1, 2""",
-            -1,
-        )
-        db.execute(
-            "update scoped set explained = explained | :bit where request_id in (select request_id from temp.rule_hits)",
-            {"bit": rule.BIT},
+            f"update scoped as s set explained = explained | :rule_bit where ({rule.match_sql()})",
+            dict(params, rule_bit=rule.BIT),
         )
         explained = _apply_delta(db, -1)
         seq = db.execute("select coalesce(max(applied_seq), 0) + 1 from rules").fetchone()[0]
@@ -304,8 +340,8 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
             )
         else:
             refresh_waterfall(db)
-        db.execute("drop table temp.rule_hits")
         db.execute("drop table temp.rule_delta")
+        db.execute("drop table temp.rule_new")
     return {"rule": name, "requests_explained": explained, "orgs_changed": changes, "already": False}
 
 
@@ -319,34 +355,17 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         if name not in applied:
             return {"rule": name, "requests_unexplained": 0, "orgs_changed": [], "already": True}
         bit = rules[name].BIT
-        # One scan finds the requests this rule explains; everything else is
-        # computed from them: those it explained alone become unexplained.
-        db.execute("drop table if exists temp.rule_undo")
+        # The requests this rule alone explains become unexplained: counted per
+        # (signature, org, day) in one scan, then the bit goes in a second.
+        db.execute("drop table if exists temp.rule_new")
         db.execute(
-            """create temp table rule_undo as
-            select request_id, sig_id, org_id, ts, explained from scoped where explained & :bit != 0""",
+            """create temp table rule_new as
+            select sig_id, org_id, ts / 86400000 as day, count(*) as n
+            from scoped where explained = :bit group by 1, 2, 3""",
             {"bit": bit},
         )
-        db.execute("drop table if exists temp.rule_delta")
-        db.execute(
-            """create temp table rule_delta as
-            select sig_id, org_id, count(*) as n from temp.rule_undo where explained = :bit
-            group by sig_id, org_id""",
-            {"bit": bit},
-        )
-        touched = "select distinct org_id from temp.rule_delta"
-        before = _statuses_of(db, touched)
-        aggregates.move_days(
-            db,
-            f"""select org_id, ts / 86400000 as day, count(*) as n from temp.rule_undo
-            where explained = {int(bit)} group by 1, 2""",
-            +1,
-        )
-        db.execute(
-            """update scoped set explained = explained & ~:bit
-            where request_id in (select request_id from temp.rule_undo)""",
-            {"bit": bit},
-        )
+        touched, before = _moved(db, +1)
+        db.execute("update scoped set explained = explained & ~:bit where explained & :bit != 0", {"bit": bit})
         unexplained = _apply_delta(db, +1)
         db.execute("update rules set applied = 0, applied_seq = null where name = ?", [name])
         changes = _changes(before, _statuses_of(db, touched))
@@ -356,7 +375,7 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         else:
             refresh_waterfall(db)
         db.execute("drop table temp.rule_delta")
-        db.execute("drop table temp.rule_undo")
+        db.execute("drop table temp.rule_new")
     return {"rule": name, "requests_unexplained": unexplained, "orgs_changed": changes, "already": False}
 
 

@@ -345,14 +345,10 @@ class CustomRule:
         if "sql" in self.definition:
             check_predicate(db.conn, self.predicate)
 
-    def select_sql(self, restrict: str, columns: str = "s.request_id") -> str:
-        """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-        Returns: a select of the in-scope requests the rule explains."""
-        return f"""
-    select {columns} from scoped s
-    join (select v.id from {VIEW} v where ({self.predicate}
-    )) v on v.id = s.request_id
-    where 1 {restrict}"""
+    def match_sql(self) -> str:
+        """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+        return f"""s.request_id in (select v.id from {VIEW} v where ({self.predicate}
+    ))"""
 
 
 def _free_bit(db: sqlite_utils.Database) -> int:

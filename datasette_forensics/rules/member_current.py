@@ -12,11 +12,9 @@ def prepare(db) -> None:
     prepare_sessions(db)
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from temp.rule_session_sigs x
-    cross join memberships m on m.user_id = x.user_id and m.left_at is null
-    cross join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
-    where 1 {restrict}"""
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    return """(s.sig_id, s.org_id) in (
+        select x.sig_id, m.org_id from temp.rule_session_sigs x
+        join memberships m on m.user_id = x.user_id and m.left_at is null
+    )"""

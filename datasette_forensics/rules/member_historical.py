@@ -1,6 +1,6 @@
 """member_historical: a user with a session with the signature was a member of the org at t."""
 
-from . import ms_rows, prepare_sessions
+from . import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
 
 NAME = "member_historical"
 BIT = 1 << 2
@@ -8,7 +8,8 @@ DESCRIPTION = "A user with a session with this signature was a member of the org
 
 
 def prepare(db) -> None:
-    """Sessions matched to signatures; membership windows as integer milliseconds (joined_at <= t < left_at)."""
+    """Membership windows as integer milliseconds (joined_at <= t < left_at), per (signature, org)
+    through the sessions matched to signatures."""
     prepare_sessions(db)
     db.execute("drop table if exists temp.rule_membership_windows")
     db.execute("create temp table rule_membership_windows (user_id text, org_id text, from_ms integer, to_ms integer)")
@@ -16,14 +17,14 @@ def prepare(db) -> None:
         "insert into temp.rule_membership_windows values (?, ?, ?, ?)",
         ms_rows(db, "select user_id, org_id, joined_at, left_at from memberships", (2, 3)),
     )
-    db.execute("create index temp.rule_membership_windows_user on rule_membership_windows(user_id)")
+    build_pair_windows(
+        db,
+        "rule_sig_windows",
+        """select x.sig_id, m.org_id, m.from_ms, m.to_ms
+        from temp.rule_session_sigs x join temp.rule_membership_windows m on m.user_id = x.user_id""",
+    )
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from temp.rule_session_sigs x
-    cross join temp.rule_membership_windows m on m.user_id = x.user_id
-    cross join scoped s on s.sig_id = x.sig_id and s.org_id = m.org_id
-    where m.from_ms <= s.ts and (m.to_ms is null or s.ts < m.to_ms) {restrict}"""
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    return in_pair_window("rule_sig_windows", open_start=False)

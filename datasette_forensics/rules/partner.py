@@ -3,7 +3,7 @@
 import ipaddress
 import re
 
-from . import ms_rows
+from . import build_pair_windows, in_pair_window, ms_rows
 
 NAME = "partner"
 BIT = 1 << 3
@@ -75,14 +75,14 @@ def prepare(db) -> None:
         "insert into temp.rule_partner_windows values (?, ?, ?, ?)",
         ms_rows(db, "select partner, org_id, authorized_at, revoked_at from partner_orgs", (2, 3)),
     )
-    db.execute("create index temp.rule_partner_windows_partner on rule_partner_windows(partner)")
+    build_pair_windows(
+        db,
+        "rule_partner_sig_windows",
+        """select ps.sig_id, w.org_id, w.from_ms, w.to_ms
+        from temp.rule_partner_sigs ps join temp.rule_partner_windows w on w.partner = ps.partner""",
+    )
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from temp.rule_partner_sigs ps
-    cross join temp.rule_partner_windows w on w.partner = ps.partner
-    cross join scoped s on s.sig_id = ps.sig_id and s.org_id = w.org_id
-    where (w.from_ms is null or w.from_ms <= s.ts) and (w.to_ms is null or s.ts < w.to_ms) {restrict}"""
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    return in_pair_window("rule_partner_sig_windows", open_start=True)

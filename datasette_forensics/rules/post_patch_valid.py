@@ -8,11 +8,9 @@ DESCRIPTION = (
 )
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from post_patch_valid pp
-    cross join signature_scope ss on ss.sig_id = pp.sig_id and ss.cross_tenant = 0
-    cross join scoped s on s.sig_id = pp.sig_id and s.org_id = pp.org_id
-    where 1 {restrict}"""
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    return """(s.sig_id, s.org_id) in (
+        select pp.sig_id, pp.org_id from post_patch_valid pp
+        join signature_scope ss on ss.sig_id = pp.sig_id and ss.cross_tenant = 0
+    )"""

@@ -12,11 +12,10 @@ def prepare(db) -> None:
     prepare_sessions(db)
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from temp.rule_session_sigs x
-    cross join users u on u.id = x.user_id
-    cross join scoped s on s.sig_id = x.sig_id
-    where u.is_staff = 1 {restrict}"""
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    # One key range of scoped per signature: the pairs are contiguous in its key.
+    return """s.sig_id in (
+        select x.sig_id from temp.rule_session_sigs x
+        join users u on u.id = x.user_id where u.is_staff = 1
+    )"""

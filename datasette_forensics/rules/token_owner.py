@@ -5,11 +5,18 @@ BIT = 1 << 5
 DESCRIPTION = "The log line carries a token_id whose token belongs to the org requested."
 
 
-def select_sql(restrict: str, columns: str = "s.request_id") -> str:
-    """Args: restrict: extra SQL conditions on scoped alias s; columns: of scoped s to select.
-    Returns: a select of the in-scope requests the rule explains."""
-    return f"""
-    select {columns} from tokens t
-    cross join requests r on r.token_id = t.id
-    cross join scoped s on s.request_id = r.id
-    where r.token_id is not null and t.org_id = s.org_id {restrict}"""
+def prepare(db) -> None:
+    """The requests that carry a known token, with the org the token belongs to."""
+    db.execute("drop table if exists temp.rule_token_requests")
+    db.execute("""create temp table rule_token_requests (request_id integer, org_id text,
+        primary key (request_id, org_id)) without rowid""")
+    db.execute(
+        """insert or ignore into temp.rule_token_requests (request_id, org_id)
+        select r.id, t.org_id from requests r join tokens t on t.id = r.token_id
+        where r.token_id is not null"""
+    )
+
+
+def match_sql() -> str:
+    """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
+    return "(s.request_id, s.org_id) in (select request_id, org_id from temp.rule_token_requests)"
