@@ -8,7 +8,8 @@ by the child at exit). Logs are generated once under ``benchmarks/out/``
 
 - ``line``: a combined log of 1,000 ordinary lines around one line whose user agent
   is 10 MB; ``line-hostile`` makes that line a worst case for the parser's regexes
-  (thousands of ``" 1 1 "`` fragments, never a valid line).
+  (thousands of ``" 1 1 "`` fragments, never a valid line); ``lines-5`` has five
+  such lines, each with a distinct 10 MB user agent.
 - ``uas``: one million lines, each with a user agent of its own (and 50,000
   addresses), so every line adds a dictionary row, a signature and an enrichment.
 - ``stream``: the realistic log of ``bench_import.py`` grown to ``--gb`` gigabytes.
@@ -32,7 +33,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-CASES = ("line", "line-hostile", "uas", "stream")
+CASES = ("line", "lines-5", "line-hostile", "uas", "stream")
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
 # The child: the real command line, reporting its peak RSS on the way out.
@@ -63,23 +64,28 @@ def _ordinary(rng: random.Random, t: int) -> str:
     )
 
 
-def write_big_line(path: str, ua_bytes: int = 10 * 2**20, hostile: bool = False, around: int = 1000) -> dict:
-    """Ordinary lines around one line with a ``ua_bytes`` user agent; returns what to expect."""
+def write_big_line(
+    path: str, ua_bytes: int = 10 * 2**20, hostile: bool = False, around: int = 1000, agents: int = 1
+) -> dict:
+    """Ordinary lines around ``agents`` lines, each with a distinct ``ua_bytes`` user
+    agent (the big lines are numbered around // 2 + 1, then every around + 1 lines);
+    returns what to expect."""
     rng = random.Random(7)
     t = 1595063564
     with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for i in range(around // 2):
-            f.write(_ordinary(rng, t + i) + "\n")
-        head = f'198.51.100.7 - - [{_stamp(t)}] "GET /api/0/organizations/acme/ HTTP/1.1" 200 1 "-" "'
-        if hostile:
-            piece = '" 1 1 "x" "'
-            f.write(head + piece * (ua_bytes // len(piece)) + "x\n")  # unbalanced: never valid
-        else:
-            piece = "Mozilla/5.0 (X11; Linux x86_64; rv:78.0) Gecko/20100101 Firefox/78.0 "
-            f.write(head + (piece * (ua_bytes // len(piece) + 1))[:ua_bytes] + '"\n')
-        for i in range(around - around // 2):
-            f.write(_ordinary(rng, t + i) + "\n")
-    return {"lines": around + 1}
+        for k in range(agents):
+            for i in range(around // 2):
+                f.write(_ordinary(rng, t + i) + "\n")
+            head = f'198.51.100.{7 + k} - - [{_stamp(t)}] "GET /api/0/organizations/acme/ HTTP/1.1" 200 1 "-" "'
+            if hostile:
+                piece = '" 1 1 "x" "'
+                f.write(head + piece * (ua_bytes // len(piece)) + "x\n")  # unbalanced: never valid
+            else:
+                piece = f"Mozilla/5.0 (X11; Linux x86_64; rv:78.0) Gecko/20100101 Firefox/{78 + k}.0 "
+                f.write(head + (piece * (ua_bytes // len(piece) + 1))[:ua_bytes] + '"\n')
+            for i in range(around - around // 2):
+                f.write(_ordinary(rng, t + i) + "\n")
+    return {"lines": agents * (around + 1)}
 
 
 def write_distinct_uas(path: str, n: int = 1_000_000) -> dict:
@@ -172,6 +178,7 @@ def main(argv=None) -> None:
 
     logs = {
         "line": lambda: cached("big-line-10mb-v1.log", write_big_line),
+        "lines-5": lambda: cached("big-lines-5x10mb-v1.log", write_big_line, 10 * 2**20, False, 1000, 5),
         "line-hostile": lambda: cached("big-line-10mb-hostile-v1.log", write_big_line, 10 * 2**20, True),
         "uas": lambda: cached(f"distinct-uas-{args.uas}-v1.log", write_distinct_uas, args.uas),
         "stream": lambda: stream_log(args.gb),
@@ -200,20 +207,30 @@ def main(argv=None) -> None:
             f" | {r.get('rejected', 0):,} | {r['seconds']:.1f} | {r['lines_per_second']:,.0f}"
             f" | {r['peak_rss_mb']:.0f} | {r['returncode']} |"
         )
+    # Each case keeps its own latest figures: a run of some cases leaves the others'.
+    command = " ".join(["python", "benchmarks/bench_limits.py"] + (argv if argv is not None else sys.argv[1:]))
+    path = os.path.join(RESULTS, "limits.json")
+    previous = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        for r in stored.get("results", []):
+            r.setdefault("command", stored.get("command"))
+            r.setdefault("load_average_1m", stored.get("load_average_1m"))
+            previous[r["case"]] = r
+    for r in rows:
+        previous[r["case"]] = dict(
+            {k: v for k, v in r.items() if k not in ("stdout", "stderr")},
+            command=command, load_average_1m=os.getloadavg()[0],
+        )
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "limits.json"), "w") as f:
+    with open(path, "w") as f:
         json.dump(
-            {
-                "command": " ".join(["python", "benchmarks/bench_limits.py"] + (argv if argv is not None else sys.argv[1:])),
-                "machine": machine(),
-                "load_average_1m": os.getloadavg()[0],
-                "results": [{k: v for k, v in r.items() if k not in ("stdout", "stderr")} for r in rows],
-            },
+            {"machine": machine(), "results": [previous[c] for c in CASES if c in previous]},
             f,
             indent=2,
         )
         f.write("\n")
-
 
 if __name__ == "__main__":
     main()

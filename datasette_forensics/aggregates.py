@@ -38,6 +38,16 @@ GROUPINGS = {
     "os": ("a.os", ("a.os",)),
     "kind": ("a.kind", ("a.kind",)),
 }
+
+# The values a grouping's stored key (pivot_groups.gkey) is made of, when not its
+# key values: a raw user agent is an attacker's string of any length, so its group
+# is keyed by the agent's id and the text is stored once, in k1.
+GKEYS = {"raw": ("a.id",)}
+
+
+def gkey_sql(grouping: str) -> str:
+    """The SQL expression of a grouping's stored key, over ips i and user_agents a."""
+    return f"json_array({', '.join(GKEYS.get(grouping, GROUPINGS[grouping][1]))})"
 IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
 KINDS = ("browser", "library", "bot", "unknown")
 
@@ -78,7 +88,7 @@ SIG_JOIN = "sig_stats st join ips i on i.id = st.ip_id join user_agents a on a.i
 GROUP_ROWS = """
 insert into pivot_groups (grouping, gkey, k1, k2, requests, in_scope, unexplained, signatures,
     ips, user_agents, first_ts, last_ts, browser, library, bot, unknown)
-select :grouping, json_array({keys}), {k1}, {k2},
+select :grouping, {gkey}, {k1}, {k2},
     sum(st.requests), sum(st.in_scope), sum(st.unexplained), count(*),
     count(distinct st.ip_id), count(distinct st.ua_id), min(st.first_ts), max(st.last_ts),
     total(case when a.kind = 'browser' then st.requests end),
@@ -92,7 +102,7 @@ group by {group_by}
 GROUP_ORGS = """
 update pivot_groups set orgs = x.orgs
 from (
-    select json_array({keys}) as gkey, count(distinct so.org_id) as orgs
+    select {gkey} as gkey, count(distinct so.org_id) as orgs
     from {sig_join} join sig_org so on so.sig_id = st.sig_id {where}
     group by {group_by}
 ) x
@@ -103,7 +113,7 @@ where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey
 GROUP_LAST_URI = """
 update pivot_groups set last_uri_id = x.last_uri_id
 from (
-    select json_array({keys}) as gkey, st.last_uri_id, max(st.last_ts)
+    select {gkey} as gkey, st.last_uri_id, max(st.last_ts)
     from {sig_join} {where} group by {group_by}
 ) x
 where pivot_groups.grouping = :grouping and pivot_groups.gkey = x.gkey
@@ -113,7 +123,7 @@ GROUP_TOP_UA = """
 update pivot_groups set top_ua_id = x.ua_id
 from (
     select gkey, ua_id from (
-        select json_array({keys}) as gkey, st.ua_id,
+        select {gkey} as gkey, st.ua_id,
             row_number() over (partition by {group_by} order by sum(st.requests) desc, st.ua_id) as n
         from {sig_join} {where} group by {group_by}, st.ua_id
     ) where n = 1
@@ -157,7 +167,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
             db.execute(SIG_STATS.format(where=""), params)
             db.execute(LAST_URI.format(where=""))
             for grouping in GROUPINGS:
-                _refresh_grouping(db, grouping, None)
+                refresh_grouping(db, grouping, None)
             db.execute(ORG_STATS.format(where=""))
             db.execute(SCOPE_DAYS.format(join=""))
             return
@@ -168,7 +178,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
         db.execute(SIG_STATS.format(where=where), params)
         db.execute(LAST_URI.format(where=where))
         for grouping in GROUPINGS:
-            _refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
+            refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
         # The orgs these signatures reach, and the (org, day) pairs of their in-scope requests.
         db.execute("drop table if exists temp.aggregate_orgs")
         db.execute(
@@ -257,11 +267,11 @@ def move_unexplained(db: sqlite_utils.Database, delta_sql: str) -> int:
         """update sig_stats set unexplained = sig_stats.unexplained + m.n
         from temp.unexplained_sigs m where sig_stats.sig_id = m.sig_id"""
     )
-    for grouping, (group_by, keys) in GROUPINGS.items():
+    for grouping, (group_by, _) in GROUPINGS.items():
         db.execute(
             f"""update pivot_groups set unexplained = pivot_groups.unexplained + x.n
             from (
-                select json_array({', '.join(keys)}) as gkey, sum(m.n) as n
+                select {gkey_sql(grouping)} as gkey, sum(m.n) as n
                 from temp.unexplained_sigs m, {SIG_JOIN} where st.sig_id = m.sig_id
                 group by {group_by}
             ) x
@@ -274,7 +284,7 @@ def move_unexplained(db: sqlite_utils.Database, delta_sql: str) -> int:
     return moved
 
 
-def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | None) -> None:
+def refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | None) -> None:
     """Recompute one grouping's rows: all, or those holding the given signatures."""
     group_by, keys = GROUPINGS[grouping]
     parts = {
@@ -283,6 +293,7 @@ def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | 
         "k2": keys[1] if len(keys) > 1 else "null",
         "group_by": group_by,
         "sig_join": SIG_JOIN,
+        "gkey": gkey_sql(grouping),
     }
     params = {"grouping": grouping}
     if sigs_sql is None:
@@ -291,7 +302,7 @@ def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | 
     else:
         db.execute("drop table if exists temp.aggregate_keys")
         db.execute(
-            f"""create temp table aggregate_keys as select distinct json_array({parts['keys']}) as gkey
+            f"""create temp table aggregate_keys as select distinct {parts['gkey']} as gkey
             from {SIG_JOIN} where st.sig_id in ({sigs_sql})"""
         )
         # Signatures that left a group (none do today: keys never change) are covered
@@ -306,7 +317,7 @@ def _refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | 
         alias, table = ("i", "ips") if grouping in IP_GROUPINGS else ("a", "user_agents")
         where = (
             f"where {alias}.id in (select {alias}.id from {table} {alias}"
-            f" where json_array({parts['keys']}) in (select gkey from temp.aggregate_keys))"
+            f" where {parts['gkey']} in (select gkey from temp.aggregate_keys))"
         )
     for sql in (GROUP_ROWS, GROUP_ORGS, GROUP_LAST_URI, GROUP_TOP_UA):
         db.execute(sql.format(where=where, **parts), params)
@@ -330,4 +341,4 @@ def after_records(db: sqlite_utils.Database, kind: str) -> None:
     if kind == "ip_info":
         with db.atomic():
             for grouping in ("asn", "provider", "rdns"):
-                _refresh_grouping(db, grouping, None)
+                refresh_grouping(db, grouping, None)

@@ -484,7 +484,7 @@ create index sig_org_rank on sig_org(org_id, unexplained desc, requests desc);  
 
 create table pivot_groups (
     grouping text not null,             -- ip, cidr24, cidr16, asn, provider, rdns, raw, family, family_major, os, kind
-    gkey text not null,                 -- json_array of the group's values (null: unknown)
+    gkey text not null,                 -- json_array of the group's values (null: unknown); raw: of the ua id
     k1 text,                            -- the values
     k2 text,
     requests integer not null,
@@ -579,3 +579,11 @@ def m008_unexplained_set_based(db: sqlite_utils.Database) -> None:
 
     for name in aggregates.OLD_TRIGGERS:
         db.execute(f"drop trigger if exists {name}")
+
+
+@migrations()
+def m009_raw_groups_by_id(db: sqlite_utils.Database) -> None:
+    """The raw user-agent groups are keyed by the agent's id, not its text (aggregates.GKEYS)."""
+    from . import aggregates
+
+    aggregates.refresh_grouping(db, "raw", None)
