@@ -51,6 +51,15 @@ def gkey_sql(grouping: str) -> str:
 IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
 KINDS = ("browser", "library", "bot", "unknown")
 
+def org_status_sql(alias: str = "") -> str:
+    """An org's status (exposed, review or cleared) from its org_stats row, as SQL."""
+    t = f"{alias}." if alias else ""
+    return (
+        f"case when {t}unexplained_cross_tenant > 0 then 'exposed'"
+        f" when {t}unexplained > 0 then 'review' else 'cleared' end"
+    )
+
+
 # The row triggers that carried sig_org.unexplained into the other aggregates
 # before move_unexplained() did it set-wise (m008 drops them from older databases).
 OLD_TRIGGERS = ("aggregates_sig_org_unexplained", "aggregates_sig_stats_unexplained")

@@ -235,16 +235,11 @@ def resolve_names(db: sqlite_utils.Database, spec: str) -> list[str]:
 
 
 def _statuses_of(db: sqlite_utils.Database, orgs_sql: str) -> dict[str, str]:
-    """org_id -> status for the orgs a SQL select names (only orgs with in-scope requests)."""
-    from ..status import ORG_FIGURES, org_statuses
-
-    # The same figures as status.ORG_FIGURES, grouped over those orgs' rows only
-    # (SQLite does not push an IN (subquery) filter into an aggregate subquery).
-    if ORG_FIGURES.count("group by so.org_id") != 1:  # its shape changed: read every org
-        wanted = {row[0] for row in db.execute(orgs_sql)}
-        return {org: status for org, status in org_statuses(db).items() if org in wanted}
-    sql = ORG_FIGURES.replace("group by so.org_id", f"where so.org_id in ({orgs_sql})\ngroup by so.org_id")
-    return {row[0]: row[4] for row in db.execute(sql)}
+    """org_id -> status for the orgs a SQL select names (only orgs with in-scope requests),
+    from org_stats, which every change of unexplained counts keeps current."""
+    return dict(
+        db.execute(f"select org_id, {aggregates.org_status_sql()} from org_stats where org_id in ({orgs_sql})")
+    )
 
 
 def _moved(db: sqlite_utils.Database, sign: int) -> tuple[str, dict]:
@@ -505,13 +500,16 @@ def rules_breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dic
     if not applied:
         return {}
     params = {f"b{i}": bit for i, (_, bit) in enumerate(applied)}
-    columns = ", ".join(f"sum((explained & :b{i}) != 0)" for i in range(len(applied)))
-    where = "explained != 0"
-    if org_id is not None:
-        where += " and org_id = :org"
+    columns = ", ".join(f"sum((s.explained & :b{i}) != 0)" for i in range(len(applied)))
+    if org_id is None:
+        source = "scoped s"
+    else:  # the org's pairs, then each pair's range of scoped's key
+        source = "sig_org so cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id and so.org_id = :org"
         params["org"] = str(org_id)
     result = {}
-    for org, *counts in db.execute(f"select org_id, {columns} from scoped where {where} group by org_id", params):
+    for org, *counts in db.execute(
+        f"select s.org_id, {columns} from {source} where s.explained != 0 group by s.org_id", params
+    ):
         explained = {name: n for (name, _), n in zip(applied, counts) if n}
         if explained:
             result[org] = explained

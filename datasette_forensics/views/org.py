@@ -44,11 +44,11 @@ select i.id, i.name, i.created_at, i.deleted_at,
 from integrations i where i.org_id = :org order by i.created_at
 """
 RULES = "select name, bit from rules where applied = 1 order by applied_seq"
-# The org's in-scope requests per set of explaining rules, read from the covering
-# index scoped_sig (sig_id, org_id, explained): no table row is visited.
+# The org's in-scope requests per set of explaining rules, read pair by pair from
+# scoped's key (sig_id, org_id, request_id): the cross join keeps that order.
 MASKS = """
 select s.explained, count(*) from sig_org so
-join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
+cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
 where so.org_id = :org and s.explained != 0
 group by s.explained
 """

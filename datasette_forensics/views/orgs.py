@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from .. import aggregates
 from . import sources
 from .common import chart, choice, open_page, page_view, paging, parse_state, sort_choice
 
-STATUS_SQL = """case when s.unexplained_cross_tenant > 0 then 'exposed'
-    when s.unexplained > 0 then 'review' else 'cleared' end"""
+STATUS_SQL = aggregates.org_status_sql("s")
 STATUS_FILTER = {
     "all": "1",
     "exposed": "s.unexplained_cross_tenant > 0",
