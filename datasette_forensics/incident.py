@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import ForensicsError
+from .patterns import regex_problem
 from .readers import decode_text, read_whole
 from .timeparse import TimeError, format_ms, parse_time, utcnow
 
@@ -175,13 +176,9 @@ def _regexes(value, key: str, source: str) -> list:
     for pattern in value:
         if not isinstance(pattern, str):
             raise ForensicsError(f"{source}: {key} holds {pattern!r}, which is not a string.")
-        try:
-            re.compile(pattern)
-        except (re.error, OverflowError, RecursionError, ValueError) as exc:
-            reason = str(exc).rstrip(".")
-            raise ForensicsError(
-                f"{source}: the {key} regex {pattern!r} is not valid ({reason})."
-            ) from None
+        reason = regex_problem(pattern)
+        if reason is not None:
+            raise ForensicsError(f"{source}: the {key} regex {pattern!r} is not valid ({reason}).")
     return list(value)
 
 

@@ -283,8 +283,16 @@ class BatchWriter:
     def _deduplicate(self, items: list[tuple]) -> tuple[list[tuple], int]:
         """Drop the lines the database already holds enough copies of (MODEL §1.1).
 
-        The k-th copy of a line in this batch is a duplicate when earlier batches
-        hold k or more copies, imported or rejected.
+        The k-th copy of a line in this batch is a duplicate when the database
+        already holds k or more copies of it (imported or rejected, by any batch):
+        so a line ends up stored as many times as the batch with most copies of it
+        holds, whatever the order of the batches.
+
+        line_counts keeps, per line, the copies stored (n) and the copies seen by
+        the batch that last touched it. When another batch touches a line while
+        the batch that had it is unfinished (interrupted, or running in another
+        process), that batch's count moves to line_counts_suspended, and comes back
+        when it resumes.
         """
         conn = self.conn
         hashes = [item[1] for item in items]
@@ -301,32 +309,64 @@ class BatchWriter:
                 [(h, c, batch_id) for h, c in Counter(hashes).items()],
             )
             return items, 0
-        state: dict[int, list[int]] = {}
+        unfinished = {
+            row[0]
+            for row in conn.execute(
+                "select id from import_batches where status in ('running', 'interrupted') and id != ?",
+                [self.batch_id],
+            )
+        }
+        suspended_here = conn.execute(
+            "select exists(select 1 from line_counts_suspended where batch_id = ?)", [self.batch_id]
+        ).fetchone()[0]
+        state: dict[int, list[int]] = {}  # h -> [copies stored, copies this batch has seen]
+        suspend, resumed = [], []
         distinct = list(dict.fromkeys(hashes))
         for start in range(0, len(distinct), 5000):
-            part = distinct[start : start + 5000]
-            for h, n, batch_id, base, seen in conn.execute(
-                "select h, n, batch_id, base, seen from line_counts"
-                " where h in (select value from json_each(?))",
-                [json.dumps(part)],
+            part = json.dumps(distinct[start : start + 5000])
+            for h, n, batch_id, seen in conn.execute(
+                "select h, n, batch_id, seen from line_counts where h in (select value from json_each(?))",
+                [part],
             ):
-                state[h] = [n, base, seen] if batch_id == self.batch_id else [n, n, 0]
+                if batch_id == self.batch_id:
+                    state[h] = [n, seen]
+                else:
+                    state[h] = [n, 0]
+                    if batch_id in unfinished:
+                        suspend.append((h, batch_id, seen))
+            if suspended_here:
+                for h, seen in conn.execute(
+                    """select h, seen from line_counts_suspended
+                    where batch_id = ? and h in (select value from json_each(?))""",
+                    [self.batch_id, part],
+                ):
+                    if h in state:
+                        state[h][1] = seen
+                        resumed.append((self.batch_id, h))
         keep, duplicates = [], 0
         for item, h in zip(items, hashes):
             s = state.get(h)
             if s is None:
-                s = state[h] = [0, 0, 0]
-            s[2] += 1
-            if s[2] <= s[1]:
-                duplicates += 1
-            else:
-                s[0] += 1
+                s = state[h] = [0, 0]
+            s[1] += 1
+            if s[1] > s[0]:
+                s[0] = s[1]
                 keep.append(item)
+            else:
+                duplicates += 1
+        if suspend:
+            conn.executemany(
+                """insert into line_counts_suspended (h, batch_id, seen) values (?, ?, ?)
+                on conflict(batch_id, h) do update set seen = excluded.seen""",
+                suspend,
+            )
+        if resumed:
+            conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
         conn.executemany(
-            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, ?, ?)
+            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
             on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
-            base = excluded.base, seen = excluded.seen""",
-            [(h, s[0], self.batch_id, s[1], s[2]) for h, s in state.items()],
+            base = 0, seen = excluded.seen""",
+            [(h, s[0], self.batch_id, s[1]) for h, s in state.items()],
         )
         return keep, duplicates
 
@@ -545,9 +585,7 @@ def import_file(
         else:
             result.status = "complete"
     except KeyboardInterrupt:
-        conn.execute(
-            "update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id]
-        )
+        _mark_interrupted(conn, batch_id)
         raise
     finally:
         log.close()
@@ -555,6 +593,11 @@ def import_file(
     if on_progress:
         on_progress(result, log.consumed)
     return result
+
+
+def _mark_interrupted(conn, batch_id: int) -> None:
+    """Ctrl-C: the committed chunks stay, and the same command resumes (files) or re-runs the batch."""
+    conn.execute("update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id])
 
 
 def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, finish) -> None:
@@ -572,6 +615,8 @@ def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, fini
             where id = ?""",
             [result.status, result.message, utcnow(), sha256, batch_id],
         )
+        # A finished batch never resumes: its suspended line counts are done with.
+        conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
         if finish:
             finish(result)
         conn.execute("commit")
@@ -627,9 +672,7 @@ def _import_rows(
         else:
             result.status = "complete"
     except KeyboardInterrupt:
-        conn.execute(
-            "update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id]
-        )
+        _mark_interrupted(conn, batch_id)
         raise
     finally:
         source.close()

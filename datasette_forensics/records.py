@@ -30,6 +30,7 @@ import sqlite_utils
 
 from . import ipinfo
 from .errors import ForensicsError
+from .patterns import regex_problem
 from .readers import decode_text, read_whole
 from .timeparse import TimeError, format_ms, parse_time
 
@@ -470,13 +471,11 @@ def _value(value, vtype: str | None, where: str, column: str):
                 f"{where}, column {column!r}: {_show(value)} is not an IP network such as 203.0.113.0/24."
             ) from None
     if vtype == REGEX:
-        try:
-            re.compile(text)
-        except (re.error, OverflowError, RecursionError, ValueError) as exc:
-            reason = str(exc).rstrip(".")
+        reason = regex_problem(text)
+        if reason is not None:
             raise ForensicsError(
                 f"{where}, column {column!r}: {_show(value)} is not a valid regular expression ({reason})."
-            ) from None
+            )
     return text
 
 

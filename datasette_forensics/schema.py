@@ -61,7 +61,8 @@ create table raw_bytes (
 
 -- How many copies of each distinct raw line the database holds (imported or
 -- rejected), keyed by a 64-bit BLAKE2b hash of the line's bytes.
--- base/seen/batch_id track copies inside the batch being imported.
+-- seen/batch_id track copies inside the batch that last touched the line (base:
+-- unused since m010; see line_counts_suspended).
 create table line_counts (
     h integer primary key,
     n integer not null,
@@ -587,3 +588,21 @@ def m009_raw_groups_by_id(db: sqlite_utils.Database) -> None:
     from . import aggregates
 
     aggregates.refresh_grouping(db, "raw", None)
+
+
+# The copies-seen count of an unfinished batch, for a line that another batch
+# touched meanwhile (see ingest.BatchWriter._deduplicate); line_counts.base is no
+# longer used.
+LINE_COUNTS_SUSPENDED = """
+create table line_counts_suspended (
+    batch_id integer not null,
+    h integer not null,
+    seen integer not null,
+    primary key (batch_id, h)
+) without rowid;
+"""
+
+
+@migrations()
+def m010_line_counts_suspended(db: sqlite_utils.Database) -> None:
+    db.executescript(LINE_COUNTS_SUSPENDED)

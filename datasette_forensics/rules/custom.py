@@ -30,6 +30,7 @@ import sqlite3
 import sqlite_utils
 
 from ..errors import ForensicsError
+from ..patterns import regex_problem
 from ..timeparse import TimeError, parse_time
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -186,10 +187,9 @@ def compile_filter(spec) -> tuple[str, dict]:
             conditions.append(" or ".join(f"cidr_contains({bind(str(v).strip())}, ip)" for v in values))
         elif field == "path_regex":
             for v in values:
-                try:
-                    re.compile(str(v))
-                except (re.error, RecursionError, OverflowError) as exc:
-                    raise InvalidRule(f"The filter path_regex {v!r} is not a valid regular expression ({exc}).") from None
+                reason = regex_problem(str(v))
+                if reason is not None:
+                    raise InvalidRule(f"The filter path_regex {v!r} is not a valid regular expression ({reason}).")
             conditions.append(" or ".join(f"regexp({bind(str(v))}, path)" for v in values))
         elif field == "path_prefix":
             prefixes = [bind(str(v)) for v in values]
