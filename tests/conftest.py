@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,15 @@ RECORD_KINDS = [
     "orgs", "org_slugs", "integrations", "tokens", "users",
     "memberships", "sessions", "partners", "partner_orgs", "ip_info",
 ]
+
+
+def dump(path) -> str:
+    """The whole database as SQL text: equal dumps mean nothing changed."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return "\n".join(conn.iterdump())
+    finally:
+        conn.close()
 
 
 def sample_record_file(kind: str) -> Path:

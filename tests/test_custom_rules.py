@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from test_rules import STAFF, case_ids, line, state, write_world
+from conftest import dump
+from test_rules import STAFF, db_path, line, state, world_template  # noqa: F401 (fixtures)
 
 from datasette_forensics import ingest, rules, schema
 from datasette_forensics.cli import cli
@@ -15,29 +15,9 @@ from datasette_forensics.errors import ForensicsError
 from datasette_forensics.rules import custom
 
 
-@pytest.fixture(scope="module")
-def world_template(tmp_path_factory):
-    return write_world(tmp_path_factory.mktemp("custom-world"))
-
-
-@pytest.fixture
-def db_path(world_template, tmp_path):
-    path = tmp_path / "w.db"
-    path.write_bytes(world_template.read_bytes())
-    return path
-
-
 @pytest.fixture
 def db(db_path):
     return schema.connect(str(db_path))
-
-
-def dump(path) -> str:
-    conn = sqlite3.connect(str(path))
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def explained(db, name) -> set[str]:

@@ -12,6 +12,7 @@ import sqlite3
 
 import pytest
 import pytest_asyncio
+from conftest import dump
 from datasette.app import Datasette
 
 from datasette_forensics import rules, schema
@@ -40,14 +41,6 @@ ACTORS = [None, "alice", "root"]
 CSRF = ["valid", "missing", "forged_field", "forged_cookie"]
 READ_PAGES = ["", "/ips", "/ips?by=asn", "/user-agents", "/user-agents?by=kind", "/orgs", "/orgs/101",
               "/signatures", "/rules"]
-
-
-def dump(path) -> str:
-    conn = sqlite3.connect(str(path))
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def query(path, sql):

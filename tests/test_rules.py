@@ -164,10 +164,16 @@ def world_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def db(world_template, tmp_path):
+def db_path(world_template, tmp_path) -> Path:
+    """A fresh copy of the rules world (the other rules test modules use it too)."""
     path = tmp_path / "w.db"
     path.write_bytes(world_template.read_bytes())
-    return schema.connect(str(path))
+    return path
+
+
+@pytest.fixture
+def db(db_path):
+    return schema.connect(str(db_path))
 
 
 def case_ids(db) -> dict[str, int]:

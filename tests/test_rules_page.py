@@ -10,24 +10,13 @@ import sqlite3
 import pytest
 import pytest_asyncio
 from datasette.app import Datasette
-from test_rules import write_world
+from conftest import dump
+from test_rules import db_path, world_template  # noqa: F401 (fixtures)
 
 from datasette_forensics import schema
 from datasette_forensics.status import org_statuses
 
 PAGE = "/w/-/forensics/rules"
-
-
-@pytest.fixture(scope="module")
-def world_template(tmp_path_factory):
-    return write_world(tmp_path_factory.mktemp("page-world"))
-
-
-@pytest.fixture
-def db_path(world_template, tmp_path):
-    path = tmp_path / "w.db"
-    path.write_bytes(world_template.read_bytes())
-    return path
 
 
 @pytest_asyncio.fixture
@@ -37,12 +26,6 @@ async def ds(db_path):
     return datasette
 
 
-def dump(path) -> str:
-    conn = sqlite3.connect(str(path))
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def read(path, sql, params=()):

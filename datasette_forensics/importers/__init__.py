@@ -135,6 +135,25 @@ def load_json(line: str):
     return value
 
 
+def json_object(line: str) -> dict | None:
+    """A JSON log line as an object (a leading BOM ignored), or None for a blank line.
+
+    Raises:
+        ParseError: not JSON, or not an object.
+    """
+    if not line.strip():
+        return None
+    try:
+        value = load_json(line)
+    except ValueError:
+        if line.startswith(BOM):
+            return json_object(line[1:])
+        raise ParseError("not JSON") from None
+    if not isinstance(value, dict):
+        raise ParseError("not a JSON object")
+    return value
+
+
 def _escape_surrogates(value):
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")

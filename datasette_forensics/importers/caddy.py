@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from ..timeparse import TimeError, parse_time
-from . import BOM, ParseError, dash, detect_by_parsing, load_json, to_int
+from . import BOM, ParseError, dash, detect_by_parsing, json_object, to_int
 
 NAME = "caddy"
 DESCRIPTION = "Caddy JSON access log (ts, request.client_ip/remote_ip, request.uri, request.headers)"
@@ -55,16 +55,9 @@ class Parser:
         Raises:
             ParseError: not JSON, no request object, or a required field missing or bad.
         """
-        if not line.strip():
+        entry = json_object(line)
+        if entry is None:
             return None
-        try:
-            entry = load_json(line)
-        except ValueError:
-            if line.startswith(BOM):
-                return self.parse(line[1:])
-            raise ParseError("not JSON") from None
-        if not isinstance(entry, dict):
-            raise ParseError("not a JSON object")
         request = entry.get("request")
         if not isinstance(request, dict):
             raise ParseError("no request object: not an access log entry")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from ..timeparse import TimeError, parse_time
-from . import BOM, ParseError, dash, detect_by_parsing, load_json, shorten, split_request, to_int
+from . import BOM, ParseError, dash, detect_by_parsing, json_object, shorten, split_request, to_int
 
 NAME = "jsonl"
 DESCRIPTION = "JSON lines with nginx variable names (remote_addr, request_uri, time_iso8601, ...)"
@@ -134,17 +134,8 @@ class Parser:
         Raises:
             ParseError: not JSON, not an object, or a required field missing or bad.
         """
-        if not line.strip():
-            return None
-        try:
-            fields = load_json(line)
-        except ValueError:
-            if line.startswith(BOM):
-                return self.parse(line[1:])
-            raise ParseError("not JSON") from None
-        if not isinstance(fields, dict):
-            raise ParseError("not a JSON object")
-        return from_fields(fields)
+        fields = json_object(line)
+        return None if fields is None else from_fields(fields)
 
 
 def detect(lines: list[str]) -> bool:
