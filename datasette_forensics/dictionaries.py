@@ -152,6 +152,14 @@ class Dictionary:
             self.conn.executemany(self._insert, self.pending)
             self.pending = []
 
+    def release(self) -> None:
+        """Free the cache (the batch is written): the derived tables are rebuilt next,
+        and a million cached user agents should not sit in memory through that."""
+        self.cache.clear()
+        self.old.clear()
+        self.bloom = None
+        self.complete = False
+
     def forget_pending(self) -> None:
         """After a rollback: ids handed out in the chunk were never stored."""
         self.pending = []

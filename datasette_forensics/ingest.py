@@ -280,6 +280,11 @@ class BatchWriter:
         result.rejected += n_rejected
         result.duplicates += duplicates
 
+    def release(self) -> None:
+        """Free the dictionaries' caches once the batch's last chunk is stored."""
+        for d in self.dictionaries:
+            d.release()
+
     def _deduplicate(self, items: list[tuple]) -> tuple[list[tuple], int]:
         """Drop the lines the database already holds enough copies of (MODEL §1.1).
 
@@ -589,6 +594,7 @@ def import_file(
         raise
     finally:
         log.close()
+    writer.release()
     _close_batch(db, batch_id, result, log.sha256 if result.status == "complete" else None, finish)
     if on_progress:
         on_progress(result, log.consumed)
@@ -676,6 +682,7 @@ def _import_rows(
         raise
     finally:
         source.close()
+    writer.release()
     _close_batch(db, batch_id, result, None, finish)
     if on_progress:
         on_progress(result, last_line)
