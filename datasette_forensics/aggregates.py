@@ -38,6 +38,8 @@ GROUPINGS = {
     "os": ("a.os", ("a.os",)),
     "kind": ("a.kind", ("a.kind",)),
 }
+IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
+KINDS = ("browser", "library", "bot", "unknown")
 
 # The values a grouping's stored key (pivot_groups.gkey) is made of, when not its
 # key values: a raw user agent is an attacker's string of any length, so its group
@@ -48,8 +50,6 @@ GKEYS = {"raw": ("a.id",)}
 def gkey_sql(grouping: str) -> str:
     """The SQL expression of a grouping's stored key, over ips i and user_agents a."""
     return f"json_array({', '.join(GKEYS.get(grouping, GROUPINGS[grouping][1]))})"
-IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
-KINDS = ("browser", "library", "bot", "unknown")
 
 def org_status_sql(alias: str = "") -> str:
     """An org's status (exposed, review or cleared) from its org_stats row, as SQL."""

@@ -594,8 +594,7 @@ def import_file(
         raise
     finally:
         log.close()
-    writer.release()
-    _close_batch(db, batch_id, result, log.sha256 if result.status == "complete" else None, finish)
+    _close_batch(db, writer, result, log.sha256 if result.status == "complete" else None, finish)
     if on_progress:
         on_progress(result, log.consumed)
     return result
@@ -606,13 +605,15 @@ def _mark_interrupted(conn, batch_id: int) -> None:
     conn.execute("update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id])
 
 
-def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, finish) -> None:
+def _close_batch(db, writer: BatchWriter, result: FileResult, sha256: str | None, finish) -> None:
     """Mark a batch finished and run ``finish`` in one transaction.
 
     Apart, a kill between the two would leave a finished batch whose requests the
     scope, ip_info and the aggregates never saw, and a re-run would find nothing
     left to do. Together, the batch stays 'running' and a re-run resumes it.
     """
+    writer.release()  # the derived tables are rebuilt next: the caches need not stay in memory
+    batch_id = writer.batch_id
     conn = db.conn
     conn.execute("begin immediate")
     try:
@@ -682,8 +683,7 @@ def _import_rows(
         raise
     finally:
         source.close()
-    writer.release()
-    _close_batch(db, batch_id, result, None, finish)
+    _close_batch(db, writer, result, None, finish)
     if on_progress:
         on_progress(result, last_line)
     return result

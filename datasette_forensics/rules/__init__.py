@@ -165,14 +165,14 @@ def _set_bits(db: sqlite_utils.Database, rule, restrict: str = "") -> None:
 def refresh_unexplained(db: sqlite_utils.Database, sigs: str | None = None) -> None:
     """Recount unexplained requests per (signature, org) and move the differences
     into the aggregates."""
-    where = f"where sig_id in ({sigs})" if sigs else ""
+    only = f"and sig_id in ({sigs})" if sigs else ""
     aggregates.move_unexplained(
         db,
         f"""select so.sig_id, so.org_id, coalesce(c.n, 0) - so.unexplained as n
-        from (select * from sig_org {where}) so
+        from (select * from sig_org where 1 {only}) so
         left join (
-            select sig_id, org_id, count(*) as n from scoped where explained = 0
-            {'and sig_id in (' + sigs + ')' if sigs else ''} group by sig_id, org_id
+            select sig_id, org_id, count(*) as n from scoped where explained = 0 {only}
+            group by sig_id, org_id
         ) c on c.sig_id = so.sig_id and c.org_id = so.org_id""",
     )
 
