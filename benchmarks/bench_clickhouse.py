@@ -4,8 +4,9 @@ Starts a throwaway ClickHouse server (tests/clickhouse_server.py), generates N r
 inside it with ``numbers()`` into a MergeTree table with the jsonl column names (a
 spread like benchmarks/bench_import.py: 5,000 addresses, 500 user agents, 60% of
 requests on 20,000 popular URIs and 40% on new ones, two user agents per address,
-a token on one request in five), then times two contenders, each in its own subprocess so that its peak RSS
-is its own (``os.wait4``):
+a token on one request in five), then times two contenders, each in its own
+subprocess so that its peak memory is its own (``memory.py``: the import and its
+parse process together):
 
 - ``pull``: ``clickhouse.open_rows`` and the row path alone (driver, conversion to
   records, canonical JSON), nothing stored: the ClickHouse side of the import;
@@ -14,7 +15,8 @@ is its own (``os.wait4``):
   path (accounting, duplicate detection, dictionaries, enrichment, scope).
 
 Wall seconds run from starting the subprocess to its exit; CPU seconds are the
-subprocess's own (user + system), without the ClickHouse server's. On a shared
+subprocess's own and its parse process's (user + system), without the ClickHouse
+server's. On a shared
 machine the wall figures depend on the load, which the results record.
 
 Example:
@@ -30,7 +32,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +41,11 @@ ROOT = os.path.dirname(HERE)
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, HERE)
 
+import bench_import  # noqa: E402
+import bench_limits  # noqa: E402
+import memory  # noqa: E402
 from clickhouse_server import ClickHouseServer  # noqa: E402
 
 CONTENDERS = ("pull", "import")
@@ -97,9 +102,6 @@ print(rows, rejected)
 
 def machine() -> dict:
     """The machine facts every benchmark records (one definition, in bench_import)."""
-    sys.path.insert(0, HERE)
-    import bench_import
-
     return bench_import.machine()
 
 
@@ -111,20 +113,13 @@ def loadavg() -> list[float]:
 
 
 def run_child(args: list[str]) -> tuple[float, float, float, str]:
-    """Run a subprocess; (wall s, cpu s, peak RSS MB, stdout) from its own rusage."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errors)
-        stdout = process.stdout.read()  # until the child closes it, then reap it with its rusage
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        process.stdout.close()
-        if process.returncode != 0:
-            errors.seek(0)
-            message = errors.read().decode(errors="replace")[-2000:]
-            raise SystemExit(f"{args[:3]} failed ({process.returncode}): {message}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stdout.decode()
+    """Run a subprocess; (wall s, CPU s with its children's, peak RSS MB, stdout).
+
+    The peak is memory.run's: the import and its parse process together."""
+    result = memory.run(args)
+    if result["returncode"] != 0:
+        raise SystemExit(f"{args[:3]} failed ({result['returncode']}): {result['stderr'][-2000:]}")
+    return result["seconds"], result["cpu_seconds"], result["peak_rss_mb"], result["stdout"]
 
 
 def main(argv=None) -> None:
@@ -161,7 +156,7 @@ def main(argv=None) -> None:
                     if os.path.exists(db + suffix):
                         os.remove(db + suffix)
                 wall, cpu, rss, out = run_child(
-                    [sys.executable, "-c", "from datasette_forensics.cli import cli; cli()",
+                    [sys.executable, "-c", bench_limits.CHILD,
                      "import-logs", db, "--from-clickhouse", server.url, "--table", "bench"]
                 )
                 expected = f"{options.rows:,} rows read = {options.rows:,} imported + 0 rejected + 0 duplicates"

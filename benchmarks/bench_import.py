@@ -2,7 +2,7 @@
 
 Generates (once, cached under ``benchmarks/out/``) an N-line combined access log
 with a realistic spread, then imports it three ways, each in a fresh subprocess
-and a fresh database file, so that the peak RSS is that contender's own:
+and a fresh database file, so that the peak memory is that contender's own:
 
 - ``bare``: a compiled regex per line and ``executemany`` of the raw groups into
   one wide table of text columns, committed every 20,000 lines;
@@ -12,14 +12,26 @@ and a fresh database file, so that the peak RSS is that contender's own:
   size, each batch its own transaction;
 - ``insert_all_wal``: the same with the pragmas of ``schema.tune`` (WAL,
   synchronous=normal, 64 MiB cache): what insert_all costs without the commits;
+- ``floor`` and ``floor_deferred``: SQLite's share of ``full`` alone: the rows the
+  full import stores for this log, already parsed and mapped (read back from an
+  untimed import), written the way the import writes them: per chunk, the new
+  dictionary rows, the duplicate counters and the requests, then the batch's
+  ip_info, scope and page aggregates. ``floor_deferred`` builds the requests
+  indexes after the last chunk instead. No import with this schema, on one SQLite
+  writer, can be faster than its floor;
 - ``full``: ``ingest.import_logs``, exactly what ``datasette-forensics import-logs``
   runs: accounting, duplicate detection, dictionaries, enrichment, and the
-  ip_info, scope and aggregate updates after the batch.
+  ip_info, scope and aggregate updates after the batch. It reads and parses in a
+  child process (``datasette_forensics.pipeline``) while it stores.
 
 ``bare`` and ``full`` use the pragmas of ``schema.tune`` too. Seconds are
 wall-clock time from opening the database to the last commit; CPU seconds (user +
-system) are given as well, as the wall clock of a shared machine also measures
-its other work (the load average is recorded with each run).
+system, the parse process's included) are given as well, as the wall clock of a
+shared machine also measures its other work (the load average is recorded with
+each run). Memory is measured by ``memory.py``: ``peak RSS`` is the largest sum of
+the resident sizes of the import and its parse process (sampled every 20 ms, and
+never below either one's own peak), ``peak PSS`` the same with shared pages
+counted once.
 
 Example:
 
@@ -37,14 +49,16 @@ import random
 import re
 import resource
 import sqlite3
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import memory  # noqa: E402
+
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-CONTENDERS = ("bare", "insert_all", "insert_all_wal", "full")
+CONTENDERS = ("bare", "insert_all", "insert_all_wal", "floor", "floor_deferred", "full")
 GENERATOR_VERSION = 1
 CHUNK = 20_000
 
@@ -323,6 +337,109 @@ def run_full(log: str, db: str) -> int:
     return result.lines_read
 
 
+FLOOR_TABLES = {  # dictionary table -> how to find the first line that needs each row
+    "paths": "select u.path_id, min(r.line_no) from requests r join uris u on u.id = r.uri_id group by 1",
+    "uris": "select uri_id, min(line_no) from requests group by 1",
+    "ips": "select s.ip_id, min(r.line_no) from requests r join signatures s on s.id = r.sig_id group by 1",
+    "user_agents": "select s.ua_id, min(r.line_no) from requests r join signatures s on s.id = r.sig_id group by 1",
+    "referers": "select referer_id, min(line_no) from requests where referer_id is not null group by 1",
+    "signatures": "select sig_id, min(line_no) from requests group by 1",
+}
+REQUEST_COLUMNS = "batch_id, line_no, ts, sig_id, uri_id, method, status, bytes, referer_id, token_id, org_id, extra"
+
+
+def run_floor(log: str, db: str, deferred: bool = False) -> int:
+    """SQLite's share of the full import alone: the same rows, already parsed and mapped.
+
+    Untimed, the log is imported once (into ``db``-source.db) and its rows read back,
+    with each line's duplicate-detection hash. Timed, they are written into a fresh
+    database exactly as the import writes them: per chunk of CHUNK_LINES lines, one
+    transaction with the chunk's new dictionary rows, its line counts and its
+    requests, then the batch's ip_info, scope and page aggregates. ``deferred``
+    drops the four requests indexes first and builds them after the last chunk.
+    """
+    from datasette_forensics import ingest, schema
+
+    source = db + "-source.db"
+    _remove_db(source)
+    src = schema.connect(source)
+    ingest.import_logs(src, [log])
+    conn = src.conn
+    tables = {}
+    for table, first_lines in FLOOR_TABLES.items():
+        first = dict(conn.execute(first_lines))
+        columns = [r[1] for r in conn.execute(f"pragma table_info({table})")]
+        rows = conn.execute(f"select {', '.join(columns)} from {table} order by id").fetchall()
+        tables[table] = (columns, [(first.get(r[0], 0), r) for r in rows])
+    requests = conn.execute(f"select {REQUEST_COLUMNS} from requests order by line_no").fetchall()
+    conn.close()
+    _remove_db(source)
+    with open(log, "rb") as f:
+        hashes = [ingest.line_hash(raw.rstrip(b"\n").rstrip(b"\r")) for raw in f]
+
+    started, cpu = time.perf_counter(), time.process_time()
+    database = schema.connect(db)
+    conn = database.conn
+    indexes = []
+    if deferred:
+        indexes = conn.execute(
+            "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' and sql is not null"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"drop index {name}")
+    batch_id = conn.execute(
+        "insert into import_batches (source, format, started_at, status) values (?, 'combined', '', 'running')",
+        [log],
+    ).lastrowid
+    chunk = ingest.CHUNK_LINES
+    by_line = {table: sorted(rows, key=lambda r: r[0]) for table, (_, rows) in tables.items()}
+    taken = dict.fromkeys(tables, 0)
+    r = 0
+    for start in range(0, len(hashes), chunk):
+        end = start + chunk
+        conn.execute("begin immediate")
+        for table, (columns, _) in tables.items():
+            rows, i = by_line[table], taken[table]
+            j = i
+            while j < len(rows) and rows[j][0] <= end:
+                j += 1
+            if j > i:
+                conn.executemany(
+                    f"insert into {table} ({', '.join(columns)}) values ({', '.join('?' for _ in columns)})",
+                    [row for _, row in rows[i:j]],
+                )
+            taken[table] = j
+        counts = {}
+        for h in hashes[start:end]:
+            counts[h] = counts.get(h, 0) + 1
+        conn.executemany(
+            """insert into line_counts (h, n, batch_id, base, seen) values (?1, ?2, ?3, 0, ?2)
+            on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen""",
+            [(h, c, batch_id) for h, c in counts.items()],
+        )
+        k = r
+        while k < len(requests) and requests[k][1] <= end:
+            k += 1
+        conn.executemany(
+            f"insert into requests ({REQUEST_COLUMNS}) values ({', '.join('?' * 12)})",
+            [(batch_id, *row[1:]) for row in requests[r:k]],
+        )
+        r = k
+        conn.execute("commit")
+    for _, sql in indexes:
+        conn.execute(sql)
+    conn.execute("begin immediate")
+    conn.execute("update import_batches set status = 'complete' where id = ?", [batch_id])
+    ingest._after_batch(database, ingest.FileResult(log, batch_id, "combined"), 1)
+    conn.execute("commit")
+    conn.close()
+    floor_seconds[:] = [time.perf_counter() - started, time.process_time() - cpu]
+    return len(hashes)
+
+
+floor_seconds: list[float] = []
+
+
 def peak_rss_mb() -> float:
     try:
         with open("/proc/self/status") as f:
@@ -340,14 +457,30 @@ def child(contender: str, log: str, db: str) -> None:
         "insert_all": run_insert_all,
         "insert_all_wal": lambda log, db: run_insert_all(log, db, tuned=True),
         "full": run_full,
+        "floor": run_floor,
+        "floor_deferred": lambda log, db: run_floor(log, db, deferred=True),
     }[contender]
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu = time.perf_counter(), _cpu()
     lines = run(log, db)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    seconds, cpu = time.perf_counter() - started, _cpu() - cpu
+    if floor_seconds:  # the timed part only
+        seconds, cpu = floor_seconds
+    # The import reads and parses in a child process (datasette_forensics.pipeline):
+    # its CPU counts; the harness samples the memory of both (memory.py), and each
+    # one's own peak, which sampling cannot miss, is reported to it here.
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"PEAK_RSS_KB {int(max(peak_rss_mb(), children) * 1024)}", file=sys.stderr)
     print(json.dumps({
         "contender": contender, "lines": lines, "seconds": seconds, "cpu_seconds": cpu,
-        "peak_rss_mb": peak_rss_mb(),
+        "own_peak_rss_mb": peak_rss_mb(), "parse_process_peak_rss_mb": children,
     }))  # fmt: skip
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the parse process)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --- the harness -----------------------------------------------------------------------
@@ -405,11 +538,11 @@ def main(argv=None) -> None:
         db = os.path.join(OUT, f"bench-{contender}.db")
         _remove_db(db)
         load_before = os.getloadavg()[0]
-        proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", contender, log, db],
-            stdout=subprocess.PIPE, check=True, text=True,
-        )
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        measured = memory.run([sys.executable, os.path.abspath(__file__), "--child", contender, log, db])
+        if measured["returncode"] != 0:
+            raise SystemExit(f"{contender} failed ({measured['returncode']}): {measured['stderr'][-2000:]}")
+        row = json.loads(measured["stdout"].strip().splitlines()[-1])
+        row["peak_rss_mb"], row["peak_pss_mb"] = measured["peak_rss_mb"], measured["peak_pss_mb"]
         row["lines_per_second"] = row["lines"] / row["seconds"]
         row["lines_per_cpu_second"] = row["lines"] / row["cpu_seconds"]
         row["db_mb"] = sum(
@@ -436,13 +569,13 @@ def main(argv=None) -> None:
         f"\n{args.lines:,} lines, {os.path.getsize(log) / 2**20:,.0f} MB log; "
         + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in stats.items()) + "\n"
     )
-    print("| contender | lines | seconds | lines/s | CPU s | lines/CPU s | peak RSS MB | load avg |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| contender | lines | seconds | lines/s | CPU s | lines/CPU s | peak RSS MB | peak PSS MB | load avg |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['contender']} | {r['lines']:,} | {r['seconds']:.1f} | {r['lines_per_second']:,.0f}"
             f" | {r['cpu_seconds']:.1f} | {r['lines_per_cpu_second']:,.0f} | {r['peak_rss_mb']:.0f}"
-            f" | {r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |"
+            f" | {r['peak_pss_mb']:.0f} | {r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |"
         )
     if ratios:
         print("\n| ratio | lines/s | lines/CPU s |\n| --- | ---: | ---: |")

@@ -2,8 +2,8 @@
 
 Each case runs ``datasette-forensics import-logs`` exactly as an analyst would, in a
 fresh subprocess and a fresh database, and reports wall-clock seconds, lines/s and
-the command's peak resident memory (``VmHWM`` from ``/proc/self/status``, written
-by the child at exit). Logs are generated once under ``benchmarks/out/``
+the command's peak memory: the peak RSS of the command and its parse process
+together, and their peak PSS (see ``memory.py``). Logs are generated once under ``benchmarks/out/``
 (gitignored) and streamed, never held in memory.
 
 - ``line``: a combined log of 1,000 ordinary lines around one line whose user agent
@@ -26,25 +26,29 @@ import argparse
 import json
 import os
 import random
-import subprocess
+import re
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import memory  # noqa: E402
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
 CASES = ("line", "lines-5", "line-hostile", "uas", "stream")
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-# The child: the real command line, reporting its peak RSS on the way out.
+# The child: the real command line, reporting on the way out the larger of its own
+# peak RSS and its parse process's (memory.run also samples the two together).
 CHILD = """
-import atexit, sys
+import atexit, resource, sys
 
 def _peak():
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
-                sys.stderr.write("PEAK_RSS_KB %s\\n" % line.split()[1])
+                sys.stderr.write("PEAK_RSS_KB %d\\n" % max(int(line.split()[1]), children))
 
 atexit.register(_peak)
 from datasette_forensics.cli import cli
@@ -132,29 +136,15 @@ def run_import(log: str, db: str, *extra: str, env: dict | None = None, timeout:
     """Run ``datasette-forensics import-logs DB LOG`` in a fresh process.
 
     Returns:
-        {returncode, seconds, peak_rss_mb, stdout, stderr, lines_read, imported,
-        rejected, duplicates} (counts parsed from the command's summary line).
+        {returncode, seconds, cpu_seconds, peak_rss_mb, peak_pss_mb, stdout, stderr,
+        lines_read, imported, rejected, duplicates} (counts parsed from the command's
+        summary line).
     """
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(db + suffix):
             os.remove(db + suffix)
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, "import-logs", db, log, *extra],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
-    seconds = time.perf_counter() - started
-    peak = [int(l.split()[1]) for l in proc.stderr.splitlines() if l.startswith("PEAK_RSS_KB ")]
-    result = {
-        "returncode": proc.returncode,
-        "seconds": seconds,
-        "peak_rss_mb": peak[-1] / 1024 if peak else None,
-        "stdout": proc.stdout,
-        "stderr": "\n".join(l for l in proc.stderr.splitlines() if not l.startswith("PEAK_RSS_KB ")),
-    }
-    import re
-
-    m = re.search(r"([\d,]+) lines read = ([\d,]+) imported \+ ([\d,]+) rejected \+ ([\d,]+) duplicates", proc.stdout)
+    result = memory.run([sys.executable, "-c", CHILD, "import-logs", db, log, *extra], env=env, timeout=timeout)
+    m = re.search(r"([\d,]+) lines read = ([\d,]+) imported \+ ([\d,]+) rejected \+ ([\d,]+) duplicates", result["stdout"])
     if m:
         for key, value in zip(("lines_read", "imported", "rejected", "duplicates"), m.groups()):
             result[key] = int(value.replace(",", ""))

@@ -1,9 +1,23 @@
-"""Dictionary tables (value -> integer id) with an in-memory cache for imports.
+"""Dictionary tables (value -> integer id): ids handed out while reading, rows stored after.
 
-Each distinct value is stored, and enriched, once. While the importer holds the
-write lock it assigns ids itself, so a fresh import never has to look values up;
-when the cache may be incomplete (another writer, or a cache that was cleared to
-bound memory) it looks misses up by their unique index.
+Each distinct value is stored, and enriched, once. The reading side of an
+import (:class:`Dictionary`, which may run in a child process: see pipeline.py)
+gives each new value the next id and keeps its row until the chunk is sent; the
+storing side (:func:`store_rows`) inserts those rows under the write lock.
+
+Reading needs no lock, so its ids are provisional: another importer may have
+taken an id, or stored the same value, in the meantime, and a value evicted
+from the cache gets a second provisional id. The store notices (its INSERT OR
+IGNORE changes fewer rows than it was given) and translates the ids that did not
+land into the stored ones, for those rows and every later reference to them
+(:class:`Translation`). In the usual case, one importer, nothing is translated.
+
+So that a provisional id is never mistaken for a stored one, the reading side
+only looks up rows below its ``bound``: those stored before the batch began (ids
+below ``first_new``) and those its own batch stored as they were, up to the
+watermark the store records while no id has moved (``dictionary_watermarks``).
+Every other id from ``first_new`` up is one it handed out itself. Rows handed
+out but maybe not stored yet (this chunk's and the one before) stay cached.
 
 The cache has two generations of CACHE_LIMIT // 2 entries each: when the current
 one is full it becomes the old one, so frequent values survive the rotation
@@ -21,7 +35,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable, Hashable, Sequence
 
-CACHE_LIMIT = 200_000
+CACHE_LIMIT = 100_000
 PRELOAD_LIMIT = 200_000
 # 2**25 bits (4 MiB), two probes: 1.4% false positives at 2 million values, 12% at 8.
 BLOOM_BITS = 1 << 25
@@ -42,6 +56,17 @@ def _bloom_has(bloom: bytearray, key: Hashable) -> bool:
 
 
 class Dictionary:
+    """The reading side of one dictionary table: ids for values, rows for new ones.
+
+    Args:
+        conn: a connection to look values up with (the importer's, or one of the
+            child process's own: see :meth:`use_connection`).
+        table: the table; ``keys`` its unique value columns.
+        enrich: computes the ``enrich_columns`` of a new value, once.
+        refs: {row position: table} for columns holding other dictionaries' ids
+            (a uri's path_id, a signature's ip_id and ua_id), for the store.
+    """
+
     def __init__(
         self,
         conn: sqlite3.Connection,
@@ -49,24 +74,31 @@ class Dictionary:
         keys: Sequence[str],
         enrich: Callable[..., Sequence] | None = None,
         enrich_columns: Sequence[str] = (),
+        refs: dict[int, str] | None = None,
     ):
         self.conn = conn
         self.table = table
         self.keys = tuple(keys)
         self.single = len(self.keys) == 1
         self.enrich = enrich
+        self.refs = refs or {}
         columns = ("id",) + self.keys + tuple(enrich_columns)
-        self._insert = "insert into {} ({}) values ({})".format(
+        self.insert_sql = "insert or ignore into {} ({}) values ({})".format(
             table, ", ".join(columns), ", ".join("?" for _ in columns)
         )
-        self._lookup = "select id from {} where {}".format(
+        self.lookup_sql = "select id from {} where {}".format(
             table, " and ".join(f"{k} = ?" for k in self.keys)
         )
         self.cache: dict[Hashable, int] = {}
         self.old: dict[Hashable, int] = {}
         self.generation = CACHE_LIMIT // 2
         self.pending: list[tuple] = []
-        self.next_id = 1
+        # Ids below first_new were stored before this import began; from it up,
+        # every id this object gives is one it handed out (provisional).
+        self.first_new = conn.execute(f"select coalesce(max(id), 0) + 1 from {table}").fetchone()[0]
+        self.next_id = self.first_new
+        self.bound = self.first_new  # look up only ids below this (see the module doc)
+        self.inflight: dict[Hashable, int] = {}  # the values taken last: maybe not stored yet
         self.complete = False
         # Once the cache overflows, a Bloom filter of every value keeps telling a new
         # value from an evicted one, so a new value still costs no lookup.
@@ -78,25 +110,20 @@ class Dictionary:
         if count > PRELOAD_LIMIT:
             return
         cols = ", ".join(self.keys)
-        for row in self.conn.execute(f"select id, {cols} from {self.table}"):
+        for row in self.conn.execute(f"select id, {cols} from {self.table} where id < ?", [self.first_new]):
             self.cache[row[1] if self.single else tuple(row[1:])] = row[0]
         self.complete = True
-        self.next_id = max(self.cache.values(), default=0) + 1
 
-    def begin_chunk(self) -> None:
-        """Call with the write lock held: notices rows written by anyone else."""
-        max_id = self.conn.execute(f"select coalesce(max(id), 0) from {self.table}").fetchone()[0]
-        if max_id != self.next_id - 1:
-            self.complete = False
-            self.bloom = None
-            self.next_id = max_id + 1
+    def use_connection(self, conn: sqlite3.Connection) -> None:
+        """Look values up through ``conn`` from now on (a child process's own)."""
+        self.conn = conn
 
     def id(self, key: Hashable) -> int:
         return self.cache.get(key) or self.miss(key)
 
     def miss(self, key: Hashable) -> int:
-        """The id of a value the current cache generation does not hold (assigning one if new)."""
-        found = self.old.get(key)
+        """The id of a value the current cache generation does not hold (a new one if unknown)."""
+        found = self.old.get(key) or self.inflight.get(key)
         if found is not None:
             self._remember(key, found)
             return found
@@ -111,7 +138,7 @@ class Dictionary:
                     bloom[a >> 3] |= 1 << (a & 7)
                     bloom[b >> 3] |= 1 << (b & 7)
             if bloom is None or seen:
-                row = self.conn.execute(self._lookup, params).fetchone()
+                row = self.conn.execute(self.lookup_sql + " and id < ?", (*params, self.bound)).fetchone()
                 if row is not None:
                     self._remember(key, row[0])
                     return row[0]
@@ -140,30 +167,80 @@ class Dictionary:
             self.old = cache.copy()
             cache.clear()
             self.complete = False
-            # Values handed out in this chunk are not in the table yet: a lookup
-            # could not find them, so they stay cached whatever the limits.
+            # Values handed out in this chunk are not stored yet: a lookup could
+            # not find them, so they stay cached whatever the limits (the chunk
+            # before's are in self.inflight).
             width = len(self.keys)
             for row in self.pending:
                 cache[row[1] if width == 1 else row[1 : 1 + width]] = row[0]
         cache[key] = value
 
-    def flush(self) -> None:
-        if self.pending:
-            self.conn.executemany(self._insert, self.pending)
-            self.pending = []
+    def take_rows(self) -> list[tuple]:
+        """The rows of the values new since the last call, for :func:`store_rows`."""
+        rows, self.pending = self.pending, []
+        width = len(self.keys)
+        self.inflight = {row[1] if width == 1 else row[1 : 1 + width]: row[0] for row in rows}
+        return rows
+
+    def raise_bound(self, watermark: int) -> None:
+        """The store has stored every id below ``watermark`` as handed out: look those up too."""
+        if watermark > self.bound:
+            self.bound = watermark
 
     def release(self) -> None:
-        """Free the cache (the batch is written): the derived tables are rebuilt next,
+        """Free the cache (the batch is read): the derived tables are rebuilt next,
         and a million cached user agents should not sit in memory through that."""
         self.cache.clear()
         self.old.clear()
+        self.inflight = {}
         self.bloom = None
         self.complete = False
 
-    def forget_pending(self) -> None:
-        """After a rollback: ids handed out in the chunk were never stored."""
-        self.pending = []
-        self.cache.clear()
-        self.old = {}
-        self.complete = False
-        self.bloom = None
+
+def store_rows(
+    conn: sqlite3.Connection, d: Dictionary, rows: list[tuple], moved: dict[str, dict[int, int]]
+) -> bool:
+    """Store a dictionary's new rows; note in ``moved`` the provisional ids that did not land.
+
+    Call with the write lock held, dictionaries in dependency order (paths before
+    uris, ips and user agents before signatures): ``moved`` maps, per table, a
+    provisional id to the stored row's id when another importer took the id or
+    stored the value first, or the value was handed out twice.
+
+    Returns:
+        True when every row landed under its own id.
+    """
+    if not rows:
+        return True
+    if any(moved.get(table) for table in d.refs.values()):
+        refs = [(position, moved.get(table, {})) for position, table in d.refs.items()]
+        rows = [_moved(row, refs) for row in rows]
+    before = conn.total_changes
+    conn.executemany(d.insert_sql, rows)
+    if conn.total_changes - before == len(rows):
+        return True
+    # Which rows did not land: those whose id now holds another value, or nothing.
+    width = len(d.keys)
+    stored = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            f"select id, {', '.join(d.keys)} from {d.table} where id between ? and ?", (rows[0][0], rows[-1][0])
+        )
+    }
+    mine = moved.setdefault(d.table, {})
+    for row in rows:
+        key = row[1 : 1 + width]
+        if stored.get(row[0]) == key:
+            continue
+        found = conn.execute(d.lookup_sql, key).fetchone()
+        if found is None:  # its id was taken by another value: store it under a new one
+            found = (conn.execute(d.insert_sql, (None, *row[1:])).lastrowid,)
+        mine[row[0]] = found[0]
+    return False
+
+
+def _moved(row: tuple, refs: list[tuple[int, dict[int, int]]]) -> tuple:
+    row = list(row)
+    for position, ids in refs:
+        row[position] = ids.get(row[position], row[position])
+    return tuple(row)

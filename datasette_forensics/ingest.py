@@ -5,6 +5,10 @@ transaction that stores its requests, its rejected lines, the duplicate-line
 counters and the batch's running counts together, so a batch is never
 half-counted: after Ctrl-C or a kill, the batch holds exactly the chunks that
 committed, and running the same command again resumes after its last line.
+
+Two halves: a :class:`ChunkReader` reads, parses and hashes lines and gives their
+values dictionary ids (:func:`_file_chunks`, :func:`_row_chunks`), in a child
+process when that pays (pipeline.py); a :class:`BatchWriter` stores each chunk.
 """
 
 from __future__ import annotations
@@ -20,23 +24,25 @@ from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import importers
-from .dictionaries import Dictionary
+from . import importers, pipeline
+from .dictionaries import Dictionary, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
 from .timeparse import utcnow
 from .readers import DamagedInput, LogInput, looks_binary, open_input, strip_line_ending
 
 # Lines per transaction: large chunks write each touched index page once per
-# 100,000 lines rather than once per 20,000 (the requests_sig and uris indexes
-# are touched all over).
+# 50,000 lines rather than once per 20,000 (the requests_sig and uris indexes are
+# touched all over). A chunk is held by the reader and the store at once (and
+# pickled between them): 100,000 lines ran 5% faster for 95 MB more at peak.
 # FORENSICS_CHUNK_LINES overrides it (the crash-safety tests commit every 5,000 lines).
-CHUNK_LINES = int(os.environ.get("FORENSICS_CHUNK_LINES") or 100_000)
+CHUNK_LINES = int(os.environ.get("FORENSICS_CHUNK_LINES") or 50_000)
+# A chunk also ends after this many bytes of lines, so that huge lines (a 10 MB
+# user agent) travel and wait one or two at a time, not fifty thousand.
+CHUNK_BYTES = 16 << 20
 DETECT_LINES = 20
 
 
-# The third field of a rejected line's chunk item (see BatchWriter.store).
-REJECTED = object()
 # One str object per common method, rather than one per line while a chunk waits.
 _METHODS = {m: m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -157,16 +163,46 @@ def _any_parses(module, lines: list[str]) -> bool:
     return False
 
 
-class BatchWriter:
-    """Stores chunks of classified lines for one batch, one transaction each."""
+@dataclass
+class Chunk:
+    """Counted lines ready to store, as a reader made them (maybe in a child process).
+
+    ``requests`` and ``rejected`` are the rows of those tables, in line order;
+    ``request_hashes`` and ``rejected_hashes`` the lines' hashes (line_hash), one
+    per row. ``raw_rows`` keep the bytes of imported lines that are not valid
+    UTF-8. ``new_rows`` are the dictionaries' new rows, in dependency order, and
+    the ids in the rows are the reader's (provisional: see dictionaries.py).
+    """
+
+    requests: list[tuple]
+    request_hashes: list[int]
+    rejected: list[tuple]
+    rejected_hashes: list[int]
+    raw_rows: list[tuple]
+    new_rows: list[list[tuple]]
+    last_line: int  # the number of the chunk's last counted line
+    progress: int  # bytes read so far (files) or rows (queries)
+
+    @property
+    def lines(self) -> int:
+        return len(self.request_hashes) + len(self.rejected_hashes)
+
+
+class ChunkReader:
+    """The reading side of a batch: turns counted lines into Chunks.
+
+    Holds the six dictionaries: every value becomes an id as its line is read,
+    and new values are enriched here, once (in the child process, when there is
+    one). ``add_record`` and ``add_rejected`` take one line each; the file loop in
+    :func:`_file_chunks` inlines them.
+    """
 
     def __init__(self, conn: sqlite3.Connection, batch_id: int):
-        self.conn = conn
         self.batch_id = batch_id
         self.paths = Dictionary(conn, "paths", ["path"])
         self.uris = Dictionary(
             conn, "uris", ["uri"], enrich=lambda uri: (self.paths.id(uri.split("?", 1)[0]),),
-            enrich_columns=["path_id"],
+            enrich_columns=["path_id"], refs={2: "paths"},
         )
         self.ips = Dictionary(
             conn, "ips", ["ip"], enrich=_ip_columns, enrich_columns=["version", "prefix", "prefix16"]
@@ -176,76 +212,104 @@ class BatchWriter:
             enrich_columns=["family", "major", "os", "device", "kind"],
         )
         self.referers = Dictionary(conn, "referers", ["referer"])
-        self.signatures = Dictionary(conn, "signatures", ["ip_id", "ua_id"])
+        self.signatures = Dictionary(conn, "signatures", ["ip_id", "ua_id"], refs={1: "ips", 2: "user_agents"})
+        # Dependency order: paths before uris, ips and user agents before signatures.
         self.dictionaries = [self.paths, self.uris, self.ips, self.uas, self.referers, self.signatures]
+        self.start()
 
-    def write(self, chunk: list[tuple], last_line: int, result: FileResult) -> None:
-        """Store a chunk: (line_no, raw, record, reason, bad_utf8) per counted line."""
-        items = []
-        for line_no, raw, rec, reason, bad in chunk:
-            if rec is None:
-                items.append((line_no, line_hash(raw), REJECTED, raw, reason, bad))
-                continue
-            ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = _record_fields(rec)
-            items.append((
-                line_no, line_hash(raw), ts, (ip, ua), uri, method, status, size, referer,
-                token_id, org_id, extra, raw if bad else None,
-            ))  # fmt: skip
-        self.store(items, last_line, result)
+    def start(self) -> None:
+        """Begin a chunk."""
+        self.requests: list[tuple] = []
+        self.request_hashes: list[int] = []
+        self.rejected: list[tuple] = []
+        self.rejected_hashes: list[int] = []
+        self.raw_rows: list[tuple] = []
 
-    def store(self, items: list[tuple], last_line: int, result: FileResult) -> None:
-        """Store a chunk of counted lines in one transaction.
+    def take(self, last_line: int, progress: int) -> Chunk:
+        """The chunk read since the last take (or start), and begin the next."""
+        chunk = Chunk(
+            self.requests, self.request_hashes, self.rejected, self.rejected_hashes, self.raw_rows,
+            [d.take_rows() for d in self.dictionaries], last_line, progress,
+        )  # fmt: skip
+        self.start()
+        return chunk
 
-        Args:
-            items: one per counted line, in line order. A parsed line is (line_no,
-                line_hash, ts, sig, uri, method, status, bytes, referer, token_id,
-                org_id, extra, raw): sig an id or the pair (ip, ua), uri and referer
-                an id or the text (ids where the caches knew them when the line was
-                read), raw the bytes when they are not valid UTF-8, else None. A
-                rejected line is (line_no, line_hash, REJECTED, raw, reason, bad_utf8).
-            last_line: the number of the chunk's last counted line.
-            result: the batch's running counts, updated once the chunk committed.
-        """
+    def resume(self) -> None:
+        """Call when the producer resumes after yielding a chunk: every chunk before
+        it is stored then (pipeline.py), so the reader may look up what the store
+        stored as handed out."""
+        by_table = {d.table: d for d in self.dictionaries}
+        for table, upto in self.paths.conn.execute(
+            "select tbl, upto from dictionary_watermarks where batch_id = ?", [self.batch_id]
+        ):
+            by_table[table].raise_bound(upto)
+
+    def add_rejected(self, line_no: int, h: int, raw: bytes, reason: str, bad_utf8: bool) -> None:
+        self.rejected.append(
+            (self.batch_id, line_no, raw.decode("utf-8", "backslashreplace"), raw if bad_utf8 else None, reason)
+        )
+        self.rejected_hashes.append(h)
+
+    def add_record(self, line_no: int, h: int, rec: dict, bad: bytes | None) -> None:
+        """Add a parsed line; ``bad`` is its raw bytes when they are not valid UTF-8."""
+        ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = _record_fields(rec)
+        # New values get their ids in line order, and within a line in the order
+        # ip, user agent, signature, uri, referer.
+        sig = (self.ips.id(ip), self.uas.id(ua))
+        self.requests.append((
+            self.batch_id, line_no, ts, self.signatures.id(sig), self.uris.id(uri), _METHODS.get(method, method),
+            status, size, None if referer is None else self.referers.id(referer), token_id, org_id, extra,
+        ))  # fmt: skip
+        self.request_hashes.append(h)
+        if bad is not None:
+            self.raw_rows.append((self.batch_id, line_no, bad))
+
+    def use_connection(self, conn: sqlite3.Connection) -> None:
+        for d in self.dictionaries:
+            d.use_connection(conn)
+
+    def release(self) -> None:
+        """Free the dictionaries' caches once the batch is read."""
+        for d in self.dictionaries:
+            d.release()
+
+
+class BatchWriter:
+    """Stores the chunks of one batch, one transaction each."""
+
+    def __init__(self, conn: sqlite3.Connection, batch_id: int, dictionaries: list[Dictionary]):
+        self.conn = conn
+        self.batch_id = batch_id
+        self.dictionaries = dictionaries  # the reader's: their tables, columns and refs
+        # Per table, the reader's ids that did not land, and the stored ids they stand for.
+        self.moved: dict[str, dict[int, int]] = {}
+
+    def store(self, chunk: Chunk, result: FileResult) -> None:
+        """Store a chunk in one transaction, and add its counts to ``result`` once committed."""
         conn = self.conn
         batch_id = self.batch_id
+        requests, rejected, raw_rows = chunk.requests, chunk.rejected, chunk.raw_rows
         conn.execute("begin immediate")
         try:
-            for d in self.dictionaries:
-                d.begin_chunk()
-            keep, duplicates = self._deduplicate(items)
-            requests, rejected, raw_rows = [], [], []
-            add = requests.append
-            # One dict probe per value already seen; ids start at 1, so `or` means a miss.
-            ip_get, ip_miss = self.ips.cache.get, self.ips.miss
-            ua_get, ua_miss = self.uas.cache.get, self.uas.miss
-            sig_get, sig_miss = self.signatures.cache.get, self.signatures.miss
-            uri_get, uri_miss = self.uris.cache.get, self.uris.miss
-            ref_get, ref_miss = self.referers.cache.get, self.referers.miss
-            for item in keep:
-                if item[2] is REJECTED:
-                    line_no, _, _, raw, reason, bad = item
-                    rejected.append(
-                        (batch_id, line_no, raw.decode("utf-8", "backslashreplace"),
-                         raw if bad else None, reason)
+            moved = self.moved
+            for d, rows in zip(self.dictionaries, chunk.new_rows):
+                if store_rows(conn, d, rows, moved) and rows and not moved.get(d.table):
+                    # Every id the reader handed out so far is stored as it was.
+                    conn.execute(
+                        """insert into dictionary_watermarks (batch_id, tbl, upto) values (?, ?, ?)
+                        on conflict do update set upto = excluded.upto""",
+                        [batch_id, d.table, rows[-1][0] + 1],
                     )
-                    continue
-                line_no, _, ts, sig, uri, method, status, size, referer, token_id, org_id, extra, raw = item
-                # New values get their ids in line order, and within a line in the
-                # order ip, user agent, signature, uri, referer.
-                if sig.__class__ is not int:
-                    ip, ua = sig
-                    sig = (ip_get(ip) or ip_miss(ip), ua_get(ua) or ua_miss(ua))
-                    sig = sig_get(sig) or sig_miss(sig)
-                if uri.__class__ is not int:
-                    uri = uri_get(uri) or uri_miss(uri)
-                if referer is not None and referer.__class__ is not int:
-                    referer = ref_get(referer) or ref_miss(referer)
-                add((batch_id, line_no, ts, sig, uri, method, status, size, referer, token_id, org_id, extra))
-                if raw is not None:
-                    raw_rows.append((batch_id, line_no, raw))
-            # Dictionary rows first: paths before uris, ips/uas before signatures.
-            for d in self.dictionaries:
-                d.flush()
+            if moved.get("signatures") or moved.get("uris") or moved.get("referers"):
+                self._move_ids(requests)
+            keep, duplicates = self._deduplicate(chunk.request_hashes + chunk.rejected_hashes)
+            if keep is not None:
+                n = len(requests)
+                if raw_rows:
+                    dropped = {r[1] for r, k in zip(requests, keep) if not k}
+                    raw_rows = [r for r in raw_rows if r[1] not in dropped]
+                requests = [r for r, k in zip(requests, keep) if k]
+                rejected = [r for r, k in zip(rejected, keep[n:]) if k]
             conn.executemany(
                 "insert into requests (batch_id, line_no, ts, sig_id, uri_id, method, status,"
                 " bytes, referer_id, token_id, org_id, extra)"
@@ -266,27 +330,29 @@ class BatchWriter:
                 """update import_batches set lines_read = lines_read + ?,
                 lines_imported = lines_imported + ?, lines_rejected = lines_rejected + ?,
                 lines_duplicate = lines_duplicate + ?, last_line = ? where id = ?""",
-                [len(items), imported, n_rejected, duplicates, last_line, batch_id],
+                [chunk.lines, imported, n_rejected, duplicates, chunk.last_line, batch_id],
             )
             conn.execute("commit")
         except BaseException:
             if conn.in_transaction:  # Ctrl-C can land right after the commit
                 conn.execute("rollback")
-            for d in self.dictionaries:
-                d.forget_pending()
             raise
-        result.lines_read += len(items)
+        result.lines_read += chunk.lines
         result.imported += imported
         result.rejected += n_rejected
         result.duplicates += duplicates
 
-    def release(self) -> None:
-        """Free the dictionaries' caches once the batch's last chunk is stored."""
-        for d in self.dictionaries:
-            d.release()
+    def _move_ids(self, requests: list[tuple]) -> None:
+        """Replace, in place, the reader's ids that did not land by the stored ones."""
+        sigs, uris, refs = (self.moved.get(t, {}) for t in ("signatures", "uris", "referers"))
+        for i, r in enumerate(requests):
+            if r[3] in sigs or r[4] in uris or r[8] in refs:
+                requests[i] = (
+                    *r[:3], sigs.get(r[3], r[3]), uris.get(r[4], r[4]), *r[5:8], refs.get(r[8], r[8]), *r[9:]
+                )
 
-    def _deduplicate(self, items: list[tuple]) -> tuple[list[tuple], int]:
-        """Drop the lines the database already holds enough copies of (MODEL §1.1).
+    def _deduplicate(self, hashes: list[int]) -> tuple[list[bool] | None, int]:
+        """Which lines to keep: not those the database already holds enough copies of (MODEL §1.1).
 
         The k-th copy of a line in this batch is a duplicate when the database
         already holds k or more copies of it (imported or rejected, by any batch):
@@ -298,9 +364,15 @@ class BatchWriter:
         the batch that had it is unfinished (interrupted, or running in another
         process), that batch's count moves to line_counts_suspended, and comes back
         when it resumes.
+
+        Args:
+            hashes: the chunk's line hashes, in line order within each kind (a
+                line's hash tells its kind: the same bytes parse the same way).
+
+        Returns:
+            (keep, duplicates): a flag per hash, or None to keep every line.
         """
         conn = self.conn
-        hashes = [item[1] for item in items]
         prior = conn.execute(
             "select exists(select 1 from import_batches where id != ? and lines_read > 0)",
             [self.batch_id],
@@ -313,7 +385,7 @@ class BatchWriter:
                 on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen""",
                 [(h, c, batch_id) for h, c in Counter(hashes).items()],
             )
-            return items, 0
+            return None, 0
         unfinished = {
             row[0]
             for row in conn.execute(
@@ -349,15 +421,16 @@ class BatchWriter:
                         state[h][1] = seen
                         resumed.append((self.batch_id, h))
         keep, duplicates = [], 0
-        for item, h in zip(items, hashes):
+        for h in hashes:
             s = state.get(h)
             if s is None:
                 s = state[h] = [0, 0]
             s[1] += 1
             if s[1] > s[0]:
                 s[0] = s[1]
-                keep.append(item)
+                keep.append(True)
             else:
+                keep.append(False)
                 duplicates += 1
         if suspend:
             conn.executemany(
@@ -488,116 +561,203 @@ def import_file(
     on_progress: Callable[[FileResult, int], None] | None = None,
     finish: Callable[[FileResult], None] | None = None,
 ) -> FileResult:
-    """Import one prepared input as one batch.
+    """Import one prepared input (a file, or rows from a query) as one batch.
 
-    ``finish`` (bringing the derived tables up to date) runs in the transaction that
-    marks the batch finished: see :func:`_close_batch`.
+    A ChunkReader reads the input, in a child process when that pays (see
+    :mod:`pipeline`), while the BatchWriter here stores its chunks. ``finish``
+    (bringing the derived tables up to date) runs in the transaction that marks
+    the batch finished: see :func:`_close_batch`.
 
     Returns:
         the FileResult; its status is 'complete', or 'incomplete' for a damaged
-        compressed file (its message says so).
+        compressed file or a query that failed mid-stream (its message says so).
 
     Raises:
         KeyboardInterrupt: after marking the batch interrupted (committed chunks stay).
     """
-    if isinstance(prepared, RowSource):
-        return _import_rows(db, prepared, batch_name, command, on_progress, finish)
     conn = db.conn
-    batch_id, skip_until, result = _start_batch(conn, prepared, batch_name, command)
-    writer = BatchWriter(conn, batch_id)
-    parse = prepared.format.Parser().parse
-    parse_error = importers.ParseError
-    record_fields, get_fields, methods = _record_fields, _RECORD_FIELDS, _METHODS
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    # Values the caches know become ids right away: a waiting chunk holds no copies of them.
-    ip_get, ua_get = writer.ips.cache.get, writer.uas.cache.get
-    sig_get, uri_get, ref_get = writer.signatures.cache.get, writer.uris.cache.get, writer.referers.cache.get
-    items: list[tuple] = []
-    add = items.append
-    line_no = 0
-    last_line = skip_until
-    log = prepared.input
+    if isinstance(prepared, RowSource):
+        # A re-run starts a new batch (duplicates are skipped) rather than resuming:
+        # a query's rows need not come back in the same order.
+        cursor = conn.execute(
+            """insert into import_batches (name, source, format, started_at, status, pid, command)
+            values (?, ?, ?, ?, 'running', ?, ?)""",
+            [batch_name, prepared.source, prepared.format, utcnow(), os.getpid(), command],
+        )
+        batch_id = cursor.lastrowid
+        result = FileResult(prepared.display, batch_id, prepared.format)
+        size, close = None, prepared.close
+    else:
+        batch_id, skip_until, result = _start_batch(conn, prepared, batch_name, command)
+        size, close = prepared.input.size, prepared.input.close
+    reader = ChunkReader(conn, batch_id)
+    writer = BatchWriter(conn, batch_id, reader.dictionaries)
+    db_file = conn.execute("pragma database_list").fetchone()[2]
+
+    def produce(in_child: bool) -> Iterator[Chunk]:
+        if in_child:  # the parent's connection is never touched here
+            reader.use_connection(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True))
+        if isinstance(prepared, RowSource):
+            return _row_chunks(prepared.rows, min(CHUNK_LINES, prepared.chunk_rows or CHUNK_LINES), reader)
+        return _file_chunks(prepared, skip_until, reader)
+
+    chunks = pipeline.Chunks(produce, pipeline.use_child(size) and bool(db_file), prepared.display)
+    if chunks.in_child:
+        reader.release()  # the child has its own copy
+    progress = 0
     try:
         try:
-            # The hot loop: a few million passes, so no per-line helper calls but the
-            # parser's. line_hash and strip_line_ending are inlined (blocks() strips).
-            for block in log.blocks():
-                for raw in block:
-                    line_no += 1
-                    if not raw or raw.isspace():
-                        continue
-                    try:
-                        text = raw.decode()
-                        bad = None
-                    except UnicodeDecodeError:
-                        text = raw.decode("utf-8", "backslashreplace")
-                        bad = raw
-                    try:
-                        rec = parse(text)
-                    except parse_error as exc:
-                        rec, reason = None, str(exc) or "unparseable line"
-                    except Exception as exc:  # a parser must never stop an import
-                        rec, reason = None, f"unparseable line ({type(exc).__name__})"
-                    else:
-                        if rec is None:
-                            continue
-                    if line_no <= skip_until:
-                        continue
-                    h = from_bytes(blake2b(raw, digest_size=8).digest(), "big", signed=True)
-                    last_line = line_no
-                    if rec is None:
-                        add((line_no, h, REJECTED, raw, reason, bad is not None))
-                    else:
-                        try:
-                            (
-                                ts, ip, ua, uri, method, status, size, referer,
-                                token_id, org_id, host, xff, auth_type, more,
-                            ) = get_fields(rec)  # fmt: skip
-                        except KeyError:
-                            ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = (
-                                record_fields(rec)
-                            )
-                        else:  # record_fields inlined
-                            if ua is None:
-                                ua = ""
-                            if host is None and xff is None and auth_type is None and not more:
-                                extra = None
-                            else:
-                                extra = _extra_json(host, xff, auth_type, more)
-                            if token_id is not None or org_id is not None:
-                                token_id, org_id = _text_or_none(token_id), _text_or_none(org_id)
-                        ip_id, ua_id = ip_get(ip), ua_get(ua)
-                        sig = ip_id and ua_id and sig_get((ip_id, ua_id)) or (ip, ua)
-                        add((
-                            line_no, h, ts, sig, uri_get(uri) or uri, methods.get(method, method),
-                            status, size, referer if referer is None else ref_get(referer) or referer,
-                            token_id, org_id, extra, bad,
-                        ))  # fmt: skip
-                    if len(items) >= CHUNK_LINES:
-                        writer.store(items, last_line, result)
-                        items = []
-                        add = items.append
-                        if on_progress:
-                            on_progress(result, log.consumed)
-            writer.store(items, last_line, result)
+            for chunk in chunks:
+                writer.store(chunk, result)
+                progress = chunk.progress
+                if on_progress:
+                    on_progress(result, progress)
         except DamagedInput as damage:
-            writer.store(items, last_line, result)
             result.status = "incomplete"
-            result.message = (
-                f"{prepared.display} is damaged after line {damage.last_complete_line:,}: "
-                f"the complete lines before the damage were imported and the batch is marked incomplete."
-            )
+            result.message = _damage_message(prepared, damage)
         else:
             result.status = "complete"
     except KeyboardInterrupt:
         _mark_interrupted(conn, batch_id)
         raise
     finally:
-        log.close()
-    _close_batch(db, writer, result, log.sha256 if result.status == "complete" else None, finish)
+        chunks.close()
+        close()
+    reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
+    _close_batch(db, batch_id, result, chunks.end if result.status == "complete" else None, finish)
     if on_progress:
-        on_progress(result, log.consumed)
+        on_progress(result, progress)
     return result
+
+
+def _damage_message(prepared: PreparedInput | RowSource, damage: DamagedInput) -> str:
+    if isinstance(prepared, RowSource):
+        return (
+            f"{str(damage)[:1].upper()}{str(damage)[1:]}: the rows before it were imported "
+            "and the batch is marked incomplete."
+        )
+    return (
+        f"{prepared.display} is damaged after line {damage.last_complete_line:,}: "
+        f"the complete lines before the damage were imported and the batch is marked incomplete."
+    )
+
+
+def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) -> Iterator[Chunk]:
+    """Read, parse and hash a file's lines into chunks.
+
+    Yields a chunk per CHUNK_LINES counted lines, and a last one, maybe empty.
+    Lines up to ``skip_until`` (a resumed batch's) are read but not counted
+    again. A damaged input yields the lines before the damage, then raises
+    DamagedInput.
+
+    Returns:
+        the SHA-256 of the whole input.
+    """
+    parse = prepared.format.Parser().parse
+    parse_error = importers.ParseError
+    record_fields, get_fields, methods = _record_fields, _RECORD_FIELDS, _METHODS
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    batch_id = reader.batch_id
+    ip_get, ip_miss = reader.ips.cache.get, reader.ips.miss
+    ua_get, ua_miss = reader.uas.cache.get, reader.uas.miss
+    sig_get, sig_miss = reader.signatures.cache.get, reader.signatures.miss
+    uri_get, uri_miss = reader.uris.cache.get, reader.uris.miss
+    ref_get, ref_miss = reader.referers.cache.get, reader.referers.miss
+    line_no = chunk_bytes = 0
+    last_line = skip_until
+    log = prepared.input
+    try:
+        # The hot loop: a few million passes, so no per-line helper calls but the
+        # parser's. line_hash, strip_line_ending (blocks() strips), add_rejected and
+        # add_record are inlined; ids start at 1, so a falsy cache get is a miss.
+        requests, hashes = reader.requests, reader.request_hashes
+        for block in log.blocks():
+            for raw in block:
+                line_no += 1
+                if not raw or raw.isspace():
+                    continue
+                try:
+                    text = raw.decode()
+                    bad = None
+                except UnicodeDecodeError:
+                    text = raw.decode("utf-8", "backslashreplace")
+                    bad = raw
+                try:
+                    rec = parse(text)
+                except parse_error as exc:
+                    rec, reason = None, str(exc) or "unparseable line"
+                except Exception as exc:  # a parser must never stop an import
+                    rec, reason = None, f"unparseable line ({type(exc).__name__})"
+                else:
+                    if rec is None:
+                        continue
+                if line_no <= skip_until:
+                    continue
+                h = from_bytes(blake2b(raw, digest_size=8).digest(), "big", signed=True)
+                last_line = line_no
+                chunk_bytes += len(raw)
+                if rec is None:
+                    reader.add_rejected(line_no, h, raw, reason, bad is not None)
+                else:
+                    try:
+                        (
+                            ts, ip, ua, uri, method, status, size, referer,
+                            token_id, org_id, host, xff, auth_type, more,
+                        ) = get_fields(rec)  # fmt: skip
+                    except KeyError:
+                        ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = (
+                            record_fields(rec)
+                        )
+                    else:  # record_fields inlined
+                        if ua is None:
+                            ua = ""
+                        if host is None and xff is None and auth_type is None and not more:
+                            extra = None
+                        else:
+                            extra = _extra_json(host, xff, auth_type, more)
+                        if token_id is not None or org_id is not None:
+                            token_id, org_id = _text_or_none(token_id), _text_or_none(org_id)
+                    sig = (ip_get(ip) or ip_miss(ip), ua_get(ua) or ua_miss(ua))
+                    requests.append((
+                        batch_id, line_no, ts, sig_get(sig) or sig_miss(sig), uri_get(uri) or uri_miss(uri),
+                        methods.get(method, method), status, size,
+                        referer if referer is None else ref_get(referer) or ref_miss(referer),
+                        token_id, org_id, extra,
+                    ))  # fmt: skip
+                    hashes.append(h)
+                    if bad is not None:
+                        reader.raw_rows.append((batch_id, line_no, bad))
+                if len(hashes) + len(reader.rejected_hashes) >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
+                    yield reader.take(last_line, log.consumed)
+                    reader.resume()
+                    requests, hashes = reader.requests, reader.request_hashes
+                    chunk_bytes = 0
+    except DamagedInput:
+        yield reader.take(last_line, log.consumed)
+        raise
+    yield reader.take(last_line, log.consumed)
+    return log.sha256
+
+
+def _row_chunks(rows: Iterator[tuple], chunk_rows: int, reader: ChunkReader) -> Iterator[Chunk]:
+    """A RowSource's rows as chunks, like _file_chunks."""
+    last_line = chunk_bytes = 0
+    try:
+        for line_no, raw, rec, reason in rows:
+            chunk_bytes += len(raw)
+            if rec is None:
+                reader.add_rejected(line_no, line_hash(raw), raw, reason, False)
+            else:
+                reader.add_record(line_no, line_hash(raw), rec, None)
+            last_line = line_no
+            if len(reader.request_hashes) + len(reader.rejected_hashes) >= chunk_rows or chunk_bytes >= CHUNK_BYTES:
+                yield reader.take(last_line, last_line)
+                reader.resume()
+                chunk_bytes = 0
+    except DamagedInput:
+        yield reader.take(last_line, last_line)
+        raise
+    yield reader.take(last_line, last_line)
 
 
 def _mark_interrupted(conn, batch_id: int) -> None:
@@ -605,15 +765,13 @@ def _mark_interrupted(conn, batch_id: int) -> None:
     conn.execute("update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id])
 
 
-def _close_batch(db, writer: BatchWriter, result: FileResult, sha256: str | None, finish) -> None:
+def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, finish) -> None:
     """Mark a batch finished and run ``finish`` in one transaction.
 
     Apart, a kill between the two would leave a finished batch whose requests the
     scope, ip_info and the aggregates never saw, and a re-run would find nothing
     left to do. Together, the batch stays 'running' and a re-run resumes it.
     """
-    writer.release()  # the derived tables are rebuilt next: the caches need not stay in memory
-    batch_id = writer.batch_id
     conn = db.conn
     conn.execute("begin immediate")
     try:
@@ -622,8 +780,10 @@ def _close_batch(db, writer: BatchWriter, result: FileResult, sha256: str | None
             where id = ?""",
             [result.status, result.message, utcnow(), sha256, batch_id],
         )
-        # A finished batch never resumes: its suspended line counts are done with.
+        # A finished batch never resumes: its suspended line counts are done with,
+        # and so are its readers' watermarks.
         conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
+        conn.execute("delete from dictionary_watermarks where batch_id = ?", [batch_id])
         if finish:
             finish(result)
         conn.execute("commit")
@@ -631,62 +791,6 @@ def _close_batch(db, writer: BatchWriter, result: FileResult, sha256: str | None
         if conn.in_transaction:
             conn.execute("rollback")
         raise
-
-
-def _import_rows(
-    db: sqlite_utils.Database,
-    source: RowSource,
-    batch_name: str | None,
-    command: str | None,
-    on_progress: Callable[[FileResult, int], None] | None,
-    finish: Callable[[FileResult], None] | None = None,
-) -> FileResult:
-    """import_file for a RowSource: the same chunks, accounting and batch states.
-
-    A re-run starts a new batch (duplicates are skipped) rather than resuming:
-    a query's rows need not come back in the same order.
-    """
-    conn = db.conn
-    cursor = conn.execute(
-        """insert into import_batches (name, source, format, started_at, status, pid, command)
-        values (?, ?, ?, ?, 'running', ?, ?)""",
-        [batch_name, source.source, source.format, utcnow(), os.getpid(), command],
-    )
-    batch_id = cursor.lastrowid
-    result = FileResult(source.display, batch_id, source.format)
-    writer = BatchWriter(conn, batch_id)
-    chunk: list[tuple] = []
-    chunk_rows = min(CHUNK_LINES, source.chunk_rows or CHUNK_LINES)
-    last_line = 0
-    try:
-        try:
-            for line_no, raw, rec, reason in source.rows:
-                chunk.append((line_no, raw, rec, reason, False))
-                last_line = line_no
-                if len(chunk) >= chunk_rows:
-                    writer.write(chunk, last_line, result)
-                    chunk = []
-                    if on_progress:
-                        on_progress(result, last_line)
-            writer.write(chunk, last_line, result)
-        except DamagedInput as damage:
-            writer.write(chunk, last_line, result)
-            result.status = "incomplete"
-            result.message = (
-                f"{str(damage)[:1].upper()}{str(damage)[1:]}: the rows before it were imported "
-                "and the batch is marked incomplete."
-            )
-        else:
-            result.status = "complete"
-    except KeyboardInterrupt:
-        _mark_interrupted(conn, batch_id)
-        raise
-    finally:
-        source.close()
-    _close_batch(db, writer, result, None, finish)
-    if on_progress:
-        on_progress(result, last_line)
-    return result
 
 
 def _after_batch(db: sqlite_utils.Database, result: FileResult, first_ip_id: int) -> None:

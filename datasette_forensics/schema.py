@@ -606,3 +606,21 @@ create table line_counts_suspended (
 @migrations()
 def m010_line_counts_suspended(db: sqlite_utils.Database) -> None:
     db.executescript(LINE_COUNTS_SUSPENDED)
+
+
+# Per unfinished batch and dictionary table, the id below which every row the
+# batch's reader handed out is stored as it was (see dictionaries.py): the reader,
+# maybe in a child process, may look those rows up as its own.
+DICTIONARY_WATERMARKS = """
+create table dictionary_watermarks (
+    batch_id integer not null,
+    tbl text not null,
+    upto integer not null,
+    primary key (batch_id, tbl)
+) without rowid;
+"""
+
+
+@migrations()
+def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
+    db.executescript(DICTIONARY_WATERMARKS)

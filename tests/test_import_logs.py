@@ -39,6 +39,13 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
 BAD = "this line is not an access log line"
 
 
+@pytest.fixture(autouse=True, params=["never", "always"], ids=["here", "child"])
+def parse_process(request, monkeypatch):
+    """Every test twice: reading in this process, and in a child process (pipeline.py)."""
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", request.param)
+    return request.param
+
+
 def line(i: int, ip: str = "192.0.2.1", ua: str = CURL, when: str = "01/Jul/2020:02:00:00 +0000") -> str:
     """A combined-format line whose URI ends in its number i."""
     return f'{ip} - - [{when}] "GET /api/0/items/{i}/ HTTP/1.1" 200 {i} "-" "{ua}"'
