@@ -122,3 +122,23 @@ def test_incident_cleared(db):
     assert db.execute("select sum(in_scope), sum(unexplained), sum(after_patch) from sig_stats").fetchone() == (0, 0, 0)
     assert db.execute("select count(*) from org_stats").fetchone() == (0,)
     assert_current(db)
+
+
+def test_last_uri_is_the_latest_request_ties_going_to_the_last_stored(tmp_path):
+    """A signature's latest URI: its latest time; at the same second, the later line."""
+    log = tmp_path / "t.log"
+    stamp = "01/Jul/2020:02:00:{:02d} +0000"
+    log.write_text(
+        "".join(
+            f'192.0.2.7 - - [{stamp.format(sec)}] "GET /api/0/{name}/ HTTP/1.1" 200 1 "-" "curl/7.68.0"\n'
+            for sec, name in ((5, "a"), (9, "b"), (9, "c"), (7, "d"))
+        )
+    )
+    db = schema.connect(str(tmp_path / "t.db"))
+    ingest.import_logs(db, [str(log)])
+    for refresh in (lambda: None, lambda: aggregates.refresh(db)):  # kept, then rebuilt
+        refresh()
+        (uri,) = db.execute(
+            "select u.uri from sig_stats s join uris u on u.id = s.last_uri_id"
+        ).fetchone()
+        assert uri == "/api/0/c/"
