@@ -460,9 +460,9 @@ def child(contender: str, log: str, db: str) -> None:
         "floor": run_floor,
         "floor_deferred": lambda log, db: run_floor(log, db, deferred=True),
     }[contender]
-    started, cpu = time.perf_counter(), _cpu()
+    started, cpu = time.perf_counter(), cpu_seconds()
     lines = run(log, db)
-    seconds, cpu = time.perf_counter() - started, _cpu() - cpu
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     if floor_seconds:  # the timed part only
         seconds, cpu = floor_seconds
     # The import reads and parses in a child process (datasette_forensics.pipeline):
@@ -476,7 +476,7 @@ def child(contender: str, log: str, db: str) -> None:
     }))  # fmt: skip
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (the parse process)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -102,7 +102,7 @@ def import_with_records(lines: int) -> dict:
     records.import_records(db, "integrations", integrations)
     incident.set_incident(db, toml)
     start = time.perf_counter()
-    cpu = time.process_time()
+    cpu = bench_import.cpu_seconds()  # the parse process's CPU too
     (result,) = ingest.import_logs(db, [log])
     seconds = time.perf_counter() - start
     out = {
@@ -110,7 +110,7 @@ def import_with_records(lines: int) -> dict:
         "orgs": len(slugs),
         "in_scope": db.execute("select count(*) from scoped").fetchone()[0],
         "seconds": round(seconds, 2),
-        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "cpu_seconds": round(bench_import.cpu_seconds() - cpu, 2),
         "lines_per_second": round(result.lines_read / seconds),
     }
     db.conn.close()
