@@ -35,8 +35,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable, Hashable, Sequence
 
-CACHE_LIMIT = 100_000
-PRELOAD_LIMIT = 200_000
+CACHE_LIMIT = 60_000
+PRELOAD_LIMIT = CACHE_LIMIT  # a table the cache can hold whole is read into it at the start
 # 2**25 bits (4 MiB), two probes: 1.4% false positives at 2 million values, 12% at 8.
 BLOOM_BITS = 1 << 25
 BLOOM_MASK = BLOOM_BITS - 1
@@ -157,7 +157,10 @@ class Dictionary:
 
     def _remember(self, key: Hashable, value: int) -> None:
         cache = self.cache
-        if len(cache) >= self.generation:
+        # The chunk's new values stay cached (see below) and do not count against the
+        # generation: were they to, a chunk with more new values than a generation
+        # holds would rotate the cache at every further value.
+        if len(cache) >= self.generation + len(self.pending):
             if self.complete:  # the cache holds every value: the filter can start now
                 self.bloom = bloom = bytearray(BLOOM_BITS // 8)
                 for known in cache:

@@ -121,7 +121,9 @@ class Chunks:
                 ) from None
             kind = message[0]
             if kind == "chunk":
-                yield message[1]
+                chunk, message = message[1], None  # hold no chunk while the next one comes
+                yield chunk
+                chunk = None
                 try:
                     os.write(stored, b".")  # the loop asks for the next chunk: this one is stored
                 except BrokenPipeError:
