@@ -61,10 +61,11 @@ class Chunks:
         self.in_child = in_child
         self._child: tuple[int, Connection, int] | None = None
         if in_child:
-            self._child = self._fork(produce)
-            self._iterator = self._receive(name)
-        else:
-            self._iterator = self._here(produce)
+            try:
+                self._child = self._fork(produce)
+            except OSError:  # no process to spare (EAGAIN, ENOMEM): read here instead
+                self.in_child = False
+        self._iterator = self._receive(name) if self.in_child else self._here(produce)
 
     def __iter__(self) -> Iterator:
         return self._iterator
@@ -91,7 +92,12 @@ class Chunks:
         """Start the child: chunks come back through one pipe, "stored" goes to it through another."""
         read_fd, write_fd = os.pipe()
         stored_read, stored_write = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (read_fd, write_fd, stored_read, stored_write):
+                os.close(fd)
+            raise
         if pid == 0:  # the child: produce, send, and leave without running any cleanup
             code = 1
             try:

@@ -139,3 +139,20 @@ def test_values_evicted_from_the_cache_are_found_not_handed_out_again(tmp_path, 
     assert conn.execute("select count(*) from uris").fetchone()[0] == 300
     assert conn.execute("select count(*) from dictionary_watermarks").fetchone()[0] == 0
     conn.close()
+
+
+def test_no_process_to_spare_reads_here(tmp_path, monkeypatch):
+    """fork() failing (EAGAIN) is not an error: the import reads in its own process."""
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr("os.fork", no_fork)
+    lines = [line(i, "10.0.0.1") for i in range(30)]
+    log = write(tmp_path / "a.log", lines)
+    db = schema.connect(str(tmp_path / "t.db"))
+    (result,) = ingest.import_logs(db, [str(log)])
+    db.conn.close()
+    assert (result.status, result.imported) == ("complete", 30)
+    assert stored_lines(tmp_path / "t.db", result.batch_id) == lines
