@@ -217,7 +217,7 @@ def store_rows(
         return True
     if any(moved.get(table) for table in d.refs.values()):
         refs = [(position, moved.get(table, {})) for position, table in d.refs.items()]
-        rows = [_moved(row, refs) for row in rows]
+        rows = [moved_row(row, refs) for row in rows]
     before = conn.total_changes
     conn.executemany(d.insert_sql, rows)
     if conn.total_changes - before == len(rows):
@@ -242,7 +242,8 @@ def store_rows(
     return False
 
 
-def _moved(row: tuple, refs: list[tuple[int, dict[int, int]]]) -> tuple:
+def moved_row(row: tuple, refs: list[tuple[int, dict[int, int]]]) -> tuple:
+    """The row with the ids at each (position, moved ids) replaced by where they moved."""
     row = list(row)
     for position, ids in refs:
         row[position] = ids.get(row[position], row[position])

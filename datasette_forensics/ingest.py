@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import sqlite_utils
 
 from . import importers, pipeline
-from .dictionaries import Dictionary, store_rows
+from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
 from .timeparse import utcnow
@@ -349,11 +349,10 @@ class BatchWriter:
     def _move_ids(self, requests: list[tuple]) -> None:
         """Replace, in place, the reader's ids that did not land by the stored ones."""
         sigs, uris, refs = (self.moved.get(t, {}) for t in ("signatures", "uris", "referers"))
+        positions = [(3, sigs), (4, uris), (8, refs)]  # sig_id, uri_id, referer_id
         for i, r in enumerate(requests):
             if r[3] in sigs or r[4] in uris or r[8] in refs:
-                requests[i] = (
-                    *r[:3], sigs.get(r[3], r[3]), uris.get(r[4], r[4]), *r[5:8], refs.get(r[8], r[8]), *r[9:]
-                )
+                requests[i] = moved_row(r, positions)
 
     def _deduplicate(self, hashes: list[int]) -> tuple[list[bool] | None, int]:
         """Which lines to keep: not those the database already holds enough copies of (MODEL §1.1).
