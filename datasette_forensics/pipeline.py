@@ -29,7 +29,8 @@ from typing import Callable, Generator, Iterator
 from .errors import ForensicsError
 from .readers import DamagedInput
 
-# Below this, forking costs more than the second core gains.
+# Below this (some 30,000 lines of a combined log, a second or two of work) an
+# import stays in one process: there is little for a second core to win.
 MIN_BYTES = 8 << 20
 
 # A producer is called with in_child (True in the child process) and returns a
