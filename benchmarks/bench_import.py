@@ -12,13 +12,15 @@ and a fresh database file, so that the peak memory is that contender's own:
   size, each batch its own transaction;
 - ``insert_all_wal``: the same with the pragmas of ``schema.tune`` (WAL,
   synchronous=normal, 64 MiB cache): what insert_all costs without the commits;
-- ``floor`` and ``floor_deferred``: SQLite's share of ``full`` alone: the rows the
-  full import stores for this log, already parsed and mapped (read back from an
-  untimed import), written the way the import writes them: per chunk, the new
-  dictionary rows, the duplicate counters and the requests, then the batch's
-  ip_info, scope and page aggregates. ``floor_deferred`` builds the requests
-  indexes after the last chunk instead. No import with this schema, on one SQLite
-  writer, can be faster than its floor;
+- ``floor``: SQLite's share of ``full`` alone: the rows the full import stores
+  for this log, already parsed and mapped (read back from an untimed import),
+  written with the import's write protocol: per chunk, the new dictionary rows,
+  the staged duplicate counters and the requests, then (in the closing
+  transaction) the counters merged in hash order, the requests indexes built by
+  a sort, and the batch's ip_info, scope and page aggregates;
+- ``goaccess``: Debian's GoAccess (``goaccess LOG --log-format=COMBINED -o
+  report.html``), a C log analyser that parses every line and keeps its panels'
+  counts in memory: what a responder would otherwise run on the same file;
 - ``full``: ``ingest.import_logs``, exactly what ``datasette-forensics import-logs``
   runs: accounting, duplicate detection, dictionaries, enrichment, and the
   ip_info, scope and aggregate updates after the batch. It reads and parses in a
@@ -33,9 +35,13 @@ the resident sizes of the import and its parse process (sampled every 20 ms, and
 never below either one's own peak), ``peak PSS`` the same with shared pages
 counted once.
 
+``--repeat N`` runs the chosen contenders N times in turn (A B A B), and the
+ratios compare the medians, so that a shared machine's load weighs on both sides.
+
 Example:
 
     python benchmarks/bench_import.py --lines 1000000
+    python benchmarks/bench_import.py --lines 1000000 --only full --only goaccess --repeat 3
     python benchmarks/bench_import.py --lines 5000000 --only full
 """
 
@@ -58,7 +64,8 @@ import memory  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-CONTENDERS = ("bare", "insert_all", "insert_all_wal", "floor", "floor_deferred", "full")
+CONTENDERS = ("bare", "insert_all", "insert_all_wal", "floor", "goaccess", "full")
+GOACCESS = "goaccess"  # Debian's package, 1.7 when measured
 GENERATOR_VERSION = 1
 CHUNK = 20_000
 
@@ -348,17 +355,19 @@ FLOOR_TABLES = {  # dictionary table -> how to find the first line that needs ea
 REQUEST_COLUMNS = "batch_id, line_no, ts, sig_id, uri_id, method, status, bytes, referer_id, token_id, org_id, extra"
 
 
-def run_floor(log: str, db: str, deferred: bool = False) -> int:
+def run_floor(log: str, db: str) -> int:
     """SQLite's share of the full import alone: the same rows, already parsed and mapped.
 
     Untimed, the log is imported once (into ``db``-source.db) and its rows read back,
     with each line's duplicate-detection hash. Timed, they are written into a fresh
     database exactly as the import writes them: per chunk of CHUNK_LINES lines, one
     transaction with the chunk's new dictionary rows, its line counts and its
-    requests, then the batch's ip_info, scope and page aggregates. ``deferred``
-    drops the four requests indexes first and builds them after the last chunk.
+    requests, then the batch's ip_info, scope and page aggregates; with the
+    import's write protocol: staged line counts merged at the end, the requests
+    indexes built by a sort after the last chunk (datasette_forensics/derived/).
     """
     from datasette_forensics import ingest, schema
+    from datasette_forensics.derived import indexes, line_counts
 
     source = db + "-source.db"
     _remove_db(source)
@@ -380,17 +389,14 @@ def run_floor(log: str, db: str, deferred: bool = False) -> int:
     started, cpu = time.perf_counter(), time.process_time()
     database = schema.connect(db)
     conn = database.conn
-    indexes = []
-    if deferred:
-        indexes = conn.execute(
-            "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' and sql is not null"
-        ).fetchall()
-        for name, _ in indexes:
-            conn.execute(f"drop index {name}")
+    conn.execute(f"pragma wal_autocheckpoint = {ingest.CHECKPOINT_PAGES}")
     batch_id = conn.execute(
         "insert into import_batches (source, format, started_at, status) values (?, 'combined', '', 'running')",
         [log],
     ).lastrowid
+    conn.execute("begin immediate")
+    indexes.defer(conn, batch_id)
+    conn.execute("commit")
     chunk = ingest.CHUNK_LINES
     by_line = {table: sorted(rows, key=lambda r: r[0]) for table, (_, rows) in tables.items()}
     taken = dict.fromkeys(tables, 0)
@@ -409,14 +415,7 @@ def run_floor(log: str, db: str, deferred: bool = False) -> int:
                     [row for _, row in rows[i:j]],
                 )
             taken[table] = j
-        counts = {}
-        for h in hashes[start:end]:
-            counts[h] = counts.get(h, 0) + 1
-        conn.executemany(
-            """insert into line_counts (h, n, batch_id, base, seen) values (?1, ?2, ?3, 0, ?2)
-            on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen""",
-            [(h, c, batch_id) for h, c in counts.items()],
-        )
+        line_counts.count(conn, batch_id, hashes[start:end])
         k = r
         while k < len(requests) and requests[k][1] <= end:
             k += 1
@@ -424,12 +423,13 @@ def run_floor(log: str, db: str, deferred: bool = False) -> int:
             f"insert into requests ({REQUEST_COLUMNS}) values ({', '.join('?' * 12)})",
             [(batch_id, *row[1:]) for row in requests[r:k]],
         )
+        conn.execute("update import_batches set lines_read = ? where id = ?", [end, batch_id])
         r = k
         conn.execute("commit")
-    for _, sql in indexes:
-        conn.execute(sql)
     conn.execute("begin immediate")
     conn.execute("update import_batches set status = 'complete' where id = ?", [batch_id])
+    line_counts.finish_batch(conn, batch_id)
+    indexes.build(conn, batch_id)
     ingest._after_batch(database, ingest.FileResult(log, batch_id, "combined"), 1)
     conn.execute("commit")
     conn.close()
@@ -458,7 +458,6 @@ def child(contender: str, log: str, db: str) -> None:
         "insert_all_wal": lambda log, db: run_insert_all(log, db, tuned=True),
         "full": run_full,
         "floor": run_floor,
-        "floor_deferred": lambda log, db: run_floor(log, db, deferred=True),
     }[contender]
     started, cpu = time.perf_counter(), cpu_seconds()
     lines = run(log, db)
@@ -519,11 +518,58 @@ def machine() -> dict:
     }
 
 
+def run_contender(contender: str, log: str, keep: bool) -> dict:
+    """One run of a contender in its own process: its figures, with the load before and after."""
+    db = os.path.join(OUT, f"bench-{contender}.db")
+    _remove_db(db)
+    load_before = os.getloadavg()[0]
+    if contender == "goaccess":
+        report = os.path.join(OUT, "goaccess-report.html")
+        measured = memory.run([GOACCESS, log, "--log-format=COMBINED", "-o", report, "--no-progress"])
+        with open(log, "rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+        row = {
+            "contender": contender, "lines": lines, "seconds": measured["seconds"],
+            "cpu_seconds": measured["cpu_seconds"], "version": goaccess_version(),
+            "report_bytes": os.path.getsize(report) if measured["returncode"] == 0 else None,
+        }  # fmt: skip
+    else:
+        measured = memory.run([sys.executable, os.path.abspath(__file__), "--child", contender, log, db])
+        row = None
+    if measured["returncode"] != 0:
+        raise SystemExit(f"{contender} failed ({measured['returncode']}): {measured['stderr'][-2000:]}")
+    if row is None:
+        row = json.loads(measured["stdout"].strip().splitlines()[-1])
+    row["peak_rss_mb"], row["peak_pss_mb"] = measured["peak_rss_mb"], measured["peak_pss_mb"]
+    row["lines_per_second"] = row["lines"] / row["seconds"]
+    row["lines_per_cpu_second"] = row["lines"] / row["cpu_seconds"]
+    row["db_mb"] = sum(
+        os.path.getsize(db + suffix) for suffix in ("", "-wal") if os.path.exists(db + suffix)
+    ) / 2**20  # fmt: skip
+    row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if not keep:
+        _remove_db(db)
+    return row
+
+
+def median_row(rows: list[dict]) -> dict:
+    """The run with the median wall-clock time (the lower middle one of an even count)."""
+    return sorted(rows, key=lambda r: r["seconds"])[(len(rows) - 1) // 2]
+
+
+def goaccess_version() -> str:
+    import subprocess
+
+    out = subprocess.run([GOACCESS, "--version"], capture_output=True, text=True).stdout
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the generated log")
     parser.add_argument("--only", action="append", choices=CONTENDERS, help="run only these (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the databases in benchmarks/out/")
+    parser.add_argument("--repeat", type=int, default=1, help="run the contenders this many times in turn")
     parser.add_argument("--child", nargs=3, metavar=("CONTENDER", "LOG", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -534,31 +580,17 @@ def main(argv=None) -> None:
     stats = log_stats(log)
     contenders = args.only or list(CONTENDERS)
     rows = []
-    for contender in contenders:
-        db = os.path.join(OUT, f"bench-{contender}.db")
-        _remove_db(db)
-        load_before = os.getloadavg()[0]
-        measured = memory.run([sys.executable, os.path.abspath(__file__), "--child", contender, log, db])
-        if measured["returncode"] != 0:
-            raise SystemExit(f"{contender} failed ({measured['returncode']}): {measured['stderr'][-2000:]}")
-        row = json.loads(measured["stdout"].strip().splitlines()[-1])
-        row["peak_rss_mb"], row["peak_pss_mb"] = measured["peak_rss_mb"], measured["peak_pss_mb"]
-        row["lines_per_second"] = row["lines"] / row["seconds"]
-        row["lines_per_cpu_second"] = row["lines"] / row["cpu_seconds"]
-        row["db_mb"] = sum(
-            os.path.getsize(db + suffix) for suffix in ("", "-wal") if os.path.exists(db + suffix)
-        ) / 2**20  # fmt: skip
-        row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-        if not args.keep:
-            _remove_db(db)
-        rows.append(row)
-        print(f"  {contender}: {row['seconds']:.1f}s", file=sys.stderr)
+    for _ in range(args.repeat):
+        for contender in contenders:
+            row = run_contender(contender, log, args.keep)
+            rows.append(row)
+            print(f"  {contender}: {row['seconds']:.1f}s", file=sys.stderr)
 
-    by_name = {r["contender"]: r for r in rows}
+    by_name = {name: median_row([r for r in rows if r["contender"] == name]) for name in contenders}
     ratios = {}
     if "full" in by_name:
-        for other in CONTENDERS[:-1]:
-            if other in by_name:
+        for other in CONTENDERS:
+            if other != "full" and other in by_name:
                 full, base = by_name["full"], by_name[other]
                 ratios[f"full/{other}"] = {
                     "lines_per_second": full["lines_per_second"] / base["lines_per_second"],
@@ -577,6 +609,8 @@ def main(argv=None) -> None:
             f" | {r['cpu_seconds']:.1f} | {r['lines_per_cpu_second']:,.0f} | {r['peak_rss_mb']:.0f}"
             f" | {r['peak_pss_mb']:.0f} | {r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |"
         )
+    if args.repeat > 1:
+        print("\nmedians: " + ", ".join(f"{n} {r['seconds']:.1f}s" for n, r in by_name.items()))
     if ratios:
         print("\n| ratio | lines/s | lines/CPU s |\n| --- | ---: | ---: |")
         for name, value in ratios.items():
@@ -593,6 +627,7 @@ def main(argv=None) -> None:
                 "machine": machine(),
                 "log": stats,
                 "results": rows,
+                "medians": by_name if args.repeat > 1 else None,
                 "ratios": ratios,
             },
             f,

@@ -68,7 +68,9 @@ def run(args: list[str], env: dict | None = None, timeout: float | None = None, 
         peak_pss_mb, stdout, stderr}
     """
     started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     streams: dict[str, str] = {}
     readers = [
         threading.Thread(target=lambda name=name, s=s: streams.__setitem__(name, s.read()))

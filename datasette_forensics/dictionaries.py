@@ -130,13 +130,10 @@ class Dictionary:
         params = (key,) if self.single else key
         if not self.complete:
             bloom = self.bloom
-            if bloom is not None:  # _bloom_has and _bloom_add, inlined: this runs per new value
-                h = hash(key)
-                a, b = h & BLOOM_MASK, (h >> 32) & BLOOM_MASK
-                seen = bloom[a >> 3] >> (a & 7) & 1 and bloom[b >> 3] >> (b & 7) & 1
+            if bloom is not None:
+                seen = _bloom_has(bloom, key)
                 if not seen:
-                    bloom[a >> 3] |= 1 << (a & 7)
-                    bloom[b >> 3] |= 1 << (b & 7)
+                    _bloom_add(bloom, key)
             if bloom is None or seen:
                 row = self.conn.execute(self.lookup_sql + " and id < ?", (*params, self.bound)).fetchone()
                 if row is not None:

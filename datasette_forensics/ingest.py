@@ -18,13 +18,14 @@ import json
 import operator
 import os
 import sqlite3
-from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import importers, pipeline
+from . import importers, pipeline, processes
+from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -46,6 +47,10 @@ STORE_CACHE_KIB = 32 << 10
 # user agent) travel and wait one or two at a time, not fifty thousand.
 CHUNK_BYTES = 16 << 20
 DETECT_LINES = 20
+# WAL pages between automatic checkpoints while an import writes (SQLite's default
+# is 1,000): a page the import rewrites (the tail of requests and of its indexes,
+# the line counts) is copied back to the database once per 40 MB of log, not per 4 MB.
+CHECKPOINT_PAGES = 10_000
 
 
 # One str object per common method, rather than one per line while a chunk waits.
@@ -198,8 +203,7 @@ class ChunkReader:
 
     Holds the six dictionaries: every value becomes an id as its line is read,
     and new values are enriched here, once (in the child process, when there is
-    one). ``add_record`` and ``add_rejected`` take one line each; the file loop in
-    :func:`_file_chunks` inlines ``add_record``.
+    one). ``add_record`` and ``add_rejected`` take one line each.
     """
 
     def __init__(self, conn: sqlite3.Connection, batch_id: int):
@@ -249,6 +253,11 @@ class ChunkReader:
         ):
             by_table[table].raise_bound(upto)
 
+    @property
+    def lines(self) -> int:
+        """Lines in the chunk so far."""
+        return len(self.request_hashes) + len(self.rejected_hashes)
+
     def add_rejected(self, line_no: int, h: int, raw: bytes, reason: str, bad_utf8: bool) -> None:
         self.rejected.append(
             (self.batch_id, line_no, raw.decode("utf-8", "backslashreplace"), raw if bad_utf8 else None, reason)
@@ -294,8 +303,7 @@ class BatchWriter:
         conn = self.conn
         batch_id = self.batch_id
         requests, rejected, raw_rows = chunk.requests, chunk.rejected, chunk.raw_rows
-        conn.execute("begin immediate")
-        try:
+        with _transaction(conn):
             moved = self.moved
             for d, rows in zip(self.dictionaries, chunk.new_rows):
                 if store_rows(conn, d, rows, moved) and rows and not moved.get(d.table):
@@ -307,7 +315,7 @@ class BatchWriter:
                     )
             if moved.get("signatures") or moved.get("uris") or moved.get("referers"):
                 self._move_ids(requests)
-            keep, duplicates = self._deduplicate(chunk.request_hashes + chunk.rejected_hashes)
+            keep, duplicates = line_counts.count(conn, batch_id, chunk.request_hashes + chunk.rejected_hashes)
             if keep is not None:
                 n = len(requests)
                 if raw_rows:
@@ -337,11 +345,6 @@ class BatchWriter:
                 lines_duplicate = lines_duplicate + ?, last_line = ? where id = ?""",
                 [chunk.lines, imported, n_rejected, duplicates, chunk.last_line, batch_id],
             )
-            conn.execute("commit")
-        except BaseException:
-            if conn.in_transaction:  # Ctrl-C can land right after the commit
-                conn.execute("rollback")
-            raise
         result.lines_read += chunk.lines
         result.imported += imported
         result.rejected += n_rejected
@@ -354,107 +357,6 @@ class BatchWriter:
         for i, r in enumerate(requests):
             if r[3] in sigs or r[4] in uris or r[8] in refs:
                 requests[i] = moved_row(r, positions)
-
-    def _deduplicate(self, hashes: list[int]) -> tuple[list[bool] | None, int]:
-        """Which lines to keep: not those the database already holds enough copies of (MODEL §1.1).
-
-        The k-th copy of a line in this batch is a duplicate when the database
-        already holds k or more copies of it (imported or rejected, by any batch):
-        so a line ends up stored as many times as the batch with most copies of it
-        holds, whatever the order of the batches.
-
-        line_counts keeps, per line, the copies stored (n) and the copies seen by
-        the batch that last touched it. When another batch touches a line while
-        the batch that had it is unfinished (interrupted, or running in another
-        process), that batch's count moves to line_counts_suspended, and comes back
-        when it resumes.
-
-        Args:
-            hashes: the chunk's line hashes, in line order within each kind (a
-                line's hash tells its kind: the same bytes parse the same way).
-
-        Returns:
-            (keep, duplicates): a flag per hash, or None to keep every line.
-        """
-        conn = self.conn
-        prior = conn.execute(
-            "select exists(select 1 from import_batches where id != ? and lines_read > 0)",
-            [self.batch_id],
-        ).fetchone()[0]
-        if not prior:
-            # Nothing from earlier batches: every line is new; counts just add up.
-            batch_id = self.batch_id
-            conn.executemany(
-                """insert into line_counts (h, n, batch_id, base, seen) values (?1, ?2, ?3, 0, ?2)
-                on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen""",
-                [(h, c, batch_id) for h, c in Counter(hashes).items()],
-            )
-            return None, 0
-        unfinished = {
-            row[0]
-            for row in conn.execute(
-                "select id from import_batches where status in ('running', 'interrupted') and id != ?",
-                [self.batch_id],
-            )
-        }
-        suspended_here = conn.execute(
-            "select exists(select 1 from line_counts_suspended where batch_id = ?)", [self.batch_id]
-        ).fetchone()[0]
-        state: dict[int, list[int]] = {}  # h -> [copies stored, copies this batch has seen]
-        suspend, resumed = [], []
-        distinct = list(dict.fromkeys(hashes))
-        for start in range(0, len(distinct), 5000):
-            part = json.dumps(distinct[start : start + 5000])
-            for h, n, batch_id, seen in conn.execute(
-                "select h, n, batch_id, seen from line_counts where h in (select value from json_each(?))",
-                [part],
-            ):
-                if batch_id == self.batch_id:
-                    state[h] = [n, seen]
-                else:
-                    state[h] = [n, 0]
-                    if batch_id in unfinished:
-                        suspend.append((h, batch_id, seen))
-            if suspended_here:
-                for h, seen in conn.execute(
-                    """select h, seen from line_counts_suspended
-                    where batch_id = ? and h in (select value from json_each(?))""",
-                    [self.batch_id, part],
-                ):
-                    if h in state:
-                        state[h][1] = seen
-                        resumed.append((self.batch_id, h))
-        keep, duplicates = [], 0
-        for h in hashes:
-            s = state.get(h)
-            if s is None:
-                s = state[h] = [0, 0]
-            s[1] += 1
-            if s[1] > s[0]:
-                s[0] = s[1]
-                keep.append(True)
-            else:
-                keep.append(False)
-                duplicates += 1
-        if suspend:
-            conn.executemany(
-                """insert into line_counts_suspended (h, batch_id, seen) values (?, ?, ?)
-                on conflict(batch_id, h) do update set seen = excluded.seen""",
-                suspend,
-            )
-        if resumed:
-            conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
-        conn.executemany(
-            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
-            on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
-            base = 0, seen = excluded.seen""",
-            [(h, s[0], self.batch_id, s[1]) for h, s in state.items()],
-        )
-        return keep, duplicates
-
-
-def _text_or_none(value) -> str | None:
-    return None if value is None or value == "" else str(value)
 
 
 _RECORD_FIELDS = operator.itemgetter(
@@ -512,18 +414,6 @@ def _ua_columns(ua: str) -> tuple:
     return info["family"], info["major"], info["os"], info["device"], info["kind"]
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
-
-
 def _start_batch(conn, prepared: PreparedInput, batch_name, command) -> tuple[int, int, FileResult]:
     log = prepared.input
     fmt = prepared.format.NAME
@@ -536,7 +426,7 @@ def _start_batch(conn, prepared: PreparedInput, batch_name, command) -> tuple[in
         ).fetchone()
         if row is not None:
             batch_id, last_line, pid = row[0], row[1], row[2]
-            if _pid_alive(pid):
+            if processes.alive(pid):
                 raise ForensicsError(
                     f"{prepared.display} is being imported by another process (pid {pid})."
                 )
@@ -594,6 +484,9 @@ def import_file(
     else:
         batch_id, skip_until, result = _start_batch(conn, prepared, batch_name, command)
         size, close = prepared.input.size, prepared.input.close
+    indexes.settle(conn)
+    with _transaction(conn):
+        indexes.defer(conn, batch_id)  # a first import: built by a sort when the batch closes
     reader = ChunkReader(conn, batch_id)
     writer = BatchWriter(conn, batch_id, reader.dictionaries)
     db_file = conn.execute("pragma database_list").fetchone()[2]
@@ -609,30 +502,35 @@ def import_file(
     if chunks.in_child:
         reader.release()  # the child has its own copy
     page_cache = conn.execute("pragma cache_size").fetchone()[0]
+    checkpoint = conn.execute("pragma wal_autocheckpoint").fetchone()[0]
     conn.execute(f"pragma cache_size = -{STORE_CACHE_KIB}")
+    conn.execute(f"pragma wal_autocheckpoint = {CHECKPOINT_PAGES}")
     progress = 0
     try:
         try:
-            for chunk in chunks:
-                writer.store(chunk, result)
-                progress = chunk.progress
-                del chunk  # freed before the next one arrives
-                if on_progress:
-                    on_progress(result, progress)
-        except DamagedInput as damage:
-            result.status = "incomplete"
-            result.message = _damage_message(prepared, damage)
-        else:
-            result.status = "complete"
-    except KeyboardInterrupt:
-        _mark_interrupted(conn, batch_id)
-        raise
+            try:
+                for chunk in chunks:
+                    writer.store(chunk, result)
+                    progress = chunk.progress
+                    del chunk  # freed before the next one arrives
+                    if on_progress:
+                        on_progress(result, progress)
+            except DamagedInput as damage:
+                result.status = "incomplete"
+                result.message = _damage_message(prepared, damage)
+            else:
+                result.status = "complete"
+        except KeyboardInterrupt:
+            _mark_interrupted(conn, batch_id)
+            raise
+        finally:
+            chunks.close()
+            close()
+            conn.execute(f"pragma cache_size = {page_cache}")
+        reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
+        _close_batch(db, batch_id, result, chunks.end if result.status == "complete" else None, finish)
     finally:
-        chunks.close()
-        close()
-        conn.execute(f"pragma cache_size = {page_cache}")
-    reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
-    _close_batch(db, batch_id, result, chunks.end if result.status == "complete" else None, finish)
+        conn.execute(f"pragma wal_autocheckpoint = {checkpoint}")
     if on_progress:
         on_progress(result, progress)
     return result
@@ -663,34 +561,19 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     """
     parse = prepared.format.Parser().parse
     parse_error = importers.ParseError
-    record_fields, get_fields, methods = _record_fields, _RECORD_FIELDS, _METHODS
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    batch_id = reader.batch_id
-    ip_get, ip_miss = reader.ips.cache.get, reader.ips.miss
-    ua_get, ua_miss = reader.uas.cache.get, reader.uas.miss
-    sig_get, sig_miss = reader.signatures.cache.get, reader.signatures.miss
-    uri_get, uri_miss = reader.uris.cache.get, reader.uris.miss
-    ref_get, ref_miss = reader.referers.cache.get, reader.referers.miss
     line_no = chunk_bytes = 0
     last_line = skip_until
     log = prepared.input
     try:
-        # The hot loop: a few million passes, so no per-line helper calls but the
-        # parser's (and add_rejected, for the rare rejected line). line_hash,
-        # strip_line_ending (blocks() strips) and add_record are inlined; ids
-        # start at 1, so a falsy cache get is a miss.
-        requests, hashes = reader.requests, reader.request_hashes
         for block in log.blocks():
-            for raw in block:
+            for raw in block:  # blocks() strips the line endings
                 line_no += 1
                 if not raw or raw.isspace():
                     continue
                 try:
-                    text = raw.decode()
-                    bad = None
+                    text, bad = raw.decode(), None
                 except UnicodeDecodeError:
-                    text = raw.decode("utf-8", "backslashreplace")
-                    bad = raw
+                    text, bad = raw.decode("utf-8", "backslashreplace"), raw
                 try:
                     rec = parse(text)
                 except parse_error as exc:
@@ -702,44 +585,15 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                         continue
                 if line_no <= skip_until:
                     continue
-                h = from_bytes(blake2b(raw, digest_size=8).digest(), "big", signed=True)
                 last_line = line_no
                 chunk_bytes += len(raw)
                 if rec is None:
-                    reader.add_rejected(line_no, h, raw, reason, bad is not None)
+                    reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
                 else:
-                    try:
-                        (
-                            ts, ip, ua, uri, method, status, size, referer,
-                            token_id, org_id, host, xff, auth_type, more,
-                        ) = get_fields(rec)  # fmt: skip
-                    except KeyError:
-                        ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = (
-                            record_fields(rec)
-                        )
-                    else:  # record_fields inlined
-                        if ua is None:
-                            ua = ""
-                        if host is None and xff is None and auth_type is None and not more:
-                            extra = None
-                        else:
-                            extra = _extra_json(host, xff, auth_type, more)
-                        if token_id is not None or org_id is not None:
-                            token_id, org_id = _text_or_none(token_id), _text_or_none(org_id)
-                    sig = (ip_get(ip) or ip_miss(ip), ua_get(ua) or ua_miss(ua))
-                    requests.append((
-                        batch_id, line_no, ts, sig_get(sig) or sig_miss(sig), uri_get(uri) or uri_miss(uri),
-                        methods.get(method, method), status, size,
-                        referer if referer is None else ref_get(referer) or ref_miss(referer),
-                        token_id, org_id, extra,
-                    ))  # fmt: skip
-                    hashes.append(h)
-                    if bad is not None:
-                        reader.raw_rows.append((batch_id, line_no, bad))
-                if len(hashes) + len(reader.rejected_hashes) >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
+                    reader.add_record(line_no, line_hash(raw), rec, bad)
+                if reader.lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
                     yield reader.take(last_line, log.consumed)
                     reader.resume()
-                    requests, hashes = reader.requests, reader.request_hashes
                     chunk_bytes = 0
     except DamagedInput:
         yield reader.take(last_line, log.consumed)
@@ -759,7 +613,7 @@ def _row_chunks(rows: Iterator[tuple], chunk_rows: int, reader: ChunkReader) -> 
             else:
                 reader.add_record(line_no, line_hash(raw), rec, None)
             last_line = line_no
-            if len(reader.request_hashes) + len(reader.rejected_hashes) >= chunk_rows or chunk_bytes >= CHUNK_BYTES:
+            if reader.lines >= chunk_rows or chunk_bytes >= CHUNK_BYTES:
                 yield reader.take(last_line, last_line)
                 reader.resume()
                 chunk_bytes = 0
@@ -782,22 +636,31 @@ def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, fini
     left to do. Together, the batch stays 'running' and a re-run resumes it.
     """
     conn = db.conn
-    conn.execute("begin immediate")
-    try:
+    with _transaction(conn):
         conn.execute(
             """update import_batches set status = ?, message = ?, finished_at = ?, sha256 = ?, pid = null
             where id = ?""",
             [result.status, result.message, utcnow(), sha256, batch_id],
         )
-        # A finished batch never resumes: its suspended line counts are done with,
-        # and so are its readers' watermarks.
-        conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
+        # A finished batch never resumes: its line counts are settled, its readers'
+        # watermarks done with, and the indexes it deferred are built before the
+        # scope and the aggregates read them.
+        line_counts.finish_batch(conn, batch_id)
         conn.execute("delete from dictionary_watermarks where batch_id = ?", [batch_id])
+        indexes.build(conn, batch_id)
         if finish:
             finish(result)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction: committed, or rolled back whatever stops it (Ctrl-C too)."""
+    conn.execute("begin immediate")
+    try:
+        yield
         conn.execute("commit")
     except BaseException:
-        if conn.in_transaction:
+        if conn.in_transaction:  # Ctrl-C can land right after the commit
             conn.execute("rollback")
         raise
 

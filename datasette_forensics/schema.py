@@ -13,6 +13,8 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from .derived import indexes
+
 migrations = Migrations("datasette_forensics")
 
 # Times of requests are integer milliseconds since the epoch, UTC. Times in the
@@ -255,6 +257,7 @@ def connect(path: str) -> sqlite_utils.Database:
     db = sqlite_utils.Database(conn)
     tune(conn)
     ensure_schema(db)
+    indexes.settle(conn)  # indexes a killed first import left to build
     return db
 
 
@@ -624,3 +627,27 @@ create table dictionary_watermarks (
 @migrations()
 def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
     db.executescript(DICTIONARY_WATERMARKS)
+
+
+# The import's write protocol (datasette_forensics/derived/): duplicate-line counts
+# appended by a batch that has the database to itself, merged into line_counts in
+# hash order (derived/line_counts.py), and the indexes a first import drops while it
+# loads and builds by a sort at its end (derived/indexes.py).
+WRITE_PROTOCOL = """
+create table line_counts_staged (
+    batch_id integer not null,
+    h integer not null,
+    n integer not null
+);
+create table deferred_indexes (
+    name text primary key,
+    tbl text not null,
+    sql text not null,
+    batch_id integer not null
+);
+"""
+
+
+@migrations()
+def m012_perf_write_protocol(db: sqlite_utils.Database) -> None:
+    db.executescript(WRITE_PROTOCOL)

@@ -166,7 +166,9 @@ def check_consistent(db: Path) -> dict:
             totals["imported"] += imported
             totals["rejected"] += rejected
             totals["duplicate"] += duplicate
-        copies = conn.execute("select coalesce(sum(n), 0) from line_counts").fetchone()[0]
+        copies = conn.execute(  # the counts a batch alone stages are merged when it closes
+            "select (select coalesce(sum(n), 0) from line_counts) + (select coalesce(sum(n), 0) from line_counts_staged)"
+        ).fetchone()[0]
         rows = conn.execute("select (select count(*) from requests) + (select count(*) from rejected_lines)").fetchone()[0]
         assert copies == rows, f"line_counts holds {copies} copies for {rows} stored lines"
         return totals

@@ -1,0 +1,152 @@
+"""Duplicate-line counts: how many copies of each raw line the database holds (MODEL §1.1).
+
+The import keeps them in each chunk's transaction (:func:`count`), so a chunk and
+its counts commit together. Three tables, all keyed by a line's 64-bit hash h:
+
+- ``line_counts``: the copies stored (n), and the batch that last touched the
+  line with the copies of it that batch has seen (batch_id, seen).
+- ``line_counts_suspended``: the seen count of an unfinished batch (interrupted,
+  or running in another process) for a line another batch touched meanwhile; it
+  comes back when that batch resumes.
+- ``line_counts_staged``: the counts of a batch that has the database to itself
+  (no other batch has read a line). Such a batch needs no lookup: every line is
+  new, and its copies only add up. So each chunk appends its (h, copies) rows,
+  which costs the same at the hundredth chunk as at the first, and :func:`merge`
+  adds them to ``line_counts`` in one pass in hash order when the batch closes,
+  or as soon as another batch must read the counts.
+
+A batch that shares the database reads and writes the counts of its chunk's
+distinct lines in hash order, so that each page of ``line_counts`` is read and
+written once per chunk, not once per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+
+# Hashes per lookup statement (a JSON array bound as one parameter).
+LOOKUP_BATCH = 5000
+
+
+def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[list[bool] | None, int]:
+    """Count a chunk's lines; say which to keep: not those the database already holds enough copies of.
+
+    The k-th copy of a line in a batch is a duplicate when the database already
+    holds k or more copies of it (imported or rejected, by any batch): so a line
+    ends up stored as many times as the batch with most copies of it holds,
+    whatever the order of the batches. Call inside the chunk's transaction.
+
+    Args:
+        hashes: the chunk's line hashes, in line order within each kind (a
+            line's hash tells its kind: the same bytes parse the same way).
+
+    Returns:
+        (keep, duplicates): a flag per hash, or None to keep every line.
+    """
+    shared = conn.execute(
+        "select exists(select 1 from import_batches where id != ? and lines_read > 0)", [batch_id]
+    ).fetchone()[0]
+    if not shared:
+        # Nothing from other batches: every line is new, counts just add up.
+        conn.executemany(
+            "insert into line_counts_staged (batch_id, h, n) values (?, ?, ?)",
+            [(batch_id, h, c) for h, c in Counter(hashes).items()],
+        )
+        return None, 0
+    merge(conn)
+    return _count_shared(conn, batch_id, hashes)
+
+
+def merge(conn: sqlite3.Connection) -> None:
+    """Add the staged counts to ``line_counts``, in hash order (inside a write transaction).
+
+    Staged rows come from one batch (only a batch alone stages, and any other
+    batch merges before it counts), whose copies of a line add to those it
+    already has, exactly as if it had written them chunk by chunk.
+    """
+    if conn.execute("select not exists(select 1 from line_counts_staged)").fetchone()[0]:
+        return
+    conn.execute(
+        """insert into line_counts (h, n, batch_id, base, seen)
+        select h, sum(n), max(batch_id), 0, sum(n) from line_counts_staged where true group by h order by h
+        on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen"""
+    )
+    conn.execute("delete from line_counts_staged")
+
+
+def finish_batch(conn: sqlite3.Connection, batch_id: int) -> None:
+    """A batch is finished (inside the transaction that says so): it never resumes,
+    so its suspended counts are done with, and its staged counts are merged."""
+    merge(conn)
+    conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
+
+
+def _count_shared(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[list[bool], int]:
+    """:func:`count` for a batch that shares the database with others' lines.
+
+    ``line_counts`` keeps, per line, the batch that last touched it and the
+    copies that batch has seen; when another batch touches a line while the
+    batch that had it is unfinished, that batch's count moves to
+    ``line_counts_suspended``, and comes back when it resumes.
+    """
+    unfinished = {
+        row[0]
+        for row in conn.execute(
+            "select id from import_batches where status in ('running', 'interrupted') and id != ?", [batch_id]
+        )
+    }
+    suspended_here = conn.execute(
+        "select exists(select 1 from line_counts_suspended where batch_id = ?)", [batch_id]
+    ).fetchone()[0]
+    state: dict[int, list[int]] = {}  # h -> [copies stored, copies this batch has seen]
+    suspend, resumed = [], []
+    distinct = sorted(set(hashes))  # hash order: each page of line_counts read once
+    for start in range(0, len(distinct), LOOKUP_BATCH):
+        part = json.dumps(distinct[start : start + LOOKUP_BATCH])
+        for h, n, owner, seen in conn.execute(
+            "select h, n, batch_id, seen from line_counts where h in (select value from json_each(?))", [part]
+        ):
+            if owner == batch_id:
+                state[h] = [n, seen]
+            else:
+                state[h] = [n, 0]
+                if owner in unfinished:
+                    suspend.append((h, owner, seen))
+        if suspended_here:
+            for h, seen in conn.execute(
+                """select h, seen from line_counts_suspended
+                where batch_id = ? and h in (select value from json_each(?))""",
+                [batch_id, part],
+            ):
+                if h in state:
+                    state[h][1] = seen
+                    resumed.append((batch_id, h))
+    keep, duplicates = [], 0
+    for h in hashes:
+        s = state.get(h)
+        if s is None:
+            s = state[h] = [0, 0]
+        s[1] += 1
+        if s[1] > s[0]:
+            s[0] = s[1]
+            keep.append(True)
+        else:
+            keep.append(False)
+            duplicates += 1
+    if suspend:
+        conn.executemany(
+            """insert into line_counts_suspended (h, batch_id, seen) values (?, ?, ?)
+            on conflict(batch_id, h) do update set seen = excluded.seen""",
+            suspend,
+        )
+    if resumed:
+        conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
+    conn.executemany(  # in hash order, like the lookups
+        """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
+        on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
+        base = 0, seen = excluded.seen""",
+        [(h, state[h][0], batch_id, state[h][1]) for h in distinct],
+    )
+    return keep, duplicates
