@@ -52,7 +52,7 @@ def test_first_import_settles_its_counts_and_indexes(tmp_path, monkeypatch):
     assert (result.lines_read, result.imported, result.duplicates) == (295, 295, 0)
     # While it loaded, its counts were staged and the four requests indexes deferred.
     assert len(staged_while_loading) == 7  # six chunks, then the closed batch
-    assert [s for s, _ in staged_while_loading[:6]] == [48, 98, 148, 198, 248, 293]  # line 2 thrice in the first
+    assert [s for s, _ in staged_while_loading[:6]] == [50, 100, 150, 200, 250, 295]  # a row per line
     assert all(d == 4 for _, d in staged_while_loading[:6]) and staged_while_loading[6] == (0, 0)
     assert db.execute("select count(*) from line_counts_staged").fetchone()[0] == 0
     assert db.execute("select count(*) from deferred_indexes").fetchone()[0] == 0

@@ -10,7 +10,7 @@ its counts commit together. Three tables, all keyed by a line's 64-bit hash h:
   comes back when that batch resumes.
 - ``line_counts_staged``: the counts of a batch that has the database to itself
   (no other batch has read a line). Such a batch needs no lookup: every line is
-  new, and its copies only add up. So each chunk appends its (h, copies) rows,
+  new, and its copies only add up. So each chunk appends a row per line,
   which costs the same at the hundredth chunk as at the first, and :func:`merge`
   adds them to ``line_counts`` in one pass in hash order when the batch closes,
   or as soon as another batch must read the counts.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import Counter
+from itertools import repeat
 
 # Hashes per lookup statement (a JSON array bound as one parameter).
 LOOKUP_BATCH = 5000
@@ -49,10 +49,9 @@ def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[l
         "select exists(select 1 from import_batches where id != ? and lines_read > 0)", [batch_id]
     ).fetchone()[0]
     if not shared:
-        # Nothing from other batches: every line is new, counts just add up.
+        # Nothing from other batches: every line is new, counts just add up (a row per copy).
         conn.executemany(
-            "insert into line_counts_staged (batch_id, h, n) values (?, ?, ?)",
-            [(batch_id, h, c) for h, c in Counter(hashes).items()],
+            "insert into line_counts_staged (batch_id, h, n) values (?, ?, 1)", zip(repeat(batch_id), hashes)
         )
         return None, 0
     merge(conn)
