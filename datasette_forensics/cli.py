@@ -179,6 +179,14 @@ def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where
     """import-logs --from-clickhouse: check the options, pull, report the counts."""
     from . import clickhouse
 
+    try:
+        import clickhouse_driver  # noqa: F401  (optional: the [clickhouse] extra)
+    except ImportError:
+        raise ForensicsError(
+            "--from-clickhouse needs clickhouse-driver, which is not installed: "
+            "pip install 'datasette-forensics[clickhouse]'."
+        ) from None
+
     if url is None:
         raise ForensicsError("--query, --table, --where and --map only go with --from-clickhouse URL.")
     if files:
@@ -339,19 +347,22 @@ def demo(port, db_path, build_only):
 
     from datasette.cli import cli as datasette_cli
 
-    from . import demo as demo_module
+    from . import demo as demo_module, permissions
 
     demo_module.build(db_path)
     name = os.path.splitext(os.path.basename(db_path))[0]
     click.echo(f"Built {db_path} from {demo_module.SAMPLE_DATA.resolve()}.")
     if build_only:
         return
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(demo_module.metadata(name), f)
+    settings = []
+    for option, content in permissions.serve_options(demo_module.config(name), demo_module.metadata(name)).items():
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(content, f)
+        settings += [option, f.name]
     click.echo(f"Workbench: http://127.0.0.1:{port}/{name}/-/forensics")
     click.echo("Sign in as root (to apply rules) with the one-time link Datasette prints below.")
     datasette_cli.main(
-        ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", "--metadata", f.name],
+        ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", *settings],
         prog_name="datasette",
     )
 
@@ -390,6 +401,8 @@ def _org_changes(database, changes: list) -> list[str]:
 def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delete, actor):
     """List, apply, undo, add or delete elimination rules; every change is audited.
 
+    With no option, lists the rules (as --list).
+
     Applying prints the requests each rule newly explained and the orgs whose
     status changed. An applied rule also explains matching requests of later
     log batches.
@@ -404,6 +417,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
     from .rules import custom
 
     actions = [a for a in (list_, apply_, undo, add, delete) if a]
+    if not actions and not (filter_ or sql or description):
+        list_, actions = True, [True]
     if len(actions) != 1:
         raise ForensicsError("Give exactly one of --list, --apply, --undo, --add or --delete.")
     if (filter_ or sql) and not add:
