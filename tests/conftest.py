@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -18,6 +19,20 @@ RECORD_KINDS = [
     "orgs", "org_slugs", "integrations", "tokens", "users",
     "memberships", "sessions", "partners", "partner_orgs", "ip_info",
 ]
+
+
+# Datasette 1.0 checks CSRF by the headers a browser sends (Sec-Fetch-Site, Origin) and
+# sets no token cookie; 0.65 compares the ds_csrftoken cookie with the form's csrftoken.
+HEADER_CSRF = importlib.util.find_spec("datasette.csrf") is not None
+CROSS_SITE = {"sec-fetch-site": "cross-site", "origin": "http://evil.example"}
+
+
+async def csrf_cookies(ds, cookies: dict, page: str = "/-/messages") -> tuple[dict, str]:
+    """Cookies and the csrftoken form value for a same-origin POST (1.0: no token needed)."""
+    if HEADER_CSRF:
+        return dict(cookies), "unused-by-datasette-1.0"
+    token = (await ds.client.get(page, cookies=cookies)).cookies["ds_csrftoken"]
+    return dict(cookies, ds_csrftoken=token), token
 
 
 def skip_unless_ci(reason: str):

@@ -18,7 +18,7 @@ import sqlite3
 
 import pytest
 import pytest_asyncio
-from conftest import dump, make_datasette
+from conftest import CROSS_SITE, HEADER_CSRF, csrf_cookies, dump, make_datasette
 
 from datasette_forensics import permissions, rules, schema
 from datasette_forensics.rules import custom
@@ -76,25 +76,19 @@ async def datasette(path, config=None):
 
 
 # Datasette 1.0's CSRF check reads headers a browser sends; 0.65's compares tokens.
-HEADER_CSRF = {
+CSRF_HEADERS = {
     "valid": {"sec-fetch-site": "same-origin"},
     "missing": {"sec-fetch-site": "cross-site"},
     "forged_field": {"origin": "http://evil.example"},
-    "forged_cookie": {"sec-fetch-site": "cross-site", "origin": "http://evil.example"},
+    "forged_cookie": CROSS_SITE,
 }
-
-
-def _header_csrf() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("datasette.csrf") is not None
 
 
 async def post(ds, page, data, actor, csrf):
     """POST as actor (None: anonymous) with a valid, missing or forged CSRF token."""
     cookies = {"ds_actor": ds.sign({"a": {"id": actor}}, "actor")} if actor else {}
-    if _header_csrf():
-        return await ds.client.post(page, data=dict(data), cookies=cookies, headers=HEADER_CSRF[csrf])
+    if HEADER_CSRF:
+        return await ds.client.post(page, data=dict(data), cookies=cookies, headers=CSRF_HEADERS[csrf])
     token = (await ds.client.get("/-/messages", cookies=cookies)).cookies["ds_csrftoken"]
     data = dict(data)
     if csrf == "valid":
@@ -144,10 +138,7 @@ async def test_anonymous_without_any_cookie_is_refused(db_path, endpoint):
 @pytest.mark.asyncio
 async def test_reads_and_other_methods_never_write(db_path):
     ds = await datasette(db_path)
-    cookies = {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
-    token = "unused"  # 1.0 checks headers; a same-origin client sends none
-    if not _header_csrf():
-        token = cookies["ds_csrftoken"] = (await ds.client.get("/-/messages", cookies=cookies)).cookies["ds_csrftoken"]
+    cookies, token = await csrf_cookies(ds, {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")})
     before = dump(db_path)
     assert (await ds.client.get(f"{RULES}?action=apply&rule=partner", cookies=cookies)).status_code == 200
     assert (await ds.client.get(f"{BASE}?name=x&url={BASE}/ips", cookies=cookies)).status_code == 200
