@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from sqlite_utils.cli import cli as sqlite_utils_cli
 
 from datasette_forensics import rules, schema
+from datasette_forensics.rules import actions
 from datasette_forensics.cli import cli
 
 
@@ -30,7 +31,7 @@ def test_missing_clickhouse_driver_is_one_sentence_with_how_to_install(tmp_path,
 def test_rules_with_no_option_lists_them(sample_db_path):
     db = schema.connect(str(sample_db_path))
     try:
-        rules.apply(db, "staff", "setup")
+        actions.apply(db, "staff", "setup")
         names = [r["name"] for r in rules.list_rules(db)]
     finally:
         db.conn.close()

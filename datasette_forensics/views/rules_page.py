@@ -11,7 +11,8 @@ from datasette import Response
 
 from .. import permissions, rules
 from ..errors import ForensicsError
-from ..rules import custom
+from ..derived import waterfall
+from ..rules import actions, custom
 from .common import open_page
 
 LEDGER_LIMIT = 500
@@ -33,7 +34,7 @@ def page_data(db: sqlite_utils.Database, with_slugs: bool = True) -> dict:
         with_slugs: name the orgs in the ledger by their slug (from the orgs table).
     """
     listed = rules.list_rules(db)
-    steps = rules.waterfall(db)
+    steps = waterfall.read(db)
     slugs = dict(db.execute("select id, slug from orgs")) if with_slugs and db["orgs"].exists() else {}
     columns = [c[1] for c in db.execute("pragma table_info(rule_ledger)")]
     ledger = []
@@ -97,15 +98,15 @@ def _write(action: str, name: str, actor: str | None, form):
         db = sqlite_utils.Database(conn)
         with db.atomic():
             if action == "apply":
-                return rules.apply(db, name, actor)
+                return actions.apply(db, name, actor)
             if action == "undo":
-                return rules.undo(db, name, actor)
+                return actions.undo(db, name, actor)
             if action == "create":
-                return custom.create_custom_rule(
+                return actions.create_custom_rule(
                     db, name, _definition_from_form(form), actor, form.get("description")
                 )
             if action == "delete":
-                return custom.delete_custom_rule(db, name, actor)
+                return actions.delete_custom_rule(db, name, actor)
         raise ForensicsError(f"Unknown action {action!r}: use apply, undo, create or delete.")
 
     return run
