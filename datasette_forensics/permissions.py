@@ -140,9 +140,12 @@ async def ensure_write(datasette, actor, what: str = "Changing the workbench") -
         raise Forbidden(f"{what} needs the {WRITE} permission.")
 
 
-def withheld_sentence(table: str, part: str) -> str:
-    """The sentence a page shows where it leaves out a table's data."""
-    return f"{part} left out: they come from the {table} table, which you may not view."
+def withheld_sentence(tables: list[str], part: str) -> str:
+    """The sentence a page shows where it leaves out tables' data."""
+    if len(tables) == 1:
+        return f"{part} left out: they come from the {tables[0]} table, which you may not view."
+    names = ", ".join(tables[:-1]) + f" and {tables[-1]}"
+    return f"{part} left out: they come from the {names} tables, which you may not view."
 
 
 def datasette_kwargs(config: dict | None = None, metadata: dict | None = None) -> dict:

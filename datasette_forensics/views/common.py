@@ -173,15 +173,15 @@ class Page:
         """403 unless this actor may view every one of tables (a view that is all about them)."""
         await permissions.ensure_view_tables(self.datasette, self.request.actor, self.db.name, tables)
 
-    async def withhold(self, table: str, part: str) -> bool:
+    async def withhold(self, tables: str | tuple, part: str) -> bool:
         """True (and a sentence on the page) when part comes from a table this actor may not view.
 
-        Usage: ``if await page.withhold("users", "Member e-mails"): members = []``
+        Usage: ``if await page.withhold(("memberships", "users"), "Members"): members = []``
         """
-        if await self.may_view(table):
-            return False
-        self.withheld.append(permissions.withheld_sentence(table, part))
-        return True
+        denied = [t for t in ((tables,) if isinstance(tables, str) else tables) if not await self.may_view(t)]
+        if denied:
+            self.withheld.append(permissions.withheld_sentence(denied, part))
+        return bool(denied)
 
     # Links ---------------------------------------------------------------------
 

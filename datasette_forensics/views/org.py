@@ -127,10 +127,10 @@ async def view(datasette, request):
             }
         )
     members = []
-    if not any([await page.withhold(t, "Members") for t in ("memberships", "users", "sessions")]):
+    if not await page.withhold(("memberships", "users", "sessions"), "Members"):
         members = [dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)]
     integrations = []
-    if not any([await page.withhold(t, "Integrations") for t in ("integrations", "tokens")]):
+    if not await page.withhold(("integrations", "tokens"), "Integrations"):
         integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
     applied = list(await db.execute(RULES))
     rules = []
