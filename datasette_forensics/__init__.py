@@ -64,7 +64,7 @@ async def _forensic_databases(datasette, actor) -> list[str]:
     for name, db in datasette.databases.items():
         if db.is_memory or not await db.execute_fn(is_forensic_database):
             continue
-        if await permissions.may_view_database(datasette, actor, name):
+        if await permissions.may_use_workbench(datasette, actor, name):
             names.append(name)
     return names
 

@@ -34,6 +34,8 @@ ACTIONS = Action is not None
 WRITE = "forensics-write"
 WRITE_DESCRIPTION = "Apply and undo rules, save views and record case work in the forensic workbench"
 PLUGIN = "datasette-forensics"
+# Every workbench page shows the log's data: these tables' view-table is always needed.
+LOG_TABLES = ("requests", "ips", "user_agents")
 
 
 def _granted_write(datasette, actor) -> str | None:
@@ -126,6 +128,14 @@ async def ensure_view_instance(datasette, actor) -> None:
 async def ensure_view_database(datasette, actor, database: str) -> None:
     if not await may_view_database(datasette, actor, database):
         raise Forbidden(f"You may not view the {database} database.")
+
+
+async def may_use_workbench(datasette, actor, database: str) -> bool:
+    """May actor open the workbench of database (the database and its log tables)?"""
+    for table in LOG_TABLES:
+        if not await may_view_table(datasette, actor, database, table):
+            return False
+    return True
 
 
 async def ensure_view_tables(datasette, actor, database: str, tables) -> None:

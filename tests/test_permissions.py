@@ -307,6 +307,9 @@ async def test_a_private_log_table_hides_the_whole_workbench(db_path):
         assert "requests table" in response.text
         assert "192.0.2.66" not in response.text
         assert (await get(ds, url, "root")).status_code == 200, url
+    # No workbench link leads there.
+    assert BASE not in (await ds.client.get(f"/{DB}", cookies=cookies_for(ds, "alice"))).text
+    assert BASE in (await ds.client.get(f"/{DB}", cookies=cookies_for(ds, "root"))).text
 
 
 @pytest.mark.asyncio

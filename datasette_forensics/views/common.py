@@ -241,10 +241,6 @@ class Page:
         )
 
 
-# Every workbench page shows the log's data.
-LOG_TABLES = ("requests", "ips", "user_agents")
-
-
 async def open_page(datasette, request, name: str, tables: tuple = ()) -> Page:
     """Every workbench view's first call: view permissions, then the forensic database.
 
@@ -266,7 +262,7 @@ async def open_page(datasette, request, name: str, tables: tuple = ()) -> Page:
         await permissions.ensure_view_database(datasette, actor, db.name)
     if db.is_memory or not await db.execute_fn(is_forensic_database):
         raise NotFound(f"{db.name} is not a forensics database.")
-    await permissions.ensure_view_tables(datasette, actor, db.name, LOG_TABLES + tuple(tables))
+    await permissions.ensure_view_tables(datasette, actor, db.name, permissions.LOG_TABLES + tuple(tables))
     return Page(datasette, request, db, name)
 
 
