@@ -446,8 +446,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         click.echo(f"Deleted custom rule {delete}.")
         return
     if apply_:
-        for name in rules.resolve_names(database, apply_):
-            result = actions.apply(database, name, actor)
+        for result in actions.apply_all(database, rules.resolve_names(database, apply_), actor):
+            name = result["rule"]
             if result["already"]:
                 click.echo(f"{name}: already applied")
                 continue
@@ -460,8 +460,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         if undo.strip() == "all"
         else [n for n in rules.resolve_names(database, undo)]
     )
-    for name in names:
-        result = actions.undo(database, name, actor)
+    for result in actions.undo_all(database, names, actor):
+        name = result["rule"]
         if result["already"]:
             click.echo(f"{name}: not applied")
             continue
