@@ -18,18 +18,18 @@ import json
 import operator
 import os
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import importers, pipeline, processes
+from . import derived, importers, pipeline, processes
 from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
 from .timeparse import utcnow
+from .transaction import write_transaction
 from .readers import DamagedInput, LogInput, looks_binary, open_input, strip_line_ending
 
 # Lines per transaction: large chunks write each touched index page once per
@@ -291,8 +291,9 @@ class ChunkReader:
 class BatchWriter:
     """Stores the chunks of one batch, one transaction each."""
 
-    def __init__(self, conn: sqlite3.Connection, batch_id: int, dictionaries: list[Dictionary]):
-        self.conn = conn
+    def __init__(self, db: sqlite_utils.Database, batch_id: int, dictionaries: list[Dictionary]):
+        self.db = db
+        self.conn = db.conn
         self.batch_id = batch_id
         self.dictionaries = dictionaries  # the reader's: their tables, columns and refs
         # Per table, the reader's ids that did not land, and the stored ids they stand for.
@@ -303,7 +304,7 @@ class BatchWriter:
         conn = self.conn
         batch_id = self.batch_id
         requests, rejected, raw_rows = chunk.requests, chunk.rejected, chunk.raw_rows
-        with _transaction(conn):
+        with write_transaction(self.db):
             moved = self.moved
             for d, rows in zip(self.dictionaries, chunk.new_rows):
                 if store_rows(conn, d, rows, moved) and rows and not moved.get(d.table):
@@ -485,10 +486,10 @@ def import_file(
         batch_id, skip_until, result = _start_batch(conn, prepared, batch_name, command)
         size, close = prepared.input.size, prepared.input.close
     indexes.settle(conn)
-    with _transaction(conn):
+    with write_transaction(db):
         indexes.defer(conn, batch_id)  # a first import: built by a sort when the batch closes
     reader = ChunkReader(conn, batch_id)
-    writer = BatchWriter(conn, batch_id, reader.dictionaries)
+    writer = BatchWriter(db, batch_id, reader.dictionaries)
     db_file = conn.execute("pragma database_list").fetchone()[2]
 
     def produce(in_child: bool) -> Iterator[Chunk]:
@@ -636,7 +637,7 @@ def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, fini
     left to do. Together, the batch stays 'running' and a re-run resumes it.
     """
     conn = db.conn
-    with _transaction(conn):
+    with write_transaction(db):
         conn.execute(
             """update import_batches set status = ?, message = ?, finished_at = ?, sha256 = ?, pid = null
             where id = ?""",
@@ -652,31 +653,13 @@ def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, fini
             finish(result)
 
 
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: committed, or rolled back whatever stops it (Ctrl-C too)."""
-    conn.execute("begin immediate")
-    try:
-        yield
-        conn.execute("commit")
-    except BaseException:
-        if conn.in_transaction:  # Ctrl-C can land right after the commit
-            conn.execute("rollback")
-        raise
-
-
 def _after_batch(db: sqlite_utils.Database, result: FileResult, first_ip_id: int) -> None:
     """Bring ip_info, the scope and the aggregates up to date after one batch.
 
     ``first_ip_id`` is the first ``ips`` id this run could add; a resumed batch also
     added addresses in its earlier, interrupted runs, so it looks at every address.
     """
-    from . import aggregates, ipinfo, scope
-
-    batch_id = result.batch_id
-    ipinfo.apply_ip_info(db, min_ip_id=None if result.resumed_from else first_ip_id - 1)
-    scope.after_batch(db, batch_id)
-    aggregates.refresh_batch(db, batch_id)
+    derived.after_batch(db, result.batch_id, min_ip_id=None if result.resumed_from else first_ip_id - 1)
 
 
 def import_rows(

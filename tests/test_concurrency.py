@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from datasette_forensics import rules, schema
+from datasette_forensics.rules import actions
 
 from conftest import SAMPLE, build_sample_db
 
@@ -134,7 +135,7 @@ def staff_rows(db) -> tuple[int, int]:
         from scoped s join signatures g on g.id = s.sig_id
         join ips i on i.id = g.ip_id join user_agents a on a.id = g.ua_id
         where i.ip = :ip and a.ua = :ua""",
-        {"bit": rules.REGISTRY["staff"].BIT, "ip": STAFF_IP, "ua": STAFF_UA},
+        {"bit": rules.bit_of(db, "staff"), "ip": STAFF_IP, "ua": STAFF_UA},
     ).fetchone()
 
 
@@ -192,7 +193,7 @@ def test_pages_answer_and_rules_apply_while_an_import_runs(tmp_path):
             ).fetchone()
             time.sleep(0.05)
         assert batch is not None, "the import finished before the rule could be applied mid-way"
-        applied = rules.apply(db, "staff", actor="test")
+        applied = actions.apply(db, "staff", actor="test")
         assert not applied["already"]
         out, err = importer.communicate(timeout=600)
         import_seconds = time.monotonic() - started

@@ -33,8 +33,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from datasette.app import Datasette
+from conftest import csrf_cookies
 
-from datasette_forensics import incident, ingest, records, report, rules, schema
+from datasette_forensics import incident, ingest, records, report, schema
+from datasette_forensics.rules import actions
 
 UA_ATTACKER = "<script>alert(1)</script>"
 UA_CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/84.0.4147.89 Safari/537.36"
@@ -127,7 +129,7 @@ def build(path, tmp, apply_rules=True):
     records.import_records(db, "ip_info", str(f))
     if apply_rules:
         for name in ALL_RULES:
-            rules.apply(db, name, actor="test")
+            actions.apply(db, name, actor="test")
     db.conn.close()
 
 
@@ -689,8 +691,8 @@ async def test_view_permission_is_checked_first(template):
 async def _post(ds, url, data, actor=None):
     """POST with a valid CSRF token (taken from a signed-in page), as actor or anonymously."""
     signed_in = {"ds_actor": ds.sign({"a": {"id": "alice"}}, "actor")}
-    token = (await ds.client.get("/ws/-/forensics", cookies=signed_in)).cookies["ds_csrftoken"]
-    cookies = {"ds_csrftoken": token}
+    cookies, token = await csrf_cookies(ds, signed_in, "/ws/-/forensics")
+    cookies.pop("ds_actor")
     if actor:
         cookies["ds_actor"] = ds.sign({"a": {"id": actor}}, "actor")
     return await ds.client.post(url, data=dict(data, csrftoken=token), cookies=cookies)

@@ -1,9 +1,8 @@
 """member_current: a user with a session with the signature is a member of the org now."""
 
-from . import prepare_sessions
+from .common import prepare_sessions
 
 NAME = "member_current"
-BIT = 1 << 1
 DESCRIPTION = "A user with a session with this signature is a member of the org now (no left_at)."
 
 

@@ -1,9 +1,8 @@
 """member_historical: a user with a session with the signature was a member of the org at t."""
 
-from . import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
+from .common import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
 
 NAME = "member_historical"
-BIT = 1 << 2
 DESCRIPTION = "A user with a session with this signature was a member of the org at the request's time."
 
 

@@ -1,9 +1,8 @@
 """staff: a staff user has a session with the request's signature."""
 
-from . import prepare_sessions
+from .common import prepare_sessions
 
 NAME = "staff"
-BIT = 1 << 0
 DESCRIPTION = "A staff user has a session with this signature (ip and user agent)."
 
 

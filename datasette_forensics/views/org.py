@@ -6,13 +6,13 @@ from __future__ import annotations
 from datasette import NotFound
 from datasette.utils import tilde_decode
 
+from ..derived.status import status_sql
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
-ORG = """
+ORG = f"""
 select o.id, o.slug, o.name, o.contact_email, o.created_at,
     s.in_scope, s.unexplained, s.signatures, s.unexplained_signatures, s.cross_tenant_signatures,
-    case when s.unexplained_cross_tenant > 0 then 'exposed'
-        when s.unexplained > 0 then 'review' when s.org_id is not null then 'cleared' end as status
+    case when s.org_id is not null then {status_sql("s")} end as status
 from (select :org as org_id) x
 left join orgs o on o.id = x.org_id
 left join org_stats s on s.org_id = x.org_id
@@ -70,7 +70,7 @@ order by s.ts desc limit 20
 @page_view
 async def view(datasette, request):
     """One org's drill-down: why it has its status, and the requests behind it."""
-    page = await open_page(datasette, request, "org")
+    page = await open_page(datasette, request, "org", tables=("orgs",))
     org = tilde_decode(request.url_vars["org_id"])
     db = page.db
     params = {"org": org}
@@ -102,7 +102,7 @@ async def view(datasette, request):
             "user_agents": page.page_url("user-agents", [("org", org)]),
         },
     }
-    slugs = [dict(r) for r in await db.execute(SLUGS, params)]
+    slugs = [] if await page.withhold("org_slugs", "Slug history") else [dict(r) for r in await db.execute(SLUGS, params)]
     signatures = []
     for r in await db.execute(SIGNATURES, params):
         sig = [("sig_id", str(r["sig_id"]))]
@@ -126,10 +126,12 @@ async def view(datasette, request):
                 },
             }
         )
-    members = [
-        dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)
-    ]
-    integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
+    members = []
+    if not await page.withhold(("memberships", "users", "sessions"), "Members"):
+        members = [dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)]
+    integrations = []
+    if not await page.withhold(("integrations", "tokens"), "Integrations"):
+        integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
     applied = list(await db.execute(RULES))
     rules = []
     if applied:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 
-from .. import aggregates
+from ..derived import status as org_status
 from . import sources
 from .common import chart, choice, open_page, page_view, paging, parse_state, sort_choice
 
-STATUS_SQL = aggregates.org_status_sql("s")
-STATUS_FILTER = {
-    "all": "1",
-    "exposed": "s.unexplained_cross_tenant > 0",
-    "review": "s.unexplained_cross_tenant = 0 and s.unexplained > 0",
-    "cleared": "s.unexplained = 0",
-}
+STATUS_SQL = org_status.status_sql("s")
+STATUS_FILTER = {"all": "1", **{s: org_status.filter_sql(s, "s") for s in org_status.STATUSES}}
 SORTS = {
-    "status": "case when s.unexplained_cross_tenant > 0 then 0 when s.unexplained > 0 then 1 else 2 end",
+    "status": org_status.rank_sql("s"),
     "org_id": "f.org_id",
     "slug": "o.slug",
     "in_scope": "f.in_scope",
@@ -97,7 +92,7 @@ left join paths pa on pa.id = u.path_id
 @page_view
 async def view(datasette, request):
     """Orgs: status (exposed, review, cleared) and in-scope figures, filterable by status."""
-    page = await open_page(datasette, request, "orgs")
+    page = await open_page(datasette, request, "orgs", tables=("orgs",))
     state = await parse_state(page, extra=("status", "sort"))
     status = choice(request, "status", tuple(STATUS_FILTER), "all")
     sort, sort_sql, descending = sort_choice(request, SORTS, "status")

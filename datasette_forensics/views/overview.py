@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from datasette import Forbidden, Response
+from datasette import Response
 
-from .. import WRITE_PERMISSION, aggregates
+from .. import permissions
+from ..derived.status import status_sql
 from ..timeparse import utcnow
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
@@ -23,7 +24,7 @@ select (select count(*) from rejected_lines) as lines_rejected,
     coalesce(sum(unexplained), 0) as unexplained
 from pivot_groups where grouping = 'kind'
 """
-STATUS_COUNTS = f"select {aggregates.org_status_sql()} as status, count(*) from org_stats group by status"
+STATUS_COUNTS = f"select {status_sql()} as status, count(*) from org_stats group by status"
 HAS_WATERFALL = "select 1 from sqlite_master where type = 'table' and name = 'rule_waterfall'"
 WATERFALL = "select rule, remaining, explained from rule_waterfall order by position"
 APPLIED = """
@@ -194,8 +195,7 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
 async def _save_view(page) -> Response:
     """Store a named view (a workbench URL) for everyone with read access."""
     datasette, request = page.datasette, page.request
-    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
-        raise Forbidden("Saving a view needs the forensics-write permission.")
+    await permissions.ensure_write(datasette, request.actor, "Saving a view")
     form = await request.post_vars()
     name = (form.get("name") or "").strip()
     url = _local_url(form.get("url") or "", request)
