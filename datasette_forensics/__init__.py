@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import click
 from datasette import hookimpl
 from datasette.utils import actor_matches_allow
 
 from . import schema
+from .errors import ForensicsError
 
 WRITE_PERMISSION = "forensics-write"
 
@@ -40,7 +42,10 @@ def startup(datasette):
 
                     schema.ensure_schema(sqlite_utils.Database(conn))
 
-            await db.execute_write_fn(migrate, block=True)
+            try:
+                await db.execute_write_fn(migrate, block=True)
+            except ForensicsError as exc:  # one sentence, not a traceback
+                raise click.ClickException(f"{db.name}: {exc}") from None
 
     return inner
 
