@@ -31,7 +31,9 @@ from datasette_forensics.errors import ForensicsError
 
 from clickhouse_server import ClickHouseServer, find_binary, free_port
 
-clickhouse_driver = pytest.importorskip("clickhouse_driver")
+from conftest import import_or_skip_unless_ci  # noqa: E402
+
+clickhouse_driver = import_or_skip_unless_ci("clickhouse_driver", "pip install clickhouse-driver")
 
 TABLE = "logs"
 COLUMNS = """

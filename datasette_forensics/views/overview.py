@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from datasette import Forbidden, Response
+from datasette import Response
 
-from .. import WRITE_PERMISSION
+from .. import permissions
 from ..derived.status import status_sql
 from ..timeparse import utcnow
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
@@ -195,8 +195,7 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
 async def _save_view(page) -> Response:
     """Store a named view (a workbench URL) for everyone with read access."""
     datasette, request = page.datasette, page.request
-    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
-        raise Forbidden("Saving a view needs the forensics-write permission.")
+    await permissions.ensure_write(datasette, request.actor, "Saving a view")
     form = await request.post_vars()
     name = (form.get("name") or "").strip()
     url = _local_url(form.get("url") or "", request)
