@@ -7,6 +7,8 @@ from datasette import hookimpl
 
 from . import permissions, schema
 from .errors import ForensicsError
+from .schema import is_forensic_database
+from .views import ROUTES
 
 WRITE_PERMISSION = permissions.WRITE
 
@@ -15,21 +17,6 @@ if permissions.ACTIONS:
     from .permissions import permission_resources_sql, register_actions  # noqa: F401
 else:
     from .permissions import permission_allowed  # noqa: F401
-
-
-def is_forensic_database(conn) -> bool:
-    """A database this plugin manages: it holds our migrations or our import table."""
-    names = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-    if "import_batches" in names:
-        return True
-    if "_sqlite_migrations" in names:
-        return bool(
-            conn.execute(
-                "select 1 from _sqlite_migrations where migration_set = ?",
-                [schema.migrations.name],
-            ).fetchone()
-        )
-    return False
 
 
 @hookimpl
@@ -58,8 +45,6 @@ def startup(datasette):
 @hookimpl
 def register_routes(datasette):
     """The workbench pages under /DB/-/forensics."""
-    from .views import ROUTES
-
     return ROUTES
 
 

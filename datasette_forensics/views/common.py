@@ -22,7 +22,8 @@ from datasette.views.base import DatasetteError
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import BadRequest
 
-from .. import is_forensic_database, permissions
+from .. import permissions
+from ..schema import is_forensic_database
 from ..enrich import KINDS
 from ..timeparse import TimeError, format_ms, parse_time
 
