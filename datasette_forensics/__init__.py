@@ -6,6 +6,7 @@ from datasette import hookimpl
 from datasette.utils import actor_matches_allow
 
 from . import schema
+from .terminal import visible
 
 WRITE_PERMISSION = "forensics-write"
 
@@ -123,3 +124,9 @@ def extra_template_vars(datasette):
             return None
 
     return {"forensics_workbench_url": forensics_workbench_url}
+
+
+@hookimpl
+def prepare_jinja2_environment(env, datasette):
+    """The forensics_visible filter: log text with its control and bidi characters as escapes."""
+    env.filters["forensics_visible"] = visible

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datasette import NotFound
 from datasette.utils import tilde_decode
 
-from .common import DAY_MS, chart, ms_iso, open_page, page_view
+from . import chart
+from .common import DAY_MS, ms_iso, open_page, page_view
 
 ORG = """
 select o.id, o.slug, o.name, o.contact_email, o.created_at,
@@ -148,6 +149,7 @@ async def view(datasette, request):
         timeline.append(
             {
                 "day": ms_iso(day * DAY_MS)[:10],
+                "start_ms": day * DAY_MS,
                 "in_scope": in_scope,
                 "unexplained": unexplained,
                 "explained": in_scope - unexplained,
@@ -184,18 +186,20 @@ async def view(datasette, request):
         "latest_requests_url": page.requests_url(scoped + [("_sort_desc", "ts")]),
     }
     charts = [
-        chart(
+        chart.time_bars(
             "chart-org-timeline",
-            "In-scope requests per day (UTC): explained and unexplained",
+            "In-scope requests per day (UTC): unexplained and explained",
             [
-                row
+                {
+                    "start": t["start_ms"],
+                    "parts": {
+                        "unexplained": (t["unexplained"], t["links"]["unexplained"]),
+                        "explained": (t["explained"], t["links"]["explained"]),
+                    },
+                }
                 for t in timeline
-                for row in (
-                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
-                    {"day": t["day"], "requests": t["explained"], "part": "2 explained"},
-                )
             ],
-            "day", "requests", color="part",
+            DAY_MS,
         )
     ]
     return await page.respond("forensics_org.html", data, {"charts": charts})

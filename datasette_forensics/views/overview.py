@@ -9,7 +9,8 @@ from datasette import Forbidden, Response
 
 from .. import WRITE_PERMISSION, aggregates
 from ..timeparse import utcnow
-from .common import DAY_MS, chart, ms_iso, open_page, page_view
+from . import chart
+from .common import DAY_MS, ms_iso, open_page, page_view
 
 INCIDENT = """
 select name, introduced_at, patched_at, patched_ms, scope_paths, org_routes, require_integration, set_at
@@ -50,6 +51,13 @@ order by st.cross_tenant desc, st.unexplained desc, st.in_scope desc, st.request
 limit 10
 """
 SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
+# The raw-log timeline reads the requests_ts index (every request once), and the
+# in-scope part from scope_days (per day) or scoped (per hour, for short logs).
+LOG_SPAN = "select min(ts), max(ts) from requests"
+LOG_BUCKETS = "select ts / :unit as bucket, count(*) from requests group by bucket"
+SCOPE_HOURS = """
+select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by bucket
+"""
 
 PIVOTS = [
     ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, reverse DNS"),
@@ -145,27 +153,23 @@ async def view(datasette, request):
         "pivots": [{"name": label, "url": page.page_url(name), "about": about} for name, label, about in PIVOTS],
         "saved_views": saved,
     }
-    charts = [
-        chart(
+    log_timeline, unit = await _log_timeline(page)
+    data["log_timeline"] = log_timeline
+    charts = {
+        "timeline": chart.time_bars(
             "chart-timeline",
-            "In-scope requests per day (UTC): explained and unexplained",
+            "Requests per " + ("day" if unit == DAY_MS else "hour") + " (UTC): unexplained, explained, out of scope",
             [
-                row
-                for t in timeline
-                for row in (
-                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
-                    {"day": t["day"], "requests": t["in_scope"] - t["unexplained"], "part": "2 explained"},
-                )
+                {"start": b["start_ms"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
+                for b in log_timeline
             ],
-            "day", "requests", color="part",
+            unit,
+            parts=("unexplained", "explained", "out of scope"),
         ),
-        chart(
-            "chart-waterfall",
-            "Rules waterfall: requests still unexplained after each applied rule",
-            [{"step": f"{i}. {s['rule'] or 'in scope'}", "remaining": s["remaining"]} for i, s in enumerate(waterfall)],
-            "step", "remaining",
+        "waterfall": chart.waterfall(
+            "chart-waterfall", "Rules waterfall: what each applied rule explained, and what is left", waterfall
         ),
-    ]
+    }
     return await page.respond("forensics_overview.html", data, {"charts": charts})
 
 
@@ -182,13 +186,54 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
         steps = [{"rule": None, "remaining": funnel["in_scope"], "explained": None}]
         for name, _, explained in await db.execute(APPLIED):
             steps.append({"rule": name, "remaining": steps[-1]["remaining"] - (explained or 0), "explained": explained})
-    mask = 0
+    mask = before = 0
     for step in steps:
         if step["rule"] is not None:
             mask |= bits.get(step["rule"], 0)
         where = [("in_scope", "1")] + ([("_where", f"(explained & {mask}) = 0")] if mask else [])
+        if step["rule"] is not None:
+            bit = bits.get(step["rule"], 0)
+            step["explained_url"] = page.requests_url(
+                [("in_scope", "1"), ("_where", f"(explained & {before}) = 0 and (explained & {bit}) != 0")]
+            )
+        before = mask
         step["url"] = page.requests_url(where)
     return steps, source
+
+
+async def _log_timeline(page) -> tuple[list[dict], int]:
+    """Every request per hour (logs of up to three days) or day, split by scope."""
+    db = page.db
+    first, last = (await db.execute(LOG_SPAN)).first()
+    if first is None:
+        return [], DAY_MS
+    unit = chart.time_unit(first, last)
+    totals = dict(list(await db.execute(LOG_BUCKETS, {"unit": unit})))
+    if unit == DAY_MS:
+        scope = {day: (n, u) for day, n, u in await db.execute(TIMELINE)}
+    else:
+        scope = {b: (n, u) for b, n, u in await db.execute(SCOPE_HOURS, {"unit": unit})}
+    buckets = []
+    for bucket in sorted(set(totals) | set(scope)):
+        in_scope, unexplained = scope.get(bucket, (0, 0))
+        span = [("ts__gte", str(bucket * unit)), ("ts__lt", str((bucket + 1) * unit))]
+        buckets.append(
+            {
+                "start": chart.bucket_label(bucket * unit, unit),
+                "start_ms": bucket * unit,
+                "requests": totals.get(bucket, 0),
+                "unexplained": unexplained,
+                "explained": in_scope - unexplained,
+                "out_of_scope": totals.get(bucket, 0) - in_scope,
+                "links": {
+                    "requests": page.requests_url(span),
+                    "unexplained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "1")]),
+                    "explained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "0")]),
+                    "out_of_scope": page.requests_url(span + [("in_scope", "0")]),
+                },
+            }
+        )
+    return buckets, unit
 
 
 async def _save_view(page) -> Response:
