@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..aggregates import GROUPINGS, KINDS
+from ..derived.aggregates import GROUPINGS, KINDS
 from . import sources
 from . import chart
 from .filter_bar import filter_bar
