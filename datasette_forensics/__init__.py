@@ -7,6 +7,7 @@ from datasette.utils import actor_matches_allow
 
 from . import schema
 from .terminal import visible
+from . import around
 
 WRITE_PERMISSION = "forensics-write"
 
@@ -42,6 +43,11 @@ def startup(datasette):
                     schema.ensure_schema(sqlite_utils.Database(conn))
 
             await db.execute_write_fn(migrate, block=True)
+        forensic = [
+            name for name, db in datasette.databases.items()
+            if not db.is_memory and await db.execute_fn(is_forensic_database)
+        ]
+        around.note_forensic_databases(datasette, forensic)
 
     return inner
 
@@ -67,7 +73,7 @@ def register_routes(datasette):
     """The workbench pages under /DB/-/forensics."""
     from .views import ROUTES
 
-    return ROUTES
+    return ROUTES + [(r"^/-/auth-token$", around.sign_in)]
 
 
 async def _forensic_databases(datasette, actor) -> list[str]:
@@ -130,3 +136,15 @@ def extra_template_vars(datasette):
 def prepare_jinja2_environment(env, datasette):
     """The forensics_visible filter: log text with its control and bidi characters as escapes."""
     env.filters["forensics_visible"] = visible
+
+
+@hookimpl
+def get_metadata(datasette, key, database, table):
+    """Hide the plugin's own tables and label foreign keys, in every forensic database."""
+    return around.metadata(datasette)
+
+
+@hookimpl
+def render_cell(value, column, table, database, datasette):
+    """Request ids with their values, and log text with visible escapes, on Datasette's pages."""
+    return around.render_cell(value, column, table, database, datasette)

@@ -23,6 +23,7 @@ from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import BadRequest
 
 from .. import WRITE_PERMISSION, is_forensic_database
+from . import empty
 from ..enrich import KINDS
 from ..timeparse import TimeError, format_ms, parse_time
 
@@ -46,6 +47,12 @@ SIGNATURE_FILTERS = {
     "os": ("a.os", True, "ua_os"),
 }
 STATE_KEYS = ("by", "org", "status", "cross_tenant", "cidr", *SIGNATURE_FILTERS, "from", "to", "sort", "page", "size")
+
+
+SAVED_VIEWS_AT = """
+select id, name, url, created_by, created_at from saved_views
+where url = :path or substr(url, 1, length(:prefix)) = :prefix order by name, id
+"""
 
 
 def page_view(fn):
@@ -193,6 +200,12 @@ class Page:
             path = path[: -len(".json")]
         return path + (".json" if fmt else "") + ("?" + urlencode([(k, args[k]) for k in STATE_KEYS if k in args]) if args else "")
 
+    async def saved_views_here(self) -> list[dict]:
+        """The saved views of this page (same path, any filters)."""
+        path = self.request.path[: -len(".json")] if self.request.path.endswith(".json") else self.request.path
+        rows = await self.db.execute(SAVED_VIEWS_AT, {"path": path, "prefix": path + "?"})
+        return [dict(r) for r in rows]
+
     # Responses -------------------------------------------------------------------
 
     async def respond(self, template: str, data: dict, context: dict | None = None) -> Response:
@@ -210,6 +223,8 @@ class Page:
             "can_write": can_write,
             "rules_url": self.base + "/rules",
             "chart_frame_url": self.datasette.urls.path("-/forensics-chart"),
+            "gaps": await empty.gaps(self.db),
+            "page_views": await self.saved_views_here(),
         }
         page_context.update(context or {})
         return Response.html(

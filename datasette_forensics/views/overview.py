@@ -137,7 +137,7 @@ async def view(datasette, request):
         for r in await db.execute(TOP_SIGNATURES)
     ]
     saved = [
-        {"name": r["name"], "url": r["url"], "created_by": r["created_by"], "created_at": r["created_at"]}
+        {"id": r["id"], "name": r["name"], "url": r["url"], "created_by": r["created_by"], "created_at": r["created_at"]}
         for r in await db.execute(SAVED_VIEWS)
     ]
     data = {
@@ -238,31 +238,48 @@ async def _log_timeline(page) -> tuple[list[dict], int]:
 
 
 async def _save_view(page) -> Response:
-    """Store a named view (a workbench URL) for everyone with read access."""
+    """Save a named view (a workbench URL) for everyone with read access, or rename or
+    delete one (``action`` = save, rename or delete)."""
     datasette, request = page.datasette, page.request
     if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
         raise Forbidden("Saving a view needs the forensics-write permission.")
     form = await request.post_vars()
-    name = (form.get("name") or "").strip()
-    url = _local_url(form.get("url") or "", request)
-    if not name or url is None:
-        datasette.add_message(
-            request, "A saved view needs a name and a URL of this site (a path such as /db/-/forensics/ips).", datasette.ERROR
+    action = form.get("action") or "save"
+    back = _local_url(form.get("next") or "", request) or page.base
+    name = (form.get("name") or "").strip()[:200]
+    if action == "save":
+        url = _local_url(form.get("url") or "", request)
+        if not name or url is None:
+            datasette.add_message(
+                request, "A saved view needs a name and a URL of this site (a path such as /db/-/forensics/ips).", datasette.ERROR
+            )
+            return Response.redirect(back, status=303)
+        sql, params, message = (
+            "insert into saved_views (name, url, created_by, created_at) values (?, ?, ?, ?)",
+            [name, url, (request.actor or {}).get("id"), utcnow()],
+            f"Saved the view {name!r}.",
         )
-        return Response.redirect(page.base, status=303)
-    actor = (request.actor or {}).get("id")
-    now = utcnow()
+    elif action in ("rename", "delete") and (form.get("id") or "").isdigit():
+        if action == "rename" and not name:
+            datasette.add_message(request, "A saved view needs a name.", datasette.ERROR)
+            return Response.redirect(back, status=303)
+        sql, params, message = (
+            ("update saved_views set name = ? where id = ?", [name, int(form["id"])], f"Renamed the view to {name!r}.")
+            if action == "rename"
+            else ("delete from saved_views where id = ?", [int(form["id"])], "Deleted the view.")
+        )
+    else:
+        datasette.add_message(request, "Unknown saved-view action.", datasette.ERROR)
+        return Response.redirect(back, status=303)
 
     def write(conn):
         with conn:
-            conn.execute(
-                "insert into saved_views (name, url, created_by, created_at) values (?, ?, ?, ?)",
-                [name[:200], url, actor, now],
-            )
+            return conn.execute(sql, params).rowcount
 
-    await page.db.execute_write_fn(write, block=True)
-    datasette.add_message(request, f"Saved the view {name!r}.")
-    return Response.redirect(page.base, status=303)
+    if not await page.db.execute_write_fn(write, block=True):
+        message = "That saved view no longer exists."
+    datasette.add_message(request, message)
+    return Response.redirect(back, status=303)
 
 
 def _local_url(value: str, request) -> str | None:
