@@ -11,18 +11,14 @@ Run on their own: ``python -m pytest -q -m browser``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import subprocess
-import sys
-import time
 import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from browser.conftest import _free_port
+from browser.conftest import serve_database
+from datasette_forensics import demo, ingest, schema
 from browser.test_journey import SCREENSHOTS, datasette_rows, number, screenshot
 
 pytestmark = pytest.mark.browser
@@ -150,28 +146,14 @@ def test_a_chart_mark_opens_the_requests_behind_it(demo_server, tab, watch, path
 @pytest.fixture(scope="module")
 def logs_only_server(tmp_path_factory):
     """Datasette serving the demo's logs alone: no records, no incident."""
-    from datasette_forensics import demo, ingest, schema
-
     tmp = tmp_path_factory.mktemp("logs-only")
     path = tmp / "logs.db"
     db = schema.connect(str(path))
     _, _, logs = demo.sample_files()
     ingest.import_logs(db, [str(p) for p in logs])
     db.conn.close()
-    port = _free_port()
-    env = dict(os.environ, DATASETTE_SECRET=secrets.token_hex(16))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "datasette", "serve", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve_database(path)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/-/versions.json", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         yield base
     finally:
         process.terminate()
