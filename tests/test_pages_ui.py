@@ -323,3 +323,21 @@ async def test_root_sign_in_lands_on_the_workbench(logs_only):
     assert response.status_code == 302 and response.headers["location"] == "/logs/-/forensics"
     assert ds.unsign(response.cookies["ds_actor"], "actor") == {"a": {"id": "root"}}
     assert (await ds.client.get("/-/auth-token?token=one-time")).status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_a_big_logs_timeline_reads_bounded_ranges(logs_only, monkeypatch):
+    from datasette_forensics.views import overview
+
+    path, _ = logs_only
+    ds = Datasette([str(path)])
+    exact = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
+    monkeypatch.setattr(overview, "EXACT_ROWS", 0)
+    monkeypatch.setattr(overview, "MIN_CAP", 1)
+    monkeypatch.setattr(overview, "INDEX_BUDGET", 0)
+    capped = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
+    # Each hour holds one request: a cap of one reads it, and says the figure is a floor.
+    assert [(b["start"], b["requests"]) for b in capped] == [(b["start"], b["requests"]) for b in exact]
+    assert all(b["at_least"] for b in capped) and not any(b["at_least"] for b in exact)
+    html = (await ds.client.get("/logs/-/forensics")).text
+    assert "2020-07-02 10:00 (at least)" in html

@@ -57,8 +57,10 @@
   }
 
   function fitFrame() {
-    if (window.frameElement) {
-      window.frameElement.style.height = Math.ceil(document.documentElement.scrollHeight) + "px";
+    var chart = document.getElementById("forensics-chart");
+    if (window.frameElement && chart) {
+      // The chart's own height (the document's would never be less than the frame's).
+      window.frameElement.style.height = Math.ceil(chart.getBoundingClientRect().bottom + 8) + "px";
     }
   }
 

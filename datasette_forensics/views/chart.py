@@ -61,10 +61,12 @@ def _marks(parts) -> dict:
     }
 
 
-def _requests_axis(channel: str) -> dict:
-    """The requests axis of a range mark: from {channel}0 to {channel}1."""
+def _requests_axis(channel: str, rows: list[dict]) -> dict:
+    """The requests axis of a range mark (from {channel}0 to {channel}1), with whole-number ticks."""
+    top = max((r[f"{channel}1"] for r in rows), default=1)
     return {
-        channel: {"field": f"{channel}0", "type": "quantitative", "title": "Requests"},
+        channel: {"field": f"{channel}0", "type": "quantitative", "title": "Requests",
+                  "axis": {"tickCount": max(1, min(top, 8)), "format": ",d"}},
         f"{channel}2": {"field": f"{channel}1", "type": "quantitative"},
     }
 
@@ -116,7 +118,7 @@ def category_bars(element_id: str, title: str, axis_title: str, categories: list
         "encoding": {
             "y": {"field": "category", "type": "ordinal", "sort": None, "title": axis_title,
                   "axis": {"labelLimit": LABEL_ROOM}},
-            **_requests_axis("x"),
+            **_requests_axis("x", rows),
             **_marks(parts),
         },
         "height": 20 * len(categories),
@@ -134,7 +136,7 @@ def time_bars(element_id: str, title: str, buckets: list[dict], unit_ms: int, pa
     """
     rows, table = [], []
     for b in buckets:
-        label = bucket_label(b["start"], unit_ms)
+        label = bucket_label(b["start"], unit_ms) + (" (at least)" if b.get("at_least") else "")
         where = {"t0": b["start"], "t1": b["start"] + unit_ms}
         table.append([label] + _stack(rows, "y", label, b["parts"], parts, where))
     heading = "Day (UTC)" if unit_ms >= DAY_MS else "Hour (UTC)"
@@ -145,7 +147,7 @@ def time_bars(element_id: str, title: str, buckets: list[dict], unit_ms: int, pa
             "x": {"field": "t0", "type": "temporal", "title": heading, "scale": {"type": "utc"},
                   "axis": {"format": "%b %d" if unit_ms >= DAY_MS else "%b %d %H:00", "labelAngle": 0}},
             "x2": {"field": "t1", "type": "temporal"},
-            **_requests_axis("y"),
+            **_requests_axis("y", rows),
             **_marks(parts),
         },
         "height": 200,
@@ -187,7 +189,7 @@ def waterfall(element_id: str, title: str, steps: list[dict]) -> dict:
         "encoding": {
             "x": {"field": "step", "type": "ordinal", "sort": None, "title": "Step (rules in the order applied)",
                   "axis": {"labelAngle": 0, "labelLimit": 160}},
-            **_requests_axis("y"),
+            **_requests_axis("y", rows),
             **_marks(parts),
         },
         "height": 220,

@@ -54,8 +54,15 @@ limit 10
 SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
 # The raw-log timeline reads the requests_ts index (every request once), and the
 # in-scope part from scope_days (per day) or scoped (per hour, for short logs).
-LOG_SPAN = "select min(ts), max(ts) from requests"
+LOG_SPAN = "select min(ts), max(ts), max(id) from requests"
 LOG_BUCKETS = "select ts / :unit as bucket, count(*) from requests group by bucket"
+# Past EXACT_ROWS requests, each bucket counts at most :cap rows of the index ("at least").
+LOG_BUCKET_CAPPED = """
+select count(*) from (select 1 from requests where ts >= :start and ts < :end limit :cap)
+"""
+EXACT_ROWS = 200_000
+INDEX_BUDGET = 600_000  # index entries the capped counts may read in all
+MIN_CAP = 1_000
 SCOPE_HOURS = """
 select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by bucket
 """
@@ -161,7 +168,7 @@ async def view(datasette, request):
             "chart-timeline",
             "Requests per " + ("day" if unit == DAY_MS else "hour") + " (UTC): unexplained, explained, out of scope",
             [
-                {"start": b["start_ms"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
+                {"start": b["start_ms"], "at_least": b["at_least"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
                 for b in log_timeline
             ],
             unit,
@@ -205,11 +212,25 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
 async def _log_timeline(page) -> tuple[list[dict], int]:
     """Every request per hour (logs of up to three days) or day, split by scope."""
     db = page.db
-    first, last = (await db.execute(LOG_SPAN)).first()
+    first, last, last_id = (await db.execute(LOG_SPAN)).first()
     if first is None:
         return [], DAY_MS
     unit = chart.time_unit(first, last)
-    totals = dict(list(await db.execute(LOG_BUCKETS, {"unit": unit})))
+    capped = set()
+    if last_id <= EXACT_ROWS:
+        totals = dict(list(await db.execute(LOG_BUCKETS, {"unit": unit})))
+    else:
+        # A big log: the page must not read every request; each bucket reads a bounded range.
+        buckets = range(first // unit, last // unit + 1)
+        cap = max(MIN_CAP, INDEX_BUDGET // len(buckets))
+        totals = {}
+        for bucket in buckets:
+            params = {"start": bucket * unit, "end": (bucket + 1) * unit, "cap": cap}
+            count = (await db.execute(LOG_BUCKET_CAPPED, params)).first()[0]
+            if count:
+                totals[bucket] = count
+            if count == cap:
+                capped.add(bucket)
     if unit == DAY_MS:
         scope = {day: (n, u) for day, n, u in await db.execute(TIMELINE)}
     else:
@@ -223,9 +244,10 @@ async def _log_timeline(page) -> tuple[list[dict], int]:
                 "start": chart.bucket_label(bucket * unit, unit),
                 "start_ms": bucket * unit,
                 "requests": totals.get(bucket, 0),
+                "at_least": bucket in capped,
                 "unexplained": unexplained,
                 "explained": in_scope - unexplained,
-                "out_of_scope": totals.get(bucket, 0) - in_scope,
+                "out_of_scope": max(totals.get(bucket, 0) - in_scope, 0),
                 "links": {
                     "requests": page.requests_url(span),
                     "unexplained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "1")]),
