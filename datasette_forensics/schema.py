@@ -13,7 +13,9 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .derived import aggregates
+from . import derived
+from .errors import ForensicsError
+from .timeparse import utcnow
 
 migrations = Migrations("datasette_forensics")
 
@@ -272,9 +274,38 @@ def tune(conn: sqlite3.Connection) -> None:
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:
-    """Apply any pending migrations."""
-    if migrations.pending(db):
-        migrations.apply(db)
+    """Apply any pending migrations, then finish any unfinished derived work.
+
+    Raises:
+        ForensicsError: a database this version cannot migrate, saying how to rebuild it.
+    """
+    try:
+        if _unrecorded_layout(db):
+            raise sqlite3.DatabaseError("it holds forensic tables but no record of their migrations")
+        if migrations.pending(db):
+            migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        if db.conn.in_transaction:
+            db.conn.execute("rollback")
+        raise ForensicsError(
+            f"This database was made by a version of datasette-forensics that cannot be migrated ({exc}): "
+            "rebuild it by importing its records, incident and logs into a new database."
+        ) from None
+    derived.finish(db)
+
+
+# Tables of the first migration: a database holding one without any record of
+# applied migrations was made before they existed (or by something else).
+FIRST_TABLES = ("import_batches", "requests", "signatures", "scoped")
+
+
+def _unrecorded_layout(db: sqlite_utils.Database) -> bool:
+    tables = set(db.table_names())
+    if not tables & set(FIRST_TABLES):
+        return False
+    return "_sqlite_migrations" not in tables or not db.execute(
+        "select 1 from _sqlite_migrations where migration_set = ? limit 1", [migrations.name]
+    ).fetchone()
 
 
 # Account records (MODEL §1.2): one table per kind, named as the kind. Ids are text
@@ -534,8 +565,8 @@ create index scope_days_day on scope_days(day);
 
 @migrations()
 def m005_page_groups(db: sqlite_utils.Database) -> None:
+    """The tables only: m012_owner_derived_state has them filled before any reading."""
     db.executescript(PAGE_GROUPS)
-    aggregates.refresh(db)
 
 
 @migrations()
@@ -588,7 +619,8 @@ def m008_unexplained_set_based(db: sqlite_utils.Database) -> None:
 @migrations()
 def m009_raw_groups_by_id(db: sqlite_utils.Database) -> None:
     """The raw user-agent groups are keyed by the agent's id, not its text (aggregates.GKEYS)."""
-    aggregates.refresh_grouping(db, "raw", None)
+    # Rebuilt with everything else: m012_owner_derived_state marks the database stale.
+    db.execute("delete from pivot_groups where grouping = 'raw'")
 
 
 # The copies-seen count of an unfinished batch, for a line that another batch
@@ -625,3 +657,52 @@ create table dictionary_watermarks (
 @migrations()
 def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
     db.executescript(DICTIONARY_WATERMARKS)
+
+
+# owner: derived work that must be finished before anything is read. A row says
+# everything derived is to be recomputed from the base tables (derived.finish does
+# it, from ensure_schema, so every command and Datasette's startup do it first).
+DERIVED_STATE = """
+create table derived_state (
+    work text primary key,
+    reason text not null,
+    since text not null
+) without rowid;
+"""
+
+
+@migrations()
+def m012_owner_derived_state(db: sqlite_utils.Database) -> None:
+    """An older database's derived tables (filled by older code, or left empty by
+    m005 and m009) are recomputed once, before anything reads them."""
+    db.executescript(DERIVED_STATE)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        db.execute(
+            "insert into derived_state (work, reason, since) values ('all', ?, ?)",
+            ["migrated from an older version", utcnow()],
+        )
+
+
+# owner: the bit each rule owns, given on first sight and kept (rules/bits.py); the
+# rules a database already has keep their bits, built-in and custom alike.
+RULE_BITS = """
+create table rule_bits (
+    bit integer primary key,            -- 0..62: the rule's mask is 1 << bit
+    name text not null unique,
+    allocated_at text not null
+);
+create unique index rules_bit on rules(bit);
+"""
+
+
+@migrations()
+def m013_owner_rule_bits(db: sqlite_utils.Database) -> None:
+    db.executescript(RULE_BITS)
+    db.conn.executemany(
+        "insert into rule_bits (bit, name, allocated_at) values (?, ?, ?)",
+        [
+            (bit.bit_length() - 1, name, created_at or utcnow())
+            for name, bit, created_at in db.execute("select name, bit, created_at from rules")
+        ],
+    )
+

@@ -19,6 +19,7 @@ import importlib.resources
 
 from datasette import Response
 
+from .. import permissions
 from ..terminal import safe
 from ..timeparse import format_ms
 
@@ -211,7 +212,7 @@ def vega_assets(datasette) -> tuple[list[str], list[str]]:
 
 async def view(datasette, request):
     """A chart frame: datasette-vega draws the rows that its parent page embeds."""
-    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    await permissions.ensure_view_instance(datasette, request.actor)
     scripts, _ = vega_assets(datasette)
     return Response.html(
         await datasette.render_template(

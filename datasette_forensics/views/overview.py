@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
-from datasette import Forbidden, Response
+from datasette import Response
 
-from .. import WRITE_PERMISSION
+from .. import permissions
 from ..derived.status import status_sql
 from ..timeparse import utcnow
 from . import chart
@@ -263,8 +263,7 @@ async def _save_view(page) -> Response:
     """Save a named view (a workbench URL) for everyone with read access, or rename or
     delete one (``action`` = save, rename or delete)."""
     datasette, request = page.datasette, page.request
-    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
-        raise Forbidden("Saving a view needs the forensics-write permission.")
+    await permissions.ensure_write(datasette, request.actor, "Saving a view")
     form = await request.post_vars()
     action = form.get("action") or "save"
     back = _local_url(form.get("next") or "", request) or page.base
