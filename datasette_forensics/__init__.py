@@ -52,6 +52,7 @@ def startup(datasette):
             if not db.is_memory and await db.execute_fn(is_forensic_database)
         ]
         around.note_forensic_databases(datasette, forensic)
+        around.apply_table_settings(datasette)
 
     return inner
 

@@ -70,6 +70,19 @@ def metadata(datasette) -> dict:
     return {"databases": {name: {"tables": tables} for name in forensic_databases(datasette)}}
 
 
+def apply_table_settings(datasette) -> None:
+    """Datasette 1.0 reads hidden tables and label columns from its config, not from plugin
+    metadata: add ours there, never overriding what the configuration says."""
+    config = getattr(datasette, "config", None)
+    if not isinstance(config, dict) or not hasattr(datasette, "table_config"):
+        return  # Datasette 0.65: the get_metadata hook serves them
+    for name, settings in metadata(datasette)["databases"].items():
+        tables = config.setdefault("databases", {}).setdefault(name, {}).setdefault("tables", {})
+        for table, values in settings["tables"].items():
+            for key, value in values.items():
+                tables.setdefault(table, {}).setdefault(key, value)
+
+
 def badge(text: str) -> Markup:
     """Log text as visible escapes, with the workbench's warning badge when anything was escaped."""
     shown = visible(text)

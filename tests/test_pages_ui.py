@@ -216,7 +216,7 @@ async def test_saved_views_renamed_deleted_and_listed_where_they_apply(ds, db_pa
 
 # --- empty and partial states, hostile text, Datasette around the workbench -------------
 
-from datasette.app import Datasette  # noqa: E402
+from conftest import make_datasette  # noqa: E402
 
 from datasette_forensics import ingest, schema  # noqa: E402
 
@@ -249,7 +249,7 @@ def logs_only(tmp_path_factory):
 @pytest.mark.asyncio
 async def test_logs_without_records_or_incident_say_what_to_do(logs_only):
     path, _ = logs_only
-    ds = Datasette([str(path)])
+    ds = make_datasette([path])
     html = (await ds.client.get("/logs/-/forensics")).text
     gaps = re.findall(r'data-gap="([^"]+)"', html)
     assert gaps == ["records", "incident"]
@@ -271,7 +271,7 @@ async def test_logs_without_records_or_incident_say_what_to_do(logs_only):
 @pytest.mark.asyncio
 async def test_an_empty_database_asks_for_logs_first(logs_only):
     _, empty = logs_only
-    html = (await Datasette([str(empty)]).client.get("/empty/-/forensics")).text
+    html = (await make_datasette([empty]).client.get("/empty/-/forensics")).text
     assert re.findall(r'data-gap="([^"]+)"', html)[0] == "logs"
     assert "datasette-forensics import-logs empty.db access.log*" in html
     assert "No access logs are imported yet." in html
@@ -280,7 +280,7 @@ async def test_an_empty_database_asks_for_logs_first(logs_only):
 @pytest.mark.asyncio
 async def test_control_and_bidi_characters_are_shown_visibly(logs_only):
     path, _ = logs_only
-    ds = Datasette([str(path)])
+    ds = make_datasette([path])
     for url in ("/logs/-/forensics/ips", "/logs/-/forensics/user-agents", "/logs/-/forensics/signatures"):
         html = (await ds.client.get(url)).text
         assert SHOWN_UA in html and "⚠ escaped" in html, url
@@ -293,7 +293,7 @@ async def test_control_and_bidi_characters_are_shown_visibly(logs_only):
 @pytest.mark.asyncio
 async def test_datasette_lists_the_analysts_tables_and_labels_ids(logs_only):
     path, _ = logs_only
-    ds = Datasette([str(path)])
+    ds = make_datasette([path])
     await ds.invoke_startup()
     tables = (await get_json(ds, "/logs.json"))["tables"]
     shown = [t["name"] for t in tables if not t["hidden"]]
@@ -315,7 +315,7 @@ async def test_datasette_lists_the_analysts_tables_and_labels_ids(logs_only):
 @pytest.mark.asyncio
 async def test_root_sign_in_lands_on_the_workbench(logs_only):
     path, _ = logs_only
-    ds = Datasette([str(path)])
+    ds = make_datasette([path])
     await ds.invoke_startup()
     ds._root_token = "one-time"
     assert (await ds.client.get("/-/auth-token?token=wrong")).status_code == 403
@@ -330,7 +330,7 @@ async def test_a_big_logs_timeline_reads_bounded_ranges(logs_only, monkeypatch):
     from datasette_forensics.views import overview
 
     path, _ = logs_only
-    ds = Datasette([str(path)])
+    ds = make_datasette([path])
     exact = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
     monkeypatch.setattr(overview, "EXACT_ROWS", 0)
     monkeypatch.setattr(overview, "MIN_CAP", 1)
