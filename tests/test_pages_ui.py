@@ -341,3 +341,17 @@ async def test_a_big_logs_timeline_reads_bounded_ranges(logs_only, monkeypatch):
     assert all(b["at_least"] for b in capped) and not any(b["at_least"] for b in exact)
     html = (await ds.client.get("/logs/-/forensics")).text
     assert "2020-07-02 10:00 (at least)" in html
+
+
+@pytest.mark.asyncio
+async def test_rules_page_waterfall_is_the_same_chart(ds_shared):
+    html = (await ds_shared.client.get("/ws/-/forensics/rules")).text
+    bars = specs(html)["chart-waterfall"]["data"]["values"]
+    data = await get_json(ds_shared, "/ws/-/forensics/rules.json")
+    assert [b["step"] for b in bars] == ["in scope"] + [s["rule"] for s in data["waterfall"][1:]] + ["unexplained"]
+    for bar, step in zip(bars[1:-1], data["waterfall"][1:]):
+        assert bar["y1"] - bar["y0"] == step["explained"]
+        path, query = bar["href"].split("?", 1)
+        rows = await get_json(ds_shared, path + ".json?" + query + "&_shape=array")
+        assert len(rows) == step["explained"], bar["step"]
+    assert bars[-1]["y1"] == data["unexplained"]
