@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 from datasette import hookimpl
 
-from . import permissions, schema
+from . import around, permissions, schema
 from .errors import ForensicsError
 from .schema import is_forensic_database
+from .terminal import visible
 from .views import ROUTES
 
 WRITE_PERMISSION = permissions.WRITE
@@ -38,6 +39,12 @@ def startup(datasette):
                 await db.execute_write_fn(migrate, block=True)
             except ForensicsError as exc:  # one sentence, not a traceback
                 raise click.ClickException(f"{db.name}: {exc}") from None
+        forensic = [
+            name for name, db in datasette.databases.items()
+            if not db.is_memory and await db.execute_fn(is_forensic_database)
+        ]
+        around.note_forensic_databases(datasette, forensic)
+        around.apply_table_settings(datasette)
 
     return inner
 
@@ -45,7 +52,7 @@ def startup(datasette):
 @hookimpl
 def register_routes(datasette):
     """The workbench pages under /DB/-/forensics."""
-    return ROUTES
+    return ROUTES + [(r"^/-/auth-token$", around.sign_in)]
 
 
 async def _forensic_databases(datasette, actor) -> list[str]:
@@ -102,3 +109,21 @@ def extra_template_vars(datasette):
             return None
 
     return {"forensics_workbench_url": forensics_workbench_url}
+
+
+@hookimpl
+def prepare_jinja2_environment(env, datasette):
+    """The forensics_visible filter: log text with its control and bidi characters as escapes."""
+    env.filters["forensics_visible"] = visible
+
+
+@hookimpl
+def get_metadata(datasette, key, database, table):
+    """Hide the plugin's own tables and label foreign keys, in every forensic database."""
+    return around.metadata(datasette)
+
+
+@hookimpl
+def render_cell(value, column, table, database, datasette):
+    """Request ids with their values, and log text with visible escapes, on Datasette's pages."""
+    return around.render_cell(value, column, table, database, datasette)
