@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import click
 from datasette import hookimpl
 
-from . import permissions, schema
+from . import around, permissions, schema
+from .errors import ForensicsError
+from .schema import is_forensic_database
+from .terminal import visible
+from .views import ROUTES
 
 WRITE_PERMISSION = permissions.WRITE
 
@@ -13,21 +18,6 @@ if permissions.ACTIONS:
     from .permissions import permission_resources_sql, register_actions  # noqa: F401
 else:
     from .permissions import permission_allowed  # noqa: F401
-
-
-def is_forensic_database(conn) -> bool:
-    """A database this plugin manages: it holds our migrations or our import table."""
-    names = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-    if "import_batches" in names:
-        return True
-    if "_sqlite_migrations" in names:
-        return bool(
-            conn.execute(
-                "select 1 from _sqlite_migrations where migration_set = ?",
-                [schema.migrations.name],
-            ).fetchone()
-        )
-    return False
 
 
 @hookimpl
@@ -45,7 +35,16 @@ def startup(datasette):
 
                     schema.ensure_schema(sqlite_utils.Database(conn))
 
-            await db.execute_write_fn(migrate, block=True)
+            try:
+                await db.execute_write_fn(migrate, block=True)
+            except ForensicsError as exc:  # one sentence, not a traceback
+                raise click.ClickException(f"{db.name}: {exc}") from None
+        forensic = [
+            name for name, db in datasette.databases.items()
+            if not db.is_memory and await db.execute_fn(is_forensic_database)
+        ]
+        around.note_forensic_databases(datasette, forensic)
+        around.apply_table_settings(datasette)
 
     return inner
 
@@ -53,9 +52,7 @@ def startup(datasette):
 @hookimpl
 def register_routes(datasette):
     """The workbench pages under /DB/-/forensics."""
-    from .views import ROUTES
-
-    return ROUTES
+    return ROUTES + [(r"^/-/auth-token$", around.sign_in)]
 
 
 async def _forensic_databases(datasette, actor) -> list[str]:
@@ -112,3 +109,21 @@ def extra_template_vars(datasette):
             return None
 
     return {"forensics_workbench_url": forensics_workbench_url}
+
+
+@hookimpl
+def prepare_jinja2_environment(env, datasette):
+    """The forensics_visible filter: log text with its control and bidi characters as escapes."""
+    env.filters["forensics_visible"] = visible
+
+
+@hookimpl
+def get_metadata(datasette, key, database, table):
+    """Hide the plugin's own tables and label foreign keys, in every forensic database."""
+    return around.metadata(datasette)
+
+
+@hookimpl
+def render_cell(value, column, table, database, datasette):
+    """Request ids with their values, and log text with visible escapes, on Datasette's pages."""
+    return around.render_cell(value, column, table, database, datasette)

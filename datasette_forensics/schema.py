@@ -275,6 +275,21 @@ def tune(conn: sqlite3.Connection) -> None:
     conn.execute("pragma temp_store = file")
 
 
+def is_forensic_database(conn) -> bool:
+    """A database this plugin manages: it holds our migrations or our import table."""
+    names = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+    if "import_batches" in names:
+        return True
+    if "_sqlite_migrations" in names:
+        return bool(
+            conn.execute(
+                "select 1 from _sqlite_migrations where migration_set = ?",
+                [migrations.name],
+            ).fetchone()
+        )
+    return False
+
+
 def ensure_schema(db: sqlite_utils.Database) -> None:
     """Apply any pending migrations, then finish any unfinished derived work.
 

@@ -37,6 +37,12 @@ def safe(text) -> str:
     return _UNSAFE.sub(_visible, str(text))
 
 
+def visible(text) -> str:
+    """``safe(text)`` on one line: newlines too become escapes (for web pages, where a
+    newline would be invisible whitespace)."""
+    return safe(text).replace("\n", "\\n")
+
+
 def _json_escape(match: re.Match) -> str:
     code = ord(match.group())
     if code > 0xFFFF:  # a surrogate pair, as JSON spells it

@@ -141,3 +141,18 @@ def test_an_unmigratable_database_is_refused_in_one_sentence(tmp_path):
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
     assert result.output.count("\n") == 1 and "rebuild it by importing" in result.output
     assert dump(path) == before
+
+
+@pytest.mark.asyncio
+async def test_datasette_refuses_an_unmigratable_database_in_one_sentence(tmp_path):
+    import click
+    from datasette.app import Datasette
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_LAYOUT)
+    conn.close()
+    ds = Datasette([str(path)])
+    with pytest.raises(click.ClickException, match="^old: .*rebuild it by importing") as refused:
+        await ds.invoke_startup()
+    assert "\n" not in refused.value.message

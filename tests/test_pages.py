@@ -617,31 +617,7 @@ async def test_signature_after_patch_links(ds_shared):
 # --- charts -----------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_charts_embed_their_data_and_draw_with_datasette_vega(ds_shared):
-    html = (await ds_shared.client.get("/ws/-/forensics")).text
-    blocks = dict(re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', html, re.S))
-    assert set(blocks) == {"chart-timeline", "chart-waterfall"}
-    timeline = json.loads(blocks["chart-timeline"])
-    assert {"day": "2020-07-03", "requests": 2, "part": "1 unexplained"} in timeline
-    assert {"day": "2020-07-03", "requests": 1, "part": "2 explained"} in timeline
-    # Each chart is a frame whose URL names the block and carries datasette-vega's settings.
-    (frame,) = re.findall(r'src="(/-/forensics-chart\?data=chart-timeline#[^"]+)"', html)
-    assert "g.mark=bar" in frame and "g.x_column=day" in frame and "g.color_column=part" in frame
-    # ...and the same figures as a table next to it.
-    assert "<th scope=\"row\">2020-07-03</th>" in html
-    chart = await ds_shared.client.get(frame.split("#")[0].replace("&amp;", "&"))
-    assert chart.status_code == 200
-    scripts = re.findall(r'<script src="([^"]+)"', chart.text)
-    vega = [s for s in scripts if s.startswith("/-/static-plugins/datasette-vega/") and s.endswith(".js")]
-    assert vega, scripts
-    for url in scripts + re.findall(r'<link rel="stylesheet" href="([^"]+)"', chart.text):
-        assert url.startswith("/"), url  # served here: no CDN
-        assert (await ds_shared.client.get(url)).status_code == 200, url
-    assert 'class="export-links"' in chart.text and 'class="rows-and-columns"' in chart.text
-    for page in ("ips", "user-agents", "orgs", "orgs/1"):
-        html = (await ds_shared.client.get(f"/ws/-/forensics/{page}")).text
-        assert '<script type="application/json" id="chart-' in html and "/-/forensics-chart?data=chart-" in html, page
+# The charts' specs, links and frame: tests/test_pages_ui.py.
 
 
 # --- escaping ---------------------------------------------------------------------------

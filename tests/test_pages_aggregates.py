@@ -144,3 +144,19 @@ def test_last_uri_is_the_latest_request_ties_going_to_the_last_stored(tmp_path):
             "select u.uri from sig_stats s join uris u on u.id = s.last_uri_id"
         ).fetchone()
         assert uri == "/api/0/c/"
+
+
+def test_explanations_changed_by_another_writer(db):
+    """A later writer of scoped.explained (analyst verdicts, say) hands its change to
+    derived.after_explanations_changed, and every aggregate follows."""
+    actions.apply(db, "staff")
+    (sig,) = db.execute("select min(sig_id) from scoped where explained = 0").fetchone()
+    assert sig is not None
+    with db.atomic():
+        db.execute("update scoped set explained = explained | ? where sig_id = ?", [1 << 62, sig])
+        derived.after_explanations_changed(db, f"select {int(sig)}")
+    assert_current(db)
+    assert db.execute("select sum(unexplained) from sig_org where sig_id = ?", [sig]).fetchone() == (0,)
+    assert db.execute("select sum(unexplained) from scope_days").fetchone()[0] == db.execute(
+        "select count(*) from scoped where explained = 0"
+    ).fetchone()[0]

@@ -103,3 +103,22 @@ def test_bits_survive_and_are_given_on_first_sight(db):
     assert rules.bit_of(db, "two") not in (one, *first.values())
     actions.create_custom_rule(db, "one", {"filter": {"ip": "192.0.2.1"}})
     assert rules.bit_of(db, "one") == one
+
+
+def test_an_older_database_keeps_every_rules_bit(sample_db_path):
+    """Before rule_bits, the rules table held the bits: migrating keeps them all."""
+    db = schema.connect(str(sample_db_path))
+    actions.create_custom_rule(db, "attacker", {"filter": {"ip": SEVENTH_IP}}, "ann")
+    actions.apply(db, "attacker", "ann")
+    held = dict(db.execute("select name, bit from rules"))
+    explained = explained_by(db, "attacker")
+    db.execute("drop table rule_bits")
+    db.execute("drop index rules_bit")
+    db.execute("delete from _sqlite_migrations where name = 'm013_owner_rule_bits'")
+    db.conn.close()
+    db = schema.connect(str(sample_db_path))
+    assert {name: rules.bit_of(db, name) for name in held} == held
+    assert explained_by(db, "attacker") == explained
+    actions.create_custom_rule(db, "next", {"filter": {"ip": "192.0.2.1"}}, "ann")
+    assert rules.bit_of(db, "next") not in held.values()
+    db.conn.close()

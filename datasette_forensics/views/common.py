@@ -22,7 +22,9 @@ from datasette.views.base import DatasetteError
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import BadRequest
 
-from .. import is_forensic_database, permissions
+from .. import permissions
+from ..schema import is_forensic_database
+from . import empty
 from ..enrich import KINDS
 from ..timeparse import TimeError, format_ms, parse_time
 
@@ -46,6 +48,12 @@ SIGNATURE_FILTERS = {
     "os": ("a.os", True, "ua_os"),
 }
 STATE_KEYS = ("by", "org", "status", "cross_tenant", "cidr", *SIGNATURE_FILTERS, "from", "to", "sort", "page", "size")
+
+
+SAVED_VIEWS_AT = """
+select id, name, url, created_by, created_at from saved_views
+where url = :path or substr(url, 1, length(:prefix)) = :prefix order by name, id
+"""
 
 
 def page_view(fn):
@@ -214,6 +222,12 @@ class Page:
             path = path[: -len(".json")]
         return path + (".json" if fmt else "") + ("?" + urlencode([(k, args[k]) for k in STATE_KEYS if k in args]) if args else "")
 
+    async def saved_views_here(self) -> list[dict]:
+        """The saved views of this page (same path, any filters)."""
+        path = self.request.path[: -len(".json")] if self.request.path.endswith(".json") else self.request.path
+        rows = await self.db.execute(SAVED_VIEWS_AT, {"path": path, "prefix": path + "?"})
+        return [dict(r) for r in rows]
+
     # Responses -------------------------------------------------------------------
 
     async def respond(self, template: str, data: dict, context: dict | None = None) -> Response:
@@ -234,6 +248,8 @@ class Page:
             "withheld": self.withheld,
             "rules_url": self.base + "/rules",
             "chart_frame_url": self.datasette.urls.path("-/forensics-chart"),
+            "gaps": await empty.gaps(self.db),
+            "page_views": await self.saved_views_here(),
         }
         page_context.update(context or {})
         return Response.html(
@@ -295,13 +311,22 @@ async def parse_state(page: Page, extra: tuple = ()) -> State:
         value = request.args.get(key)
         if value not in (None, ""):
             state.args[key] = value
+    search = (request.args.get("q") or "").strip()
+    if search:
+        # The filter bar's one search field: an address, a network or a user agent.
+        state.args[search_target(search)] = search
     for key in SIGNATURE_FILTERS:
         if key in request.args:
             value = request.args.get(key) or ""
+            if key == "kind" and value == "":
+                continue  # the filter bar's "any kind"
             if key == "kind" and value not in KINDS:
                 raise BadRequest(f"?kind= must be one of {', '.join(KINDS)}, not {value!r}.")
             state.signature[key] = value
             state.args[key] = value
+    for key in ("ip", "ua"):
+        if key in state.args and key not in state.signature:
+            state.signature[key] = state.args[key]
     state.org = state.args.get("org")
     if "cidr" in state.args:
         try:
@@ -330,6 +355,22 @@ async def parse_state(page: Page, extra: tuple = ()) -> State:
     return state
 
 
+def search_target(text: str) -> str:
+    """Which filter a search names: ip for an address, cidr for a network, else ua."""
+    try:
+        ipaddress.ip_address(text)
+        return "ip"
+    except ValueError:
+        pass
+    if "/" in text:
+        try:
+            ipaddress.ip_network(text, strict=False)
+            return "cidr"
+        except ValueError:
+            pass
+    return "ua"
+
+
 def paging(page: Page, total: int) -> dict:
     """Where this page of rows sits, with the URLs of its neighbours."""
     state = page.state
@@ -343,30 +384,3 @@ def paging(page: Page, total: int) -> dict:
         "previous_url": page.self_url(page=state.page - 1 if state.page > 2 else None) if state.page > 1 else None,
     }
 
-
-def chart(element_id: str, title: str, rows: list[dict], x: str, y: str, color: str | None = None,
-          mark: str = "bar", x_type: str = "ordinal") -> dict:
-    """A chart for datasette-vega: its rows (embedded in the page) and its encoding.
-
-    datasette-vega draws the JSON behind a page's export link, configured by
-    ``#g.*`` fragment parameters; each chart is a frame of its own (see chart.py).
-    """
-    fragment = {"g.mark": mark, "g.x_column": x, "g.x_type": x_type, "g.y_column": y, "g.y_type": "quantitative"}
-    if color:
-        fragment["g.color_column"] = color
-        # The same figures as text: one row per x, one column per series.
-        series = list(dict.fromkeys(r[color] for r in rows))
-        table: dict = {}
-        for r in rows:
-            table.setdefault(r[x], {})[r[color]] = r[y]
-        text = {"columns": [x] + series, "rows": [[k] + [v.get(s) for s in series] for k, v in table.items()]}
-    else:
-        text = {"columns": [x, y], "rows": [[r[x], r[y]] for r in rows]}
-    return {
-        "id": element_id,
-        "title": title,
-        "rows": rows,
-        "fragment": urlencode(fragment),
-        "drawable": len(rows) > 1,
-        "table": text,
-    }

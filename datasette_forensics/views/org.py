@@ -7,7 +7,9 @@ from datasette import NotFound
 from datasette.utils import tilde_decode
 
 from ..derived.status import status_sql
-from .common import DAY_MS, chart, ms_iso, open_page, page_view
+from . import chart
+from .common import DAY_MS, choice, ms_iso, open_page, page_view, parse_state
+from .filter_bar import filter_bar
 
 ORG = f"""
 select o.id, o.slug, o.name, o.contact_email, o.created_at,
@@ -27,7 +29,7 @@ join ips i on i.id = st.ip_id
 join user_agents a on a.id = st.ua_id
 left join uris u on u.id = st.last_uri_id
 left join paths p on p.id = u.path_id
-where so.org_id = :org
+where so.org_id = :org and {conds} and {status}
 order by st.cross_tenant desc, so.unexplained desc, so.requests desc, so.sig_id
 limit 500
 """
@@ -52,7 +54,26 @@ cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
 where so.org_id = :org and s.explained != 0
 group by s.explained
 """
-TIMELINE = "select day, in_scope, unexplained from scope_days where org_id = :org order by day"
+TIMELINE = """
+select day, in_scope, unexplained from scope_days
+where org_id = :org and (day + 1) * 86400000 > :w_from and day * 86400000 < :w_to order by day
+"""
+# With signature or status filters: the org's own requests (scoped_org index), by day.
+TIMELINE_FILTERED = """
+select s.ts / 86400000 as day, count(*) as in_scope, sum(s.explained = 0) as unexplained
+from scoped s
+join signatures g on g.id = s.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+where s.org_id = :org and s.ts >= :w_from and s.ts < :w_to and {conds} and {status}
+group by day order by day
+"""
+# The filter bar's status toggle, on signatures (so) and requests (s).
+STATUS = {
+    "all": ("1", "1"),
+    "unexplained": ("so.unexplained > 0", "s.explained = 0"),
+    "explained": ("so.unexplained < so.requests", "s.explained != 0"),
+}
 LATEST = """
 select r.ts, i.ip, a.ua, r.method, p.path, r.status, s.explained
 from scoped s
@@ -62,7 +83,7 @@ join ips i on i.id = g.ip_id
 join user_agents a on a.id = g.ua_id
 join uris u on u.id = r.uri_id
 join paths p on p.id = u.path_id
-where s.org_id = :org
+where s.org_id = :org and s.ts >= :w_from and s.ts < :w_to and {conds} and {status}
 order by s.ts desc limit 20
 """
 
@@ -73,7 +94,15 @@ async def view(datasette, request):
     page = await open_page(datasette, request, "org", tables=("orgs",))
     org = tilde_decode(request.url_vars["org_id"])
     db = page.db
-    params = {"org": org}
+    state = await parse_state(page, extra=("status",))
+    state.args.pop("org", None)
+    status = choice(request, "status", tuple(STATUS), "all")
+    conds, cond_params = state.conditions()
+    sig_status, request_status = STATUS[status]
+    filtered = {"conds": " and ".join(conds) or "1"}
+    params = {"org": org, **cond_params, **state.window_params()}
+    # The signature filters as requests_view parameters, for the timeline's links.
+    signature_view = [(k, v) for k, v in state.view_params() if k not in ("ts__gte", "ts__lt")]
     row = (await db.execute(ORG, params)).first()
     if row["id"] is None and row["status"] is None:
         raise NotFound(f"Org not found: {org}")
@@ -104,7 +133,7 @@ async def view(datasette, request):
     }
     slugs = [] if await page.withhold("org_slugs", "Slug history") else [dict(r) for r in await db.execute(SLUGS, params)]
     signatures = []
-    for r in await db.execute(SIGNATURES, params):
+    for r in await db.execute(SIGNATURES.format(status=sig_status, **filtered), params):
         sig = [("sig_id", str(r["sig_id"]))]
         signatures.append(
             {
@@ -145,11 +174,12 @@ async def view(datasette, request):
                 }
             )
     timeline = []
-    for day, in_scope, unexplained in await db.execute(TIMELINE, params):
-        span = scoped + [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS))]
+    for day, in_scope, unexplained in await db.execute(TIMELINE_FILTERED.format(status=request_status, **filtered) if conds or status != "all" else TIMELINE, params):
+        span = scoped + signature_view + [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS))]
         timeline.append(
             {
                 "day": ms_iso(day * DAY_MS)[:10],
+                "start_ms": day * DAY_MS,
                 "in_scope": in_scope,
                 "unexplained": unexplained,
                 "explained": in_scope - unexplained,
@@ -170,7 +200,7 @@ async def view(datasette, request):
             "status": r["status"],
             "explained": r["explained"] != 0,
         }
-        for r in await db.execute(LATEST, params)
+        for r in await db.execute(LATEST.format(status=request_status, **filtered), params)
     ]
     data = {
         "database": db.name,
@@ -183,21 +213,27 @@ async def view(datasette, request):
         "rules": rules,
         "timeline": timeline,
         "latest_requests": latest,
+        "status": status,
+        "filters": state.filter_params(),
         "latest_requests_url": page.requests_url(scoped + [("_sort_desc", "ts")]),
     }
     charts = [
-        chart(
+        chart.time_bars(
             "chart-org-timeline",
-            "In-scope requests per day (UTC): explained and unexplained",
+            "In-scope requests per day (UTC): unexplained and explained",
             [
-                row
+                {
+                    "start": t["start_ms"],
+                    "parts": {
+                        "unexplained": (t["unexplained"], t["links"]["unexplained"]),
+                        "explained": (t["explained"], t["links"]["explained"]),
+                    },
+                }
                 for t in timeline
-                for row in (
-                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
-                    {"day": t["day"], "requests": t["explained"], "part": "2 explained"},
-                )
             ],
-            "day", "requests", color="part",
+            DAY_MS,
         )
     ]
-    return await page.respond("forensics_org.html", data, {"charts": charts})
+    return await page.respond(
+        "forensics_org.html", data, {"charts": charts, "filter_bar": await filter_bar(page, tuple(STATUS), status)}
+    )

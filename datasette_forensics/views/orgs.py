@@ -6,7 +6,9 @@ import json
 
 from ..derived import status as org_status
 from . import sources
-from .common import chart, choice, open_page, page_view, paging, parse_state, sort_choice
+from . import chart
+from .filter_bar import filter_bar
+from .common import choice, open_page, page_view, paging, parse_state, sort_choice
 
 STATUS_SQL = org_status.status_sql("s")
 STATUS_FILTER = {"all": "1", **{s: org_status.filter_sql(s, "s") for s in org_status.STATUSES}}
@@ -141,6 +143,7 @@ async def view(datasette, request):
                     "org": page.org_url(org),
                     "in_scope": page.requests_url(scoped),
                     "unexplained": page.requests_url(scoped + [("unexplained", "1")]),
+                    "explained": page.requests_url(scoped + [("unexplained", "0")]),
                     "unexplained_signatures": page.page_url(
                         "signatures", [("org", org), ("status", "unexplained")] + others
                     ),
@@ -164,20 +167,23 @@ async def view(datasette, request):
         **paging(page, total),
         "rows": out,
     }
+    shown = out[:30]
     charts = [
-        chart(
+        chart.category_bars(
             "chart-orgs",
-            f"In-scope requests of the first {min(30, len(out))} orgs on this page",
+            f"In-scope requests of the first {len(shown)} orgs on this page",
+            "Org",
             [
-                row
-                for i, o in enumerate(out[:30], start=1)
-                for label in [f"{i:02d}. {o['slug'] or o['org_id']}"]
-                for row in (
-                    {"org": label, "requests": o["unexplained"], "part": "1 unexplained"},
-                    {"org": label, "requests": o["in_scope"] - o["unexplained"], "part": "2 explained"},
-                )
+                {
+                    "label": o["slug"] or o["org_id"],
+                    "parts": {
+                        "unexplained": (o["unexplained"], o["links"]["unexplained"]),
+                        "explained": (o["in_scope"] - o["unexplained"], o["links"]["explained"]),
+                    },
+                }
+                for o in shown
             ],
-            "org", "requests", color="part",
+            parts=("unexplained", "explained"),
         )
     ]
     return await page.respond(
@@ -185,6 +191,7 @@ async def view(datasette, request):
         data,
         {
             "charts": charts,
+            "filter_bar": await filter_bar(page, tuple(STATUS_FILTER), status),
             "status_urls": [(s, page.self_url(status=None if s == "all" else s, page=None)) for s in STATUS_FILTER],
             "sort_urls": {n: page.self_url(sort=("-" if sort != f"-{n}" else "") + n, page=None) for n in SORTS},
         },

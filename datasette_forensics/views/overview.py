@@ -10,7 +10,8 @@ from datasette import Response
 from .. import permissions
 from ..derived.status import status_sql
 from ..timeparse import utcnow
-from .common import DAY_MS, chart, ms_iso, open_page, page_view
+from . import chart
+from .common import DAY_MS, ms_iso, open_page, page_view
 
 INCIDENT = """
 select name, introduced_at, patched_at, patched_ms, scope_paths, org_routes, require_integration, set_at
@@ -51,6 +52,20 @@ order by st.cross_tenant desc, st.unexplained desc, st.in_scope desc, st.request
 limit 10
 """
 SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
+# The raw-log timeline reads the requests_ts index (every request once), and the
+# in-scope part from scope_days (per day) or scoped (per hour, for short logs).
+LOG_SPAN = "select min(ts), max(ts), max(id) from requests"
+LOG_BUCKETS = "select ts / :unit as bucket, count(*) from requests group by bucket"
+# Past EXACT_ROWS requests, each bucket counts at most :cap rows of the index ("at least").
+LOG_BUCKET_CAPPED = """
+select count(*) from (select 1 from requests where ts >= :start and ts < :end limit :cap)
+"""
+EXACT_ROWS = 200_000
+INDEX_BUDGET = 600_000  # index entries the capped counts may read in all
+MIN_CAP = 1_000
+SCOPE_HOURS = """
+select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by bucket
+"""
 
 PIVOTS = [
     ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, reverse DNS"),
@@ -129,7 +144,7 @@ async def view(datasette, request):
         for r in await db.execute(TOP_SIGNATURES)
     ]
     saved = [
-        {"name": r["name"], "url": r["url"], "created_by": r["created_by"], "created_at": r["created_at"]}
+        {"id": r["id"], "name": r["name"], "url": r["url"], "created_by": r["created_by"], "created_at": r["created_at"]}
         for r in await db.execute(SAVED_VIEWS)
     ]
     data = {
@@ -146,27 +161,23 @@ async def view(datasette, request):
         "pivots": [{"name": label, "url": page.page_url(name), "about": about} for name, label, about in PIVOTS],
         "saved_views": saved,
     }
-    charts = [
-        chart(
+    log_timeline, unit = await _log_timeline(page)
+    data["log_timeline"] = log_timeline
+    charts = {
+        "timeline": chart.time_bars(
             "chart-timeline",
-            "In-scope requests per day (UTC): explained and unexplained",
+            "Requests per " + ("day" if unit == DAY_MS else "hour") + " (UTC): unexplained, explained, out of scope",
             [
-                row
-                for t in timeline
-                for row in (
-                    {"day": t["day"], "requests": t["unexplained"], "part": "1 unexplained"},
-                    {"day": t["day"], "requests": t["in_scope"] - t["unexplained"], "part": "2 explained"},
-                )
+                {"start": b["start_ms"], "at_least": b["at_least"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
+                for b in log_timeline
             ],
-            "day", "requests", color="part",
+            unit,
+            parts=("unexplained", "explained", "out of scope"),
         ),
-        chart(
-            "chart-waterfall",
-            "Rules waterfall: requests still unexplained after each applied rule",
-            [{"step": f"{i}. {s['rule'] or 'in scope'}", "remaining": s["remaining"]} for i, s in enumerate(waterfall)],
-            "step", "remaining",
+        "waterfall": chart.waterfall(
+            "chart-waterfall", "Rules waterfall: what each applied rule explained, and what is left", waterfall
         ),
-    ]
+    }
     return await page.respond("forensics_overview.html", data, {"charts": charts})
 
 
@@ -183,40 +194,113 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
         steps = [{"rule": None, "remaining": funnel["in_scope"], "explained": None}]
         for name, _, explained in await db.execute(APPLIED):
             steps.append({"rule": name, "remaining": steps[-1]["remaining"] - (explained or 0), "explained": explained})
-    mask = 0
+    mask = before = 0
     for step in steps:
         if step["rule"] is not None:
             mask |= bits.get(step["rule"], 0)
         where = [("in_scope", "1")] + ([("_where", f"(explained & {mask}) = 0")] if mask else [])
+        if step["rule"] is not None:
+            bit = bits.get(step["rule"], 0)
+            step["explained_url"] = page.requests_url(
+                [("in_scope", "1"), ("_where", f"(explained & {before}) = 0 and (explained & {bit}) != 0")]
+            )
+        before = mask
         step["url"] = page.requests_url(where)
     return steps, source
 
 
+async def _log_timeline(page) -> tuple[list[dict], int]:
+    """Every request per hour (logs of up to three days) or day, split by scope."""
+    db = page.db
+    first, last, last_id = (await db.execute(LOG_SPAN)).first()
+    if first is None:
+        return [], DAY_MS
+    unit = chart.time_unit(first, last)
+    capped = set()
+    if last_id <= EXACT_ROWS:
+        totals = dict(list(await db.execute(LOG_BUCKETS, {"unit": unit})))
+    else:
+        # A big log: the page must not read every request; each bucket reads a bounded range.
+        buckets = range(first // unit, last // unit + 1)
+        cap = max(MIN_CAP, INDEX_BUDGET // len(buckets))
+        totals = {}
+        for bucket in buckets:
+            params = {"start": bucket * unit, "end": (bucket + 1) * unit, "cap": cap}
+            count = (await db.execute(LOG_BUCKET_CAPPED, params)).first()[0]
+            if count:
+                totals[bucket] = count
+            if count == cap:
+                capped.add(bucket)
+    if unit == DAY_MS:
+        scope = {day: (n, u) for day, n, u in await db.execute(TIMELINE)}
+    else:
+        scope = {b: (n, u) for b, n, u in await db.execute(SCOPE_HOURS, {"unit": unit})}
+    buckets = []
+    for bucket in sorted(set(totals) | set(scope)):
+        in_scope, unexplained = scope.get(bucket, (0, 0))
+        span = [("ts__gte", str(bucket * unit)), ("ts__lt", str((bucket + 1) * unit))]
+        buckets.append(
+            {
+                "start": chart.bucket_label(bucket * unit, unit),
+                "start_ms": bucket * unit,
+                "requests": totals.get(bucket, 0),
+                "at_least": bucket in capped,
+                "unexplained": unexplained,
+                "explained": in_scope - unexplained,
+                "out_of_scope": max(totals.get(bucket, 0) - in_scope, 0),
+                "links": {
+                    "requests": page.requests_url(span),
+                    "unexplained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "1")]),
+                    "explained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "0")]),
+                    "out_of_scope": page.requests_url(span + [("in_scope", "0")]),
+                },
+            }
+        )
+    return buckets, unit
+
+
 async def _save_view(page) -> Response:
-    """Store a named view (a workbench URL) for everyone with read access."""
+    """Save a named view (a workbench URL) for everyone with read access, or rename or
+    delete one (``action`` = save, rename or delete)."""
     datasette, request = page.datasette, page.request
     await permissions.ensure_write(datasette, request.actor, "Saving a view")
     form = await request.post_vars()
-    name = (form.get("name") or "").strip()
-    url = _local_url(form.get("url") or "", request)
-    if not name or url is None:
-        datasette.add_message(
-            request, "A saved view needs a name and a URL of this site (a path such as /db/-/forensics/ips).", datasette.ERROR
+    action = form.get("action") or "save"
+    back = _local_url(form.get("next") or "", request) or page.base
+    name = (form.get("name") or "").strip()[:200]
+    if action == "save":
+        url = _local_url(form.get("url") or "", request)
+        if not name or url is None:
+            datasette.add_message(
+                request, "A saved view needs a name and a URL of this site (a path such as /db/-/forensics/ips).", datasette.ERROR
+            )
+            return Response.redirect(back, status=303)
+        sql, params, message = (
+            "insert into saved_views (name, url, created_by, created_at) values (?, ?, ?, ?)",
+            [name, url, (request.actor or {}).get("id"), utcnow()],
+            f"Saved the view {name!r}.",
         )
-        return Response.redirect(page.base, status=303)
-    actor = (request.actor or {}).get("id")
-    now = utcnow()
+    elif action in ("rename", "delete") and (form.get("id") or "").isdigit():
+        if action == "rename" and not name:
+            datasette.add_message(request, "A saved view needs a name.", datasette.ERROR)
+            return Response.redirect(back, status=303)
+        sql, params, message = (
+            ("update saved_views set name = ? where id = ?", [name, int(form["id"])], f"Renamed the view to {name!r}.")
+            if action == "rename"
+            else ("delete from saved_views where id = ?", [int(form["id"])], "Deleted the view.")
+        )
+    else:
+        datasette.add_message(request, "Unknown saved-view action.", datasette.ERROR)
+        return Response.redirect(back, status=303)
 
     def write(conn):
         with conn:
-            conn.execute(
-                "insert into saved_views (name, url, created_by, created_at) values (?, ?, ?, ?)",
-                [name[:200], url, actor, now],
-            )
+            return conn.execute(sql, params).rowcount
 
-    await page.db.execute_write_fn(write, block=True)
-    datasette.add_message(request, f"Saved the view {name!r}.")
-    return Response.redirect(page.base, status=303)
+    if not await page.db.execute_write_fn(write, block=True):
+        message = "That saved view no longer exists."
+    datasette.add_message(request, message)
+    return Response.redirect(back, status=303)
 
 
 def _local_url(value: str, request) -> str | None:

@@ -11,7 +11,9 @@ import json
 
 from ..derived.aggregates import GROUPINGS, KINDS
 from . import sources
-from .common import Page, chart, choice, ms_iso, open_page, paging, parse_state, sort_choice
+from . import chart
+from .filter_bar import filter_bar
+from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
 
 # grouping -> (heading, field names of its key, requests_view columns, workbench filters)
 GROUPING_KEYS = {
@@ -190,20 +192,23 @@ async def pivot_view(datasette, request, page_name: str):
         **paging(page, total),
         "rows": out_rows,
     }
-    chart_rows = []
-    for i, r in enumerate(out_rows[:30], start=1):
-        # datasette-vega sorts an ordinal axis by label: the rank keeps the page's order.
-        label = f"{i:02d}. " + (r["key"] if r["key"] is not None else "(unknown)")
-        chart_rows += [
-            {"group": label, "requests": r["unexplained"], "part": "1 unexplained"},
-            {"group": label, "requests": r["in_scope"] - r["unexplained"], "part": "2 explained"},
-            {"group": label, "requests": r["requests"] - r["in_scope"], "part": "3 out of scope"},
-        ]
+    shown = out_rows[:30]
     charts = [
-        chart(
+        chart.category_bars(
             "chart-groups",
-            f"Requests of the first {min(30, len(out_rows))} groups on this page",
-            chart_rows, "group", "requests", color="part",
+            f"Requests of the first {len(shown)} groups on this page",
+            GROUPING_KEYS[by][0],
+            [
+                {
+                    "label": r["key"],
+                    "parts": {
+                        "unexplained": (r["unexplained"], r["links"]["unexplained"]),
+                        "explained": (r["in_scope"] - r["unexplained"], r["links"]["explained"]),
+                        "out of scope": (r["requests"] - r["in_scope"], r["links"]["out_of_scope"]),
+                    },
+                }
+                for r in shown
+            ],
         )
     ]
     return await page.respond(
@@ -213,6 +218,7 @@ async def pivot_view(datasette, request, page_name: str):
             "title": title,
             "heading": heading,
             "by_urls": [(g, GROUPING_KEYS[g][0], page.self_url(by=g, page=None, sort=None)) for g in groupings],
+            "filter_bar": await filter_bar(page, tuple(STATUS), status),
             "status_urls": [(s, page.self_url(status=None if s == "all" else s, page=None)) for s in STATUS],
             "sort_urls": {name: page.self_url(sort=("-" if sort != f"-{name}" else "") + name, page=None) for name in SORTS},
             "charts": charts,
@@ -262,6 +268,8 @@ def _row(page: Page, by: str, r: dict) -> dict:
             "requests": page.requests_url(base),
             "in_scope": page.requests_url(scoped),
             "unexplained": page.requests_url(scoped + [("unexplained", "1")]),
+            "explained": page.requests_url(scoped + [("unexplained", "0")]),
+            "out_of_scope": page.requests_url(base + [("in_scope", "0")]),
             "orgs": page.page_url("orgs", page_filters + group_filters),
             "signatures": page.page_url("signatures", page_filters + group_filters),
             "ips": page.page_url("ips", [("by", "ip")] + page_filters + group_filters),

@@ -13,6 +13,7 @@ from .. import permissions, rules
 from ..errors import ForensicsError
 from ..derived import waterfall
 from ..rules import actions, custom
+from . import chart
 from .common import open_page
 
 LEDGER_LIMIT = 500
@@ -184,8 +185,16 @@ async def view(datasette, request):
             {"sql": "select * from requests_view where in_scope and (explained & :mask) = 0", "mask": mask}
         )
 
+    before = 0
     for step in data["waterfall"]:
         step["url"] = query_url(step["mask"])
+        if step["rule"] is not None:
+            # What this step newly explained: its rule's requests that no earlier rule explains.
+            step["explained_url"] = f"{database_url}?" + urlencode({
+                "sql": "select * from requests_view where in_scope and (explained & :before) = 0 and (explained & :bit) != 0",
+                "before": before, "bit": step["mask"] & ~before,
+            })
+        before = step["mask"]
     for rule in data["rules"]:
         rule["definition_text"] = (
             None if rule["definition"] is None else json.dumps(rule["definition"], ensure_ascii=False)
@@ -205,6 +214,10 @@ async def view(datasette, request):
                 filter_fields=list(FILTER_FORM),
                 ua_kinds=custom.UA_KINDS,
                 ledger_limit=LEDGER_LIMIT,
+                waterfall_chart=chart.waterfall(
+                    "chart-waterfall", "Rules waterfall: what each applied rule explained, and what is left", data["waterfall"]
+                ),
+                chart_frame_url=datasette.urls.path("-/forensics-chart"),
             ),
             request=request,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from . import sources
+from .filter_bar import filter_bar
 from .common import choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
 
 STATUS = {
@@ -164,6 +165,7 @@ async def view(datasette, request):
         "forensics_signatures.html",
         data,
         {
+            "filter_bar": await filter_bar(page, tuple(STATUS), status),
             "status_urls": [(s, page.self_url(status=None if s == "all" else s, page=None)) for s in STATUS],
             "cross_urls": [(c, page.self_url(cross_tenant=None if c == "any" else c, page=None)) for c in CROSS],
             "sort_urls": {n: page.self_url(sort=("-" if sort != f"-{n}" else "") + n, page=None) for n in SORTS},

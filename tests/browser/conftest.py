@@ -59,6 +59,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_database(path: Path):
+    """Start ``datasette serve PATH`` on a free port; return (process, base URL) once it answers."""
+    port = _free_port()
+    env = dict(os.environ, DATASETTE_SECRET=secrets.token_hex(16))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datasette", "serve", str(path), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            urllib.request.urlopen(base + "/-/versions.json", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return process, base
+
+
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory):
     """``datasette serve demo.db --root`` on a free port, built by datasette_forensics.demo."""

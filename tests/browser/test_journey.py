@@ -65,7 +65,9 @@ def pivot_rows(page) -> dict[str, tuple[int, int, int]]:
     out = {}
     for row in page.locator("div.forensics-scroll > table.forensics-table > tbody > tr").all():
         cells = row.locator("td")
-        out[row.locator("th").inner_text().strip()] = tuple(number(cells.nth(i).inner_text()) for i in range(3))
+        # td: unexplained, in scope, requests (the decisive column first), ...
+        unexplained, in_scope, requests = (number(cells.nth(i).inner_text()) for i in range(3))
+        out[row.locator("th").inner_text().strip()] = (requests, in_scope, unexplained)
     return out
 
 
@@ -74,9 +76,9 @@ def orgs_table(page) -> dict[str, tuple[str, int, int]]:
     out = {}
     for row in page.locator("div.forensics-scroll > table.forensics-table > tbody > tr").all():
         cells = row.locator("td")
-        # td: slug, name, status, in scope, unexplained, ...
+        # td: status, unexplained, in scope, ...
         out[row.locator("th").inner_text().strip()] = (
-            cells.nth(2).inner_text().strip(), number(cells.nth(3).inner_text()), number(cells.nth(4).inner_text())
+            cells.nth(0).inner_text().strip(), number(cells.nth(2).inner_text()), number(cells.nth(1).inner_text())
         )
     return out
 
@@ -204,7 +206,7 @@ def test_the_journey_of_the_demo_incident(demo_server, new_page, watch):
     assert "by=raw" in page.url
     clubhouse = group_row(page, CLUBHOUSE_UA)
     # in scope, unexplained, orgs (hooli, stark, wayne), signatures, addresses (.10 and ::15)
-    assert [number(clubhouse.locator("td").nth(i).inner_text()) for i in range(1, 6)] == [9, 9, 3, 2, 2]
+    assert [number(clubhouse.locator("td").nth(i).inner_text()) for i in (1, 0, 3, 4, 5)] == [9, 9, 3, 2, 2]
     screenshot(page, "user-agents")
     click_tab(page, "Family")
     assert pivot_rows(page)["Apache-HttpClient"][1] == 9
@@ -258,13 +260,13 @@ def test_the_journey_of_the_demo_incident(demo_server, new_page, watch):
     assert attacker.count() == 1
     cells = attacker.locator("td")
     assert cells.nth(2).inner_text().strip() == "yes"
-    reached = cells.nth(3).get_by_role("link")
+    reached = cells.nth(8).get_by_role("link")
     assert [a.inner_text() for a in reached.all()[:3]] == ["acme", "wayne", "mallory-labs"]
     hrefs = [a.get_attribute("href") for a in reached.all()[:3]]
     assert [h.rsplit("/", 1)[1] for h in hrefs] == ["101", "108", "113"]
-    assert "3 orgs" in cells.nth(3).inner_text()
-    assert number(cells.nth(5).inner_text()) == 9  # in scope
-    assert number(cells.nth(6).inner_text()) == 7  # token_owner explained its 2 mallory-labs requests
+    assert "3 orgs" in cells.nth(8).inner_text()
+    assert number(cells.nth(4).inner_text()) == 9  # in scope
+    assert number(cells.nth(3).inner_text()) == 7  # token_owner explained its 2 mallory-labs requests
     # Cross-tenant first: the four of the README lead the list.
     leading = page.locator("div.forensics-scroll > table.forensics-table > tbody > tr").all()[:4]
     assert all(r.locator("td").nth(2).inner_text().strip() == "yes" for r in leading)
