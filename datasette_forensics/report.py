@@ -10,7 +10,8 @@ import io
 
 import sqlite_utils
 
-from .rules import applied_names, rules_breakdown
+from . import notes, verdicts
+from .rules import SYSTEM, applied_names, rules_breakdown
 from .scope import get_incident
 from .status import ORG_FIGURES, STATUS_ORDER
 
@@ -89,9 +90,11 @@ def build_report(db: sqlite_utils.Database) -> dict:
     incident = get_incident(db)
     orgs = org_rows(db)
     breakdown = rules_breakdown(db)
+    tags = notes.org_tags(db)
     for org in orgs:
         del org["name"]
         org["explained_by"] = breakdown.get(org["org_id"], {})
+        org["tags"] = tags.get(org["org_id"], [])
     return {
         "incident": None
         if incident is None
@@ -99,7 +102,8 @@ def build_report(db: sqlite_utils.Database) -> dict:
         "funnel": funnel(db),
         "orgs": orgs,
         "cross_tenant_signatures": cross_tenant_signatures(db),
-        "rules_applied": applied_names(db),
+        "rules_applied": [n for n in applied_names(db) if n not in {r.NAME for r in SYSTEM}],
+        "verdicts": verdicts.for_report(db),
     }
 
 

@@ -624,3 +624,66 @@ create table dictionary_watermarks (
 @migrations()
 def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
     db.executescript(DICTIONARY_WATERMARKS)
+
+
+# Notes and tags (MODEL §6.4, datasette_forensics.notes): a note is about one
+# target (kind: org, signature, ip, cidr, user_agent; target: the org id, the
+# address, the normalised network, the user agent, or JSON [ip, ua]) and holds a
+# tag, text or both. note_history keeps every version (write, edit, delete).
+CASE_NOTES = """
+create table notes (
+    id integer primary key,
+    kind text not null,
+    target text not null,
+    tag text,
+    text text,
+    created_by text,
+    created_at text not null,
+    updated_by text,
+    updated_at text,
+    deleted_by text,
+    deleted_at text
+);
+create index notes_target on notes(kind, target);
+create index notes_tag on notes(tag, kind);
+
+create table note_history (
+    id integer primary key,
+    note_id integer not null references notes(id),
+    action text not null,       -- write, edit, delete
+    tag text,
+    text text,
+    actor text,
+    at text not null
+);
+create index note_history_note on note_history(note_id);
+"""
+
+
+@migrations()
+def m012_case_notes(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_NOTES)
+
+
+# Verdicts (MODEL §6.3, datasette_forensics.verdicts): one signature, for one org
+# (org_id) or every org (null), with the analyst's reason. A withdrawn verdict
+# stays, with who withdrew it and when.
+CASE_VERDICTS = """
+create table verdicts (
+    id integer primary key,
+    ip text not null,
+    user_agent text not null,
+    org_id text,
+    reason text not null,
+    actor text,
+    created_at text not null,
+    withdrawn_by text,
+    withdrawn_at text
+);
+create index verdicts_signature on verdicts(ip, user_agent);
+"""
+
+
+@migrations()
+def m013_case_verdicts(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_VERDICTS)

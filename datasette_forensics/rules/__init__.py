@@ -108,10 +108,12 @@ def in_pair_window(table: str, open_start: bool) -> str:
     )"""
 
 
-from . import member_current, member_historical, partner, post_patch_valid, staff, token_owner  # noqa: E402
+from . import member_current, member_historical, partner, post_patch_valid, staff, token_owner, verdict  # noqa: E402
 
 BUILTINS = [staff, member_current, member_historical, partner, post_patch_valid, token_owner]
-REGISTRY = {rule.NAME: rule for rule in BUILTINS}
+# Rules that are not applied or undone by name: the verdict rule follows the verdicts.
+SYSTEM = [verdict]
+REGISTRY = {rule.NAME: rule for rule in BUILTINS + SYSTEM}
 
 
 class UnknownRule(ForensicsError, LookupError):
@@ -124,7 +126,7 @@ def ensure_rules(db: sqlite_utils.Database) -> None:
     """Make sure every built-in rule has its row in the rules table."""
     db.conn.executemany(
         "insert or ignore into rules (name, bit, builtin, description) values (?, ?, 1, ?)",
-        [(r.NAME, r.BIT, r.DESCRIPTION) for r in BUILTINS],
+        [(r.NAME, r.BIT, r.DESCRIPTION) for r in BUILTINS + SYSTEM],
     )
 
 
@@ -225,6 +227,9 @@ def resolve_names(db: sqlite_utils.Database, spec: str) -> list[str]:
     if spec.strip() == "all":
         return [r.NAME for r in BUILTINS]
     names = [n.strip() for n in spec.split(",") if n.strip()]
+    system = [n for n in names if n in {r.NAME for r in SYSTEM}]
+    if system:
+        raise UnknownRule(f"{system[0]} is not applied or undone by name: use the {system[0]} command.")
     unknown = [n for n in names if n not in rules]
     if unknown or not names:
         raise UnknownRule(
@@ -425,20 +430,23 @@ def _applied_bits(db: sqlite_utils.Database) -> list[tuple[str, int]]:
     return [tuple(r) for r in db.execute("select name, bit from rules where applied = 1 order by applied_seq")]
 
 
-def compute_waterfall(db: sqlite_utils.Database) -> list[dict]:
+def compute_waterfall(db: sqlite_utils.Database, restrict: str = "1", restrict_params: dict | None = None) -> list[dict]:
     """In scope, then the requests still unexplained after each applied rule and all before it.
+
+    Args:
+        restrict: a condition on scoped ``s`` limiting the count to some of its key ranges.
 
     Returns:
         one dict per step (rule None for the in-scope step) with remaining (requests
         still unexplained) and explained (requests that step removed); one scan of scoped.
     """
     applied = _applied_bits(db)
-    params, mask, columns = {}, 0, ["count(*)"]
+    params, mask, columns = dict(restrict_params or {}), 0, ["count(*)"]
     for i, (_, bit) in enumerate(applied):
         mask |= bit
         params[f"m{i}"] = mask
         columns.append(f"coalesce(sum((explained & :m{i}) = 0), 0)")
-    counts = db.execute(f"select {', '.join(columns)} from scoped", params).fetchone()
+    counts = db.execute(f"select {', '.join(columns)} from scoped s where {restrict}", params).fetchone()
     steps = [{"rule": None, "remaining": counts[0], "explained": None}]
     for (name, _), remaining in zip(applied, counts[1:]):
         steps.append({"rule": name, "remaining": remaining, "explained": steps[-1]["remaining"] - remaining})
@@ -514,3 +522,83 @@ def rules_breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dic
         if explained:
             result[org] = explained
     return result
+
+
+def _adjust_waterfall(db: sqlite_utils.Database, before: list[dict], restrict: str, restrict_params: dict) -> None:
+    """Move the stored waterfall by what changed within some key ranges of scoped:
+    ``before`` is compute_waterfall() of those ranges before the change."""
+    after = compute_waterfall(db, restrict, restrict_params)
+    stored = [list(r) for r in db.execute("select position, remaining from rule_waterfall order by position")]
+    for row, b, a in zip(stored, before, after):
+        row[1] += a["remaining"] - b["remaining"]
+    db.conn.executemany(
+        "update rule_waterfall set remaining = ?, explained = ?, computed_at = ? where position = ?",
+        [
+            (remaining, None if i == 0 else stored[i - 1][1] - remaining, utcnow(), position)
+            for i, (position, remaining) in enumerate(stored)
+        ],
+    )
+
+
+def change_within(
+    db: sqlite_utils.Database, name: str, restrict: str, restrict_params: dict,
+    actor: str | None, action: str, detail: str | None = None,
+) -> dict:
+    """Bring one rule's explanations up to date within some key ranges of scoped, after
+    the rule's own data changed there (a verdict made or withdrawn), applying the rule
+    if it was not yet; recorded in the ledger as ``action``.
+
+    Args:
+        restrict: a condition on scoped ``s`` naming whole (signature[, org]) key ranges.
+
+    Returns:
+        {rule, requests_explained (negative: no longer explained), orgs_changed}.
+    """
+    with db.atomic():
+        rule = load_rules(db)[name]
+        applied = applied_names(db)
+        waterfall_current = _stored_waterfall_is_current(db, applied)
+        in_place = name in applied and waterfall_current
+        before_steps = compute_waterfall(db, restrict, restrict_params) if in_place else None
+        params = dict(_prepare(db, rule), **restrict_params, rule_bit=rule.BIT)
+        match = f"({rule.match_sql()})"
+        # Newly explained (no rule explained them), then newly unexplained (this rule alone did).
+        db.execute("drop table if exists temp.rule_new")
+        db.execute(
+            f"""create temp table rule_new as
+            select s.sig_id, s.org_id, s.ts / 86400000 as day,
+                sum(case when s.explained = 0 then -1 else 1 end) as n
+            from scoped s
+            where ({restrict}) and (
+                (s.explained = 0 and {match})
+                or (s.explained = :rule_bit and not {match})
+            )
+            group by 1, 2, 3""",
+            params,
+        )
+        touched, before = _moved(db, +1)
+        db.execute(
+            f"""update scoped as s set explained = case when {match}
+                then explained | :rule_bit else explained & ~:rule_bit end
+            where ({restrict}) and ((explained & :rule_bit) = 0) = {match}""",
+            params,
+        )
+        moved = _apply_delta(db, +1)
+        if name not in applied:
+            seq = db.execute("select coalesce(max(applied_seq), 0) + 1 from rules").fetchone()[0]
+            db.execute("update rules set applied = 1, applied_seq = ? where name = ?", [seq, name])
+        changes = _changes(before, _statuses_of(db, touched))
+        _record(db, name, action, actor, abs(moved), changes, detail)
+        if in_place:
+            _adjust_waterfall(db, before_steps, restrict, restrict_params)
+        elif name not in applied and waterfall_current:
+            last = db.execute("select max(position), remaining from rule_waterfall").fetchone()
+            db.execute(
+                "insert into rule_waterfall (position, rule, remaining, explained, computed_at) values (?, ?, ?, ?, ?)",
+                [last[0] + 1, name, last[1] + moved, -moved, utcnow()],
+            )
+        else:
+            refresh_waterfall(db)
+        db.execute("drop table temp.rule_delta")
+        db.execute("drop table temp.rule_new")
+    return {"rule": name, "requests_explained": -moved, "orgs_changed": changes}

@@ -14,7 +14,7 @@ A definition is JSON, one of:
   :data:`ALLOWED_FUNCTIONS`, and hold no subquery; it cannot write, attach,
   run a pragma or a second statement.
 
-Custom rules take the free bits from ``1 << 6`` to ``1 << 62`` of
+Custom rules take the free bits from ``1 << 6`` to ``1 << 61`` of
 ``scoped.explained``.
 """
 
@@ -34,7 +34,7 @@ from ..patterns import regex_problem
 from ..timeparse import TimeError, parse_time
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-FIRST_BIT, LAST_BIT = 6, 62
+FIRST_BIT, LAST_BIT = 6, 61  # 1 << 62 is the verdict rule's
 MAX_PREDICATE = 4000
 MAX_DESCRIPTION = 500
 
