@@ -579,3 +579,63 @@ def verdict_command(db, ip, user_agent, org, reason, file_, withdraw, list_, act
         results = [verdicts.make(database, ip, user_agent, org, reason or "", actor)]
     for result in results:
         click.echo(terminal.safe(verdicts.summary(result)))
+
+
+@cli.command(name="evidence")
+@db_argument
+@click.option("--org", metavar="ORG_ID", help="The org to write the evidence file for.")
+@click.option("--all", "all_", is_flag=True, help="One file per exposed and review org, into the directory -o DIR.")
+@click.option("-o", "--output", required=True, metavar="FILE|DIR", help="The HTML file (with --org) or the directory (with --all).")
+@user_errors
+def evidence_command(db, org, all_, output):
+    """Write a self-contained HTML evidence file for one org (or every exposed and review org).
+
+    The file names no other customer: a signature shared with other orgs is
+    "also seen on N other organisations".
+
+    Example:
+
+        datasette-forensics evidence incident.db --org 12 -o acme-evidence.html
+    """
+    from . import evidence
+
+    if bool(org) == bool(all_):
+        raise ForensicsError("Give one of --org ORG_ID or --all.")
+    database = open_db(db)
+    if all_:
+        paths = evidence.write_all(database, output)
+        click.echo(terminal.safe(f"Wrote {len(paths):,} evidence files into {output}."))
+        return
+    evidence.write(database, org, output)
+    click.echo(terminal.safe(f"Wrote the evidence for org {org} to {output}."))
+
+
+@cli.command(name="notify")
+@db_argument
+@click.option("--template", type=click.Path(dir_okay=False), help="A Jinja2 template for the body (default: the built-in one).")
+@click.option("--from", "sender", required=True, metavar="ADDRESS", help="The sender address.")
+@click.option("--subject", required=True, metavar="TEXT", help="The subject line.")
+@click.option("-o", "--output", required=True, metavar="DIR", help="Where to write ORG_ID.eml files.")
+@click.option("--status", default="exposed,review", show_default=True, metavar="S[,S…]", help="The statuses to notify.")
+@click.option("--only-changed", is_flag=True, help="Only orgs already notified whose status or unexplained count changed since.")
+@click.option("--actor", metavar="NAME", help="Who to record (default: your login name).")
+@user_errors
+def notify_command(db, template, sender, subject, output, status, only_changed, actor):
+    """Render one .eml message per org to tell, and record it; nothing is sent.
+
+    The template is given org, status, incident, requests (its unexplained
+    requests), in_scope_requests and unexplained_requests.
+
+    Example:
+
+        datasette-forensics notify incident.db --from security@example.com --subject "Security incident" -o outbox/
+    """
+    from . import notify
+
+    statuses = tuple(s.strip() for s in status.split(",") if s.strip())
+    result = notify.notify(
+        open_db(db), output, sender, subject, template, statuses, only_changed, actor or _default_actor()
+    )
+    click.echo(terminal.safe(f"Wrote {len(result['written']):,} messages into {output}."))
+    for org, reason in result["skipped"]:
+        click.echo(terminal.safe(f"  skipped org {org}: {reason}"))

@@ -10,7 +10,7 @@ import io
 
 import sqlite_utils
 
-from . import notes, verdicts
+from . import notes, notifications, verdicts
 from .rules import SYSTEM, applied_names, rules_breakdown
 from .scope import get_incident
 from .status import ORG_FIGURES, STATUS_ORDER
@@ -95,6 +95,7 @@ def build_report(db: sqlite_utils.Database) -> dict:
         del org["name"]
         org["explained_by"] = breakdown.get(org["org_id"], {})
         org["tags"] = tags.get(org["org_id"], [])
+    notifications.add_state(orgs, notifications.latest_notifications(db))
     return {
         "incident": None
         if incident is None

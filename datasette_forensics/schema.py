@@ -687,3 +687,26 @@ create index verdicts_signature on verdicts(ip, user_agent);
 @migrations()
 def m013_case_verdicts(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_VERDICTS)
+
+
+# Notification records (MODEL §6.6, datasette_forensics.notify): one row per
+# rendered message, with the org's status and unexplained count at that time.
+CASE_NOTIFICATIONS = """
+create table notifications (
+    id integer primary key,
+    org_id text not null,
+    at text not null,
+    status text not null,
+    unexplained integer not null,
+    contact_email text,
+    subject text,
+    file text,
+    actor text
+);
+create index notifications_org on notifications(org_id, id);
+"""
+
+
+@migrations()
+def m014_case_notifications(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_NOTIFICATIONS)
