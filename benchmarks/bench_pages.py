@@ -6,8 +6,8 @@ addresses and ~3,000 user agents, ~3,000 orgs, a 19-day incident window inside a
 30-day log, a few percent of cross-tenant signatures, members, tokens and a
 partner. The requests and dictionaries are written as SQL rows directly (no log
 parsing); the account records, the incident, the scope, the rules and the page
-aggregates go through the real library functions (``scope.recompute``,
-``rules.apply``, ``aggregates.refresh``), so their cost at this size is measured too.
+aggregates go through the real library functions (``derived.recompute``,
+``actions.apply``, ``aggregates.refresh``), so their cost at this size is measured too.
 
 Then, in this process, each pivot's JSON is requested 20 times through
 ``datasette.client`` (the first, cold request is reported apart), and the same
@@ -48,7 +48,9 @@ PATCHED_MS = 1_595_253_840_000
 
 sys.path.insert(0, os.path.dirname(HERE))
 
-from datasette_forensics import aggregates, rules, schema, scope  # noqa: E402
+from datasette_forensics import derived, schema  # noqa: E402
+from datasette_forensics.derived import aggregates  # noqa: E402
+from datasette_forensics.rules import actions  # noqa: E402
 from datasette_forensics.enrich import classify_ip, classify_user_agent  # noqa: E402
 
 
@@ -276,14 +278,14 @@ def build(path: str, n_requests: int, seed: int = 5) -> dict:
     timings["records"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    scope.recompute(db)  # includes aggregates.refresh
-    timings["scope.recompute"] = time.perf_counter() - t
+    derived.recompute(db)  # includes aggregates.refresh
+    timings["derived.recompute"] = time.perf_counter() - t
     t = time.perf_counter()
     aggregates.refresh(db)
     timings["aggregates.refresh"] = time.perf_counter() - t
     for name in ("staff", "member_current", "post_patch_valid", "token_owner"):
         t = time.perf_counter()
-        rules.apply(db, name, actor="bench")
+        actions.apply(db, name, actor="bench")
         timings[f"rules.apply {name}"] = time.perf_counter() - t
     t = time.perf_counter()
     conn.execute("analyze")

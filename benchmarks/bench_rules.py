@@ -11,8 +11,8 @@ IPv4 and an IPv6 range each and a user-agent pattern, authorised (some revoked) 
 ``post_patch_valid``, ``signature_scope``, ``sig_org``) are filled by the library's
 own SQL.
 
-Then it times ``rules.apply`` for each built-in in the order of ``--apply all``, then
-``rules.undo`` for each, last applied first, plus a full ``rules.reevaluate``, the
+Then it times ``actions.apply`` for each built-in in the order of ``--apply all``, then
+``actions.undo`` for each, last applied first, plus a full ``explanations.reevaluate``, the
 report, the rules page's data, and a custom filter rule. It prints the figures and
 writes ``benchmarks/results/rules-<N>.json``.
 
@@ -39,8 +39,9 @@ GENERATOR_VERSION = 1
 
 sys.path.insert(0, os.path.dirname(HERE))
 
-from datasette_forensics import report, rules, schema, scope  # noqa: E402
-from datasette_forensics.rules import custom  # noqa: E402
+from datasette_forensics import report, rules, schema  # noqa: E402
+from datasette_forensics.derived import explanations, scope, waterfall  # noqa: E402
+from datasette_forensics.rules import actions  # noqa: E402
 from datasette_forensics.timeparse import format_ms, parse_time  # noqa: E402
 from datasette_forensics.views import rules_page  # noqa: E402
 
@@ -255,7 +256,7 @@ def build(path: str, n_requests: int) -> dict:
         db.execute(scope.INSERT_POST_PATCH.format(post_patch=scope.POST_PATCH.format(restrict="")), p)
         scope.refresh_signatures(db)
         rules.ensure_rules(db)
-        rules.refresh_waterfall(db)
+        waterfall.refresh(db)
     timings["scope"] = time.perf_counter() - t
     t = time.perf_counter()
     conn.execute("analyze")
@@ -280,10 +281,10 @@ def run(path: str) -> dict:
     db = schema.connect(path)
     # Start from a clean state: nothing applied, no custom rule, an empty ledger.
     for name in reversed(rules.applied_names(db)):
-        rules.undo(db, name, "bench")
+        actions.undo(db, name, "bench")
     for row in rules.list_rules(db):
         if not row["builtin"]:
-            custom.delete_custom_rule(db, row["name"], "bench")
+            actions.delete_custom_rule(db, row["name"], "bench")
     db.execute("delete from rule_ledger")
     figures = db.execute(
         """select (select count(*) from requests), (select count(*) from scoped),
@@ -298,14 +299,14 @@ def run(path: str) -> dict:
     }
     names = rules.resolve_names(db, "all")
     for name in names:
-        seconds, result = timed(rules.apply, db, name, "bench")
+        seconds, result = timed(actions.apply, db, name, "bench")
         out["apply"][name] = {"seconds": round(seconds, 2), "cpu_seconds": round(CPU["last"], 2), "requests_explained": result["requests_explained"], "orgs_changed": len(result["orgs_changed"])}
         print(f"apply {name:<18} {seconds:7.2f} s ({CPU['last']:6.2f} s CPU)  {result['requests_explained']:>10,} explained, {len(result['orgs_changed']):,} orgs changed", flush=True)
     out["apply_total_seconds"] = round(sum(v["seconds"] for v in out["apply"].values()), 2)
     out["apply_total_cpu_seconds"] = round(sum(v["cpu_seconds"] for v in out["apply"].values()), 2)
     out["unexplained_after_all"] = db.execute("select sum(unexplained) from sig_org").fetchone()[0]
 
-    seconds, _ = timed(rules.reevaluate, db)
+    seconds, _ = timed(explanations.reevaluate, db)
     out["other"]["reevaluate (all six applied, full)"] = round(seconds, 2)
     seconds, built = timed(report.build_report, db)
     out["other"]["report.build_report"] = round(seconds, 2)
@@ -313,21 +314,21 @@ def run(path: str) -> dict:
     out["other"]["rules page data (cached waterfall)"] = round(seconds, 3)
     seconds, _ = timed(rules.rules_breakdown, db, "1")
     out["other"]["rules_breakdown one org"] = round(seconds, 3)
-    custom.create_custom_rule(db, "bench_filter", {"filter": {"cidr": "10.0.0.0/16", "status": "2xx", "ua_kind": "library"}}, "bench")
-    seconds, result = timed(rules.apply, db, "bench_filter", "bench")
+    actions.create_custom_rule(db, "bench_filter", {"filter": {"cidr": "10.0.0.0/16", "status": "2xx", "ua_kind": "library"}}, "bench")
+    seconds, result = timed(actions.apply, db, "bench_filter", "bench")
     out["other"]["custom filter rule apply"] = round(seconds, 2)
-    seconds, _ = timed(custom.delete_custom_rule, db, "bench_filter", "bench")
+    seconds, _ = timed(actions.delete_custom_rule, db, "bench_filter", "bench")
     out["other"]["custom filter rule undo+delete"] = round(seconds, 2)
-    custom.create_custom_rule(db, "bench_sql", {"sql": "ip like '10.1.%' and path like '%/events/'"}, "bench")
-    seconds, result = timed(rules.apply, db, "bench_sql", "bench")
+    actions.create_custom_rule(db, "bench_sql", {"sql": "ip like '10.1.%' and path like '%/events/'"}, "bench")
+    seconds, result = timed(actions.apply, db, "bench_sql", "bench")
     out["other"]["custom sql rule apply"] = round(seconds, 2)
-    custom.delete_custom_rule(db, "bench_sql", "bench")
+    actions.delete_custom_rule(db, "bench_sql", "bench")
     out["statuses_after_all"] = {
         status: sum(1 for o in built["orgs"] if o["status"] == status) for status in ("exposed", "review", "cleared")
     }
 
     for name in reversed(names):
-        seconds, result = timed(rules.undo, db, name, "bench")
+        seconds, result = timed(actions.undo, db, name, "bench")
         out["undo"][name] = {"seconds": round(seconds, 2), "cpu_seconds": round(CPU["last"], 2), "requests_unexplained": result["requests_unexplained"]}
         print(f"undo  {name:<18} {seconds:7.2f} s ({CPU['last']:6.2f} s CPU)  {result['requests_unexplained']:>10,} no longer explained", flush=True)
     out["undo_total_seconds"] = round(sum(v["seconds"] for v in out["undo"].values()), 2)

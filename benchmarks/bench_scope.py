@@ -2,7 +2,7 @@
 
 Two measurements, in one run:
 
-1. ``scope.recompute`` over the 5,000,000-request database that
+1. ``derived.recompute`` over the 5,000,000-request database that
    ``bench_pages.py`` builds (cached under ``benchmarks/out/``; built here if
    missing), on a copy: the whole scope (org resolution through slug history,
    integration windows, post-patch evidence, cross-tenant signatures), the
@@ -47,7 +47,7 @@ SLUG = re.compile(rb"/api/0/(?:organizations|projects)/([^/ ?]+)/")
 def recompute(requests: int) -> dict:
     import bench_pages
 
-    from datasette_forensics import schema, scope
+    from datasette_forensics import derived, schema
 
     cached = os.path.join(OUT, f"pages-{requests}-v{bench_pages.GENERATOR_VERSION}.db")
     if not os.path.exists(cached):
@@ -58,7 +58,7 @@ def recompute(requests: int) -> dict:
     in_scope_before = db.execute("select count(*) from scoped").fetchone()[0]
     start = time.perf_counter()
     cpu = time.process_time()
-    scope.recompute(db)
+    derived.recompute(db)
     seconds = time.perf_counter() - start
     result = {
         "requests": db.execute("select count(*) from requests").fetchone()[0],

@@ -11,7 +11,9 @@ import time
 
 import click
 
-from . import importers, ingest, report as report_module, schema, terminal
+from . import clickhouse, demo as demo_module, evidence, importers, incident, ingest, notes, notify, records, report as report_module, rules, schema, terminal, verdicts
+from .derived import scope
+from .rules import actions
 from .errors import ForensicsError
 
 
@@ -177,7 +179,6 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
 
 def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where, maps) -> None:
     """import-logs --from-clickhouse: check the options, pull, report the counts."""
-    from . import clickhouse
 
     if url is None:
         raise ForensicsError("--query, --table, --where and --map only go with --from-clickhouse URL.")
@@ -230,7 +231,6 @@ def clickhouse_scope(db, table, maps, no_org_id):
     """
     import os
 
-    from . import clickhouse, scope
 
     if not os.path.exists(db):
         raise ForensicsError(f"No such database: {db}")
@@ -290,7 +290,6 @@ def import_records(db, kind, file):
 
         datasette-forensics import-records incident.db users users.csv
     """
-    from . import records
 
     parsed = records.read_records(kind, file)  # a bad file is refused before DB is opened
     added, updated = records.store_records(open_db(db), parsed)
@@ -308,7 +307,6 @@ def incident_command(db, file):
 
         datasette-forensics incident incident.db incident.toml
     """
-    from . import incident
 
     loaded = incident.load_incident(file)  # a bad file is refused before DB is opened
     click.echo(terminal.safe(incident.summary(incident.store_incident(open_db(db), loaded))))
@@ -339,7 +337,6 @@ def demo(port, db_path, build_only):
 
     from datasette.cli import cli as datasette_cli
 
-    from . import demo as demo_module
 
     demo_module.build(db_path)
     name = os.path.splitext(os.path.basename(db_path))[0]
@@ -400,11 +397,9 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
 
         datasette-forensics rules incident.db --add vpn --filter '{"cidr": "198.51.100.0/24"}'
     """
-    from . import rules
-    from .rules import custom
 
-    actions = [a for a in (list_, apply_, undo, add, delete) if a]
-    if len(actions) != 1:
+    chosen = [a for a in (list_, apply_, undo, add, delete) if a]
+    if len(chosen) != 1:
         raise ForensicsError("Give exactly one of --list, --apply, --undo, --add or --delete.")
     if (filter_ or sql) and not add:
         raise ForensicsError("--filter and --sql go with --add NAME.")
@@ -427,11 +422,11 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
                 definition = {"filter": json.loads(filter_)}
             except json.JSONDecodeError as exc:
                 raise ForensicsError(f"--filter is not valid JSON ({exc.msg}).") from None
-        saved = custom.create_custom_rule(database, add, definition, actor, description)
+        saved = actions.create_custom_rule(database, add, definition, actor, description)
         click.echo(terminal.safe(f"Saved custom rule {saved['name']} (not applied yet): {saved['description']}"))
         return
     if delete:
-        result = custom.delete_custom_rule(database, delete, actor)
+        result = actions.delete_custom_rule(database, delete, actor)
         if result["undo"]:
             click.echo(f"{delete}: undone, {result['undo']['requests_unexplained']:,} requests no longer explained")
             for line in _org_changes(database, result["undo"]["orgs_changed"]):
@@ -440,7 +435,7 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         return
     if apply_:
         for name in rules.resolve_names(database, apply_):
-            result = rules.apply(database, name, actor)
+            result = actions.apply(database, name, actor)
             if result["already"]:
                 click.echo(f"{name}: already applied")
                 continue
@@ -454,7 +449,7 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         else [n for n in rules.resolve_names(database, undo)]
     )
     for name in names:
-        result = rules.undo(database, name, actor)
+        result = actions.undo(database, name, actor)
         if result["already"]:
             click.echo(f"{name}: not applied")
             continue
@@ -497,8 +492,6 @@ def note_command(db, org, signature, ip, cidr, user_agent, tag, text, edit, dele
 
         datasette-forensics note incident.db --org 12 --tag notified --text "Emailed on 21 July"
     """
-    from . import notes
-
     target = _one_target(org, signature, ip, cidr, user_agent)
     actions = [a for a in (target, edit, delete, list_) if a]
     if len(actions) != 1:
@@ -549,8 +542,6 @@ def verdict_command(db, ip, user_agent, org, reason, file_, withdraw, list_, act
 
         datasette-forensics verdict incident.db --ip 198.51.100.7 --user-agent 'ci-runner/2.1' --org 12 --reason 'customer confirmed: their CI runners'
     """
-    from . import verdicts
-
     single = ip is not None or user_agent is not None
     if sum(bool(a) for a in (single, file_, list_)) != 1:
         raise ForensicsError("Give one of --ip with --user-agent, --file or --list.")
@@ -597,8 +588,6 @@ def evidence_command(db, org, all_, output):
 
         datasette-forensics evidence incident.db --org 12 -o acme-evidence.html
     """
-    from . import evidence
-
     if bool(org) == bool(all_):
         raise ForensicsError("Give one of --org ORG_ID or --all.")
     database = open_db(db)
@@ -630,8 +619,6 @@ def notify_command(db, template, sender, subject, output, status, only_changed, 
 
         datasette-forensics notify incident.db --from security@example.com --subject "Security incident" -o outbox/
     """
-    from . import notify
-
     statuses = tuple(s.strip() for s in status.split(",") if s.strip())
     result = notify.notify(
         open_db(db), output, sender, subject, template, statuses, only_changed, actor or _default_actor()

@@ -17,7 +17,7 @@ import sqlite_utils
 
 from .errors import ForensicsError
 from .rules import rules_breakdown
-from .scope import get_incident
+from .derived.scope import get_incident
 from .timeparse import format_ms, utcnow
 
 # The most unexplained requests one file lists; the rest are counted.

@@ -13,6 +13,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from . import derived
 from .errors import ForensicsError
 from .patterns import regex_problem
 from .readers import decode_text, read_whole
@@ -131,9 +132,7 @@ def store_incident(db: sqlite_utils.Database, incident: dict) -> dict:
         if own:
             conn.execute("rollback")
         raise
-    from . import scope
-
-    scope.recompute(db)
+    derived.after_incident(db)
     return incident
 
 

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import importers, pipeline
+from . import derived, importers, pipeline
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -808,12 +808,7 @@ def _after_batch(db: sqlite_utils.Database, result: FileResult, first_ip_id: int
     ``first_ip_id`` is the first ``ips`` id this run could add; a resumed batch also
     added addresses in its earlier, interrupted runs, so it looks at every address.
     """
-    from . import aggregates, ipinfo, scope
-
-    batch_id = result.batch_id
-    ipinfo.apply_ip_info(db, min_ip_id=None if result.resumed_from else first_ip_id - 1)
-    scope.after_batch(db, batch_id)
-    aggregates.refresh_batch(db, batch_id)
+    derived.after_batch(db, result.batch_id, min_ip_id=None if result.resumed_from else first_ip_id - 1)
 
 
 def import_rows(

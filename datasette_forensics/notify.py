@@ -23,7 +23,7 @@ from . import evidence
 from .notifications import latest_notifications, needs_update
 from .errors import ForensicsError
 from .report import org_rows
-from .scope import get_incident
+from .derived.scope import get_incident
 from .timeparse import utcnow
 
 STATUSES = ("exposed", "review", "cleared")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from . import ipinfo
+from . import derived, ipinfo
 from .errors import ForensicsError
 from .patterns import regex_problem
 from .readers import decode_text, read_whole
@@ -195,9 +195,7 @@ def store_records(db: sqlite_utils.Database, records: RecordFile) -> tuple[int, 
         (added, updated).
     """
     result = write_records(db, records)
-    from . import scope
-
-    scope.after_records(db, records.kind.name)
+    derived.after_records(db, records.kind.name)
     return result
 
 

@@ -11,9 +11,9 @@ import io
 import sqlite_utils
 
 from . import notes, notifications, verdicts
+from .derived.scope import get_incident
+from .derived.status import ORG_FIGURES, STATUS_ORDER
 from .rules import SYSTEM, applied_names, rules_breakdown
-from .scope import get_incident
-from .status import ORG_FIGURES, STATUS_ORDER
 
 ORGS = f"""
 select f.org_id, o.slug, o.name, f.status, f.in_scope_requests, f.unexplained_requests,

@@ -13,6 +13,8 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from .derived import aggregates
+
 migrations = Migrations("datasette_forensics")
 
 # Times of requests are integer milliseconds since the epoch, UTC. Times in the
@@ -532,8 +534,6 @@ create index scope_days_day on scope_days(day);
 
 @migrations()
 def m005_page_groups(db: sqlite_utils.Database) -> None:
-    from . import aggregates
-
     db.executescript(PAGE_GROUPS)
     aggregates.refresh(db)
 
@@ -573,20 +573,21 @@ def m007_scoped_clustered(db: sqlite_utils.Database) -> None:
     db.executescript(REQUESTS_VIEW)
 
 
+# The row triggers that carried sig_org.unexplained into the other aggregates
+# before aggregates.move_unexplained() did it set-wise.
+OLD_TRIGGERS = ("aggregates_sig_org_unexplained", "aggregates_sig_stats_unexplained")
+
+
 @migrations()
 def m008_unexplained_set_based(db: sqlite_utils.Database) -> None:
     """Rules move unexplained counts set-wise (aggregates.move_unexplained): the row triggers go."""
-    from . import aggregates
-
-    for name in aggregates.OLD_TRIGGERS:
+    for name in OLD_TRIGGERS:
         db.execute(f"drop trigger if exists {name}")
 
 
 @migrations()
 def m009_raw_groups_by_id(db: sqlite_utils.Database) -> None:
     """The raw user-agent groups are keyed by the agent's id, not its text (aggregates.GKEYS)."""
-    from . import aggregates
-
     aggregates.refresh_grouping(db, "raw", None)
 
 

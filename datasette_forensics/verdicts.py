@@ -14,8 +14,9 @@ import json
 
 import sqlite_utils
 
-from . import rules
+from . import derived, rules
 from .errors import ForensicsError
+from .rules import actions
 from .rules import verdict as verdict_rule
 from .timeparse import utcnow
 
@@ -53,6 +54,18 @@ def _restrict(sig_id: int, org: str | None) -> tuple[str, dict]:
     return "s.sig_id = :v_sig and s.org_id = :v_org", {"v_sig": sig_id, "v_org": org}
 
 
+def _rematch(db, restrict: str, params: dict, actor: str | None, action: str, detail: str) -> dict:
+    """Re-evaluate the verdict rule over the changed verdict's key ranges (applying the
+    rule with the first verdict), and record the change in the ledger."""
+    applied = rules.applied_names(db)
+    if verdict_rule.NAME not in applied:
+        seq = db.execute("select coalesce(max(applied_seq), 0) + 1 from rules").fetchone()[0]
+        db.execute("update rules set applied = 1, applied_seq = ? where name = ?", [seq, verdict_rule.NAME])
+    explained, changes = derived.after_rule_data_changed(db, verdict_rule, applied, restrict, params)
+    actions.record(db, verdict_rule.NAME, action, actor, abs(explained), changes, detail)
+    return {"rule": verdict_rule.NAME, "requests_explained": explained, "orgs_changed": changes}
+
+
 def _in_scope(db, sig_id: int, org: str | None) -> int:
     sql = "select coalesce(sum(requests), 0) from sig_org where sig_id = ?" + (" and org_id = ?" if org else "")
     return db.execute(sql, [sig_id] + ([org] if org else [])).fetchone()[0]
@@ -86,7 +99,7 @@ def make(db: sqlite_utils.Database, ip: str, ua: str, org: str | None, reason: s
         )
         restrict, params = _restrict(sig_id, org)
         detail = json.dumps({"ip": ip, "user_agent": ua, "org_id": org, "reason": reason}, ensure_ascii=False)
-        result = rules.change_within(db, verdict_rule.NAME, restrict, params, actor, "verdict", detail)
+        result = _rematch(db, restrict, params, actor, "verdict", detail)
     return dict(result, action="verdict", ip=ip, user_agent=ua, org_id=org, in_scope=_in_scope(db, sig_id, org))
 
 
@@ -102,7 +115,7 @@ def withdraw(db: sqlite_utils.Database, ip: str, ua: str, org: str | None, actor
         db.execute("update verdicts set withdrawn_at = ?, withdrawn_by = ? where id = ?", [utcnow(), actor, row[0]])
         restrict, params = _restrict(sig_id, org)
         detail = json.dumps({"ip": ip, "user_agent": ua, "org_id": org}, ensure_ascii=False)
-        result = rules.change_within(db, verdict_rule.NAME, restrict, params, actor, "withdraw", detail)
+        result = _rematch(db, restrict, params, actor, "withdraw", detail)
     return dict(result, action="withdraw", ip=ip, user_agent=ua, org_id=org, in_scope=_in_scope(db, sig_id, org))
 
 

@@ -24,7 +24,8 @@ from conftest import build_sample_db
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasette_forensics import clickhouse, report, schema, scope
+from datasette_forensics import clickhouse, report, schema
+from datasette_forensics.derived import scope
 from datasette_forensics.cli import cli
 from datasette_forensics.errors import ForensicsError
 

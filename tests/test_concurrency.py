@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from datasette_forensics import rules, schema
+from datasette_forensics.rules import actions
 
 from conftest import SAMPLE, build_sample_db
 
@@ -192,7 +193,7 @@ def test_pages_answer_and_rules_apply_while_an_import_runs(tmp_path):
             ).fetchone()
             time.sleep(0.05)
         assert batch is not None, "the import finished before the rule could be applied mid-way"
-        applied = rules.apply(db, "staff", actor="test")
+        applied = actions.apply(db, "staff", actor="test")
         assert not applied["already"]
         out, err = importer.communicate(timeout=600)
         import_seconds = time.monotonic() - started

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from datasette_forensics import ipinfo, schema, scope
+from datasette_forensics import derived as derived_data, ipinfo, schema
 
 from conftest import SAMPLE, build_sample_db
 
@@ -262,7 +262,7 @@ def test_sigkill_at_random_moments_keeps_the_database_consistent(tmp_path):
     try:
         before = derived(conn)
         assert before["scoped"], "the generated log should put requests in scope"
-        scope.recompute(conn)
+        derived_data.recompute(conn)
         ipinfo.apply_ip_info(conn)
         assert derived(conn) == before
     finally:

@@ -10,9 +10,10 @@ from conftest import dump
 from test_rules import STAFF, db_path, line, state, world_template  # noqa: F401 (fixtures)
 
 from datasette_forensics import ingest, rules, schema
+from datasette_forensics.derived import waterfall
 from datasette_forensics.cli import cli
 from datasette_forensics.errors import ForensicsError
-from datasette_forensics.rules import custom
+from datasette_forensics.rules import actions, custom
 
 
 @pytest.fixture
@@ -50,19 +51,19 @@ FILTERS = [
 
 @pytest.mark.parametrize("spec,expected", FILTERS)
 def test_filter_explains_exactly(db, spec, expected):
-    custom.create_custom_rule(db, "f", {"filter": spec}, "ann")
-    result = rules.apply(db, "f", "ann")
+    actions.create_custom_rule(db, "f", {"filter": spec}, "ann")
+    result = actions.apply(db, "f", "ann")
     assert explained(db, "f") == expected
     assert result["requests_explained"] == len(expected)
 
 
 def test_sql_predicate_rule_and_functions(db):
-    custom.create_custom_rule(db, "zeta_bots", {"sql": "ip like '10.0.2.%' and org_id = '6'"}, "ann")
-    custom.create_custom_rule(
+    actions.create_custom_rule(db, "zeta_bots", {"sql": "ip like '10.0.2.%' and org_id = '6'"}, "ann")
+    actions.create_custom_rule(
         db, "v6", {"sql": "cidr_contains('2001:db8::/32', ip) and user_agent regexp '^Staff'"}, "ann"
     )
-    rules.apply(db, "zeta_bots", "ann")
-    rules.apply(db, "v6", "ann")
+    actions.apply(db, "zeta_bots", "ann")
+    actions.apply(db, "v6", "ann")
     assert explained(db, "zeta_bots") == {"bot2_zeta", "bot3_zeta"}
     assert explained(db, "v6") == {"staff6_gamma"}
     listed = {r["name"]: r for r in rules.list_rules(db)}
@@ -102,7 +103,7 @@ def test_escaping_predicates_are_refused_and_nothing_changes(db_path, predicate)
     before = dump(db_path)
     db = schema.connect(str(db_path))
     with pytest.raises(custom.InvalidRule) as info:
-        custom.create_custom_rule(db, "evil", {"sql": predicate}, "mallory")
+        actions.create_custom_rule(db, "evil", {"sql": predicate}, "mallory")
     message = str(info.value)
     assert message.endswith(".") and "\n" not in message
     assert isinstance(info.value, ForensicsError) and isinstance(info.value, ValueError)
@@ -119,7 +120,7 @@ def test_a_hand_edited_definition_is_rechecked_before_it_runs(db_path):
     )
     before = dump(db_path)
     with pytest.raises(custom.InvalidRule, match="subqueries"):
-        rules.apply(db, "evil", "mallory")
+        actions.apply(db, "evil", "mallory")
     assert dump(db_path) == before
 
 
@@ -145,37 +146,37 @@ def test_a_hand_edited_definition_is_rechecked_before_it_runs(db_path):
 )
 def test_invalid_rules_are_refused_with_a_reason(db, name, definition, reason):
     with pytest.raises(custom.InvalidRule, match=reason):
-        custom.create_custom_rule(db, name, definition, "ann")
+        actions.create_custom_rule(db, name, definition, "ann")
     assert db.execute("select count(*) from rules where builtin = 0").fetchone()[0] == 0
 
 
 def test_names_are_unique_and_bits_run_out_at_61(db):  # 1 << 62 is the verdict rule's
-    custom.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.4"}})
+    actions.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.4"}})
     with pytest.raises(custom.InvalidRule, match="already exists"):
-        custom.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.5"}})
+        actions.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.5"}})
     for i in range(55):  # bits 1<<7 .. 1<<61
-        custom.create_custom_rule(db, f"r{i}", {"filter": {"ip": f"1.2.3.{i}"}})
+        actions.create_custom_rule(db, f"r{i}", {"filter": {"ip": f"1.2.3.{i}"}})
     bits = sorted(r["bit"] for r in rules.list_rules(db) if not r["builtin"])
     assert bits == [1 << n for n in range(6, 62)]
     with pytest.raises(custom.InvalidRule, match="no free bit"):
-        custom.create_custom_rule(db, "one_too_many", {"filter": {"ip": "9.9.9.9"}})
+        actions.create_custom_rule(db, "one_too_many", {"filter": {"ip": "9.9.9.9"}})
     # a deleted rule's bit is free again; the highest bit works like any other
-    custom.delete_custom_rule(db, "dup")
-    custom.create_custom_rule(db, "reused", {"filter": {"ip": "9.9.9.9"}})
+    actions.delete_custom_rule(db, "dup")
+    actions.create_custom_rule(db, "reused", {"filter": {"ip": "9.9.9.9"}})
     assert next(r for r in rules.list_rules(db) if r["name"] == "reused")["bit"] == 1 << 6
-    custom.delete_custom_rule(db, "r54")  # bit 1 << 61
-    custom.create_custom_rule(db, "top", {"filter": {"cidr": "10.0.2.0/24", "org_id": "7"}})
+    actions.delete_custom_rule(db, "r54")  # bit 1 << 61
+    actions.create_custom_rule(db, "top", {"filter": {"cidr": "10.0.2.0/24", "org_id": "7"}})
     assert next(r for r in rules.list_rules(db) if r["name"] == "top")["bit"] == 1 << 61
     before = state(db)
-    rules.apply(db, "top")
+    actions.apply(db, "top")
     assert explained(db, "top") == {"bot4_eta", "bot5_eta"}
-    rules.undo(db, "top")
+    actions.undo(db, "top")
     assert state(db) == before
 
 
 def test_applied_custom_rule_explains_a_later_batch(db, tmp_path):
-    custom.create_custom_rule(db, "staffnet", {"filter": {"ip": STAFF[0], "org_id": ["1", "4"]}}, "ann")
-    rules.apply(db, "staffnet", "ann")
+    actions.create_custom_rule(db, "staffnet", {"filter": {"ip": STAFF[0], "org_id": ["1", "4"]}}, "ann")
+    actions.apply(db, "staffnet", "ann")
     assert explained(db, "staffnet") == {"staff_alpha"}
     batch = tmp_path / "batch2.jsonl"
     batch.write_text(
@@ -184,16 +185,16 @@ def test_applied_custom_rule_explains_a_later_batch(db, tmp_path):
     )
     ingest.import_logs(db, [str(batch)])
     assert explained(db, "staffnet") == {"staff_alpha", "late_delta"}
-    assert rules.waterfall(db) == rules.compute_waterfall(db)
+    assert waterfall.read(db) == waterfall.compute(db)
 
 
 def test_undo_restores_exactly_and_delete_is_audited(db):
-    rules.apply(db, "staff", "ann")
+    actions.apply(db, "staff", "ann")
     before = state(db)
-    custom.create_custom_rule(db, "bots", {"sql": "ip like '10.0.2.%'"}, "ann")
-    rules.apply(db, "bots", "ann")
+    actions.create_custom_rule(db, "bots", {"sql": "ip like '10.0.2.%'"}, "ann")
+    actions.apply(db, "bots", "ann")
     assert state(db) != before
-    result = custom.delete_custom_rule(db, "bots", "bob")
+    result = actions.delete_custom_rule(db, "bots", "bob")
     assert result["undo"]["requests_unexplained"] == 6
     assert state(db) == before
     assert "bots" not in rules.load_rules(db)
@@ -204,9 +205,9 @@ def test_undo_restores_exactly_and_delete_is_audited(db):
     ]
     assert json.loads(ledger[1][3]) == {"sql": "ip like '10.0.2.%'"}
     with pytest.raises(custom.InvalidRule, match="built-in"):
-        custom.delete_custom_rule(db, "staff")
+        actions.delete_custom_rule(db, "staff")
     with pytest.raises(rules.UnknownRule):
-        custom.delete_custom_rule(db, "bots")
+        actions.delete_custom_rule(db, "bots")
 
 
 def test_cli_add_apply_delete(db_path):

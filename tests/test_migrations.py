@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from datasette_forensics import aggregates, report, rules, schema
+from datasette_forensics import report, rules, schema
+from datasette_forensics.rules import actions
 
 # The layout of scoped before m007 (a rowid table with two secondary indexes).
 OLD_SCOPED = """
@@ -48,7 +49,7 @@ def figures(db) -> dict:
 def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
     db = schema.connect(str(sample_db_path))
     for name in rules.resolve_names(db, "all"):
-        rules.apply(db, name)
+        actions.apply(db, name)
     expected = figures(db)
     assert expected["scoped"] and any(row[4] for row in expected["scoped"])
 
@@ -56,7 +57,7 @@ def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
     # raw user-agent groups keyed by the agent's text.
     db.executescript(OLD_SCOPED)
     db.executescript(schema.REQUESTS_VIEW)
-    for name in aggregates.OLD_TRIGGERS:
+    for name in schema.OLD_TRIGGERS:
         db.execute(f"create trigger {name} after update on sig_org begin select 1; end")
     db.execute(
         """update pivot_groups set gkey = (select json_array(a.ua) from user_agents a where a.ua = pivot_groups.k1)
@@ -72,7 +73,7 @@ def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
     (scoped_sql,) = db.execute("select sql from sqlite_master where name = 'scoped'").fetchone()
     assert "without rowid" in scoped_sql.lower()
     assert not db.execute(
-        "select name from sqlite_master where type = 'trigger' and name in (?, ?)", aggregates.OLD_TRIGGERS
+        "select name from sqlite_master where type = 'trigger' and name in (?, ?)", schema.OLD_TRIGGERS
     ).fetchall()
     raw_groups, keyed_by_id = db.execute(
         """select count(*), sum(g.gkey = json_array(a.id)) from pivot_groups g
@@ -83,9 +84,9 @@ def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
 
     # And the rules still move every figure after the migration: undo the last
     # two and apply them again in the same order.
-    rules.undo(db, "token_owner")
-    rules.undo(db, "post_patch_valid")
+    actions.undo(db, "token_owner")
+    actions.undo(db, "post_patch_valid")
     assert figures(db) != expected
-    rules.apply(db, "post_patch_valid")
-    rules.apply(db, "token_owner")
+    actions.apply(db, "post_patch_valid")
+    actions.apply(db, "token_owner")
     assert figures(db) == expected

@@ -34,7 +34,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from datasette.app import Datasette
 
-from datasette_forensics import incident, ingest, records, report, rules, schema
+from datasette_forensics import incident, ingest, records, report, schema
+from datasette_forensics.rules import actions
 
 UA_ATTACKER = "<script>alert(1)</script>"
 UA_CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/84.0.4147.89 Safari/537.36"
@@ -127,7 +128,7 @@ def build(path, tmp, apply_rules=True):
     records.import_records(db, "ip_info", str(f))
     if apply_rules:
         for name in ALL_RULES:
-            rules.apply(db, name, actor="test")
+            actions.apply(db, name, actor="test")
     db.conn.close()
 
 

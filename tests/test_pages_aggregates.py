@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from datasette_forensics import aggregates, ingest, records, rules, schema, scope, status
+from datasette_forensics import derived, ingest, records, schema
+from datasette_forensics.derived import aggregates, explanations, status
+from datasette_forensics.rules import actions
 
 from test_pages import ALL_RULES, LOG, UA_ATTACKER, UA_CHROME, build, line
 
@@ -57,12 +59,12 @@ def test_built_database_is_current(db):
 
 def test_rules_applied_and_undone(db):
     for name in ALL_RULES:
-        rules.apply(db, name)
+        actions.apply(db, name)
         assert_current(db)
     for name in ("partner", "staff", "token_owner"):
-        rules.undo(db, name)
+        actions.undo(db, name)
         assert_current(db)
-    rules.reevaluate(db)
+    explanations.reevaluate(db)
     assert_current(db)
     assert db.execute("select sum(unexplained) from scope_days").fetchone()[0] == db.execute(
         "select count(*) from scoped where explained = 0"
@@ -71,7 +73,7 @@ def test_rules_applied_and_undone(db):
 
 def test_a_later_batch_after_rules(db, tmp_path):
     for name in ALL_RULES:
-        rules.apply(db, name)
+        actions.apply(db, name)
     more = tmp_path / "more.jsonl"
     more.write_text(
         "\n".join(
@@ -101,7 +103,7 @@ def test_logs_without_an_incident(tmp_path):
 
 
 def test_records_changes(db, tmp_path):
-    rules.apply(db, "partner")
+    actions.apply(db, "partner")
     # ip_info moves addresses between provider groups; a new integration widens the scope.
     info = tmp_path / "ip_info.csv"
     info.write_text("cidr,asn,provider,rdns\n203.0.113.0/24,AS64999,OtherNet,\n")
@@ -118,7 +120,7 @@ def test_records_changes(db, tmp_path):
 
 def test_incident_cleared(db):
     db.execute("delete from incident")
-    scope.recompute(db)
+    derived.recompute(db)
     assert db.execute("select sum(in_scope), sum(unexplained), sum(after_patch) from sig_stats").fetchone() == (0, 0, 0)
     assert db.execute("select count(*) from org_stats").fetchone() == (0,)
     assert_current(db)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from datasette.app import Datasette
 
-from datasette_forensics import rules, schema
+from datasette_forensics import schema
+from datasette_forensics.rules import actions
 
 ALL = ["staff", "member_current", "member_historical", "partner", "post_patch_valid", "token_owner"]
 PARTNER_UA = "Apache-HttpClient/4.5.13 (Java/11.0.9)"
@@ -31,7 +32,7 @@ AFTER_ALL_RULES = {
 def ds(sample_db_path):
     db = schema.connect(str(sample_db_path))
     for name in ALL:
-        rules.apply(db, name)
+        actions.apply(db, name)
     db.conn.close()
     return Datasette([str(sample_db_path)])
 

@@ -15,8 +15,8 @@ import pytest_asyncio
 from conftest import dump
 from datasette.app import Datasette
 
-from datasette_forensics import rules, schema
-from datasette_forensics.rules import custom
+from datasette_forensics import schema
+from datasette_forensics.rules import actions
 
 DB = "sample"
 BASE = f"/{DB}/-/forensics"
@@ -56,8 +56,8 @@ def db_path(sample_db_path):
     """The sample database with staff applied (to undo) and a custom rule (to delete)."""
     db = schema.connect(str(sample_db_path))
     try:
-        rules.apply(db, "staff", "setup")
-        custom.create_custom_rule(db, "existing", {"filter": {"ua_kind": "bot"}}, "setup", "to delete")
+        actions.apply(db, "staff", "setup")
+        actions.create_custom_rule(db, "existing", {"filter": {"ua_kind": "bot"}}, "setup", "to delete")
     finally:
         db.conn.close()
     assert query(sample_db_path, "select applied from rules where name = 'staff'") == (1,)

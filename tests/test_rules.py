@@ -9,8 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from datasette_forensics import incident, ingest, records, report, rules, schema
+from datasette_forensics.derived import waterfall
+from datasette_forensics.rules import actions
 from datasette_forensics.cli import cli
-from datasette_forensics.status import org_statuses
+from datasette_forensics.derived.status import org_statuses
 
 INCIDENT = """
 name = "rules test"
@@ -209,14 +211,14 @@ def test_scope_of_the_cases(db):
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_each_builtin_alone_explains_exactly_its_cases(db, name):
     before = state(db)
-    result = rules.apply(db, name, actor="tester")
+    result = actions.apply(db, name, actor="tester")
     expected = {case for case, (_, explained_by) in CASES.items() if explained_by and name in explained_by}
     bit = rules.REGISTRY[name].BIT
     assert explained_cases(db, bit) == expected
     assert explained_cases(db, ~bit) == set()  # no other bit set
     assert result["requests_explained"] == len(expected)
     assert rules.applied_names(db) == [name]
-    undone = rules.undo(db, name, actor="tester")
+    undone = actions.undo(db, name, actor="tester")
     assert undone["requests_unexplained"] == len(expected)
     assert state(db) == before  # undo restores every status exactly
 
@@ -229,7 +231,7 @@ def test_all_rules_statuses(db):
         "5": "exposed", "6": "exposed", "7": "review",
     }
     for name in BUILTIN_NAMES:
-        rules.apply(db, name, actor="tester")
+        actions.apply(db, name, actor="tester")
     unexplained = {n for (n,) in db.execute(
         "select json_extract(r.extra, '$.n') from scoped s join requests r on r.id = s.request_id where s.explained = 0"
     )}
@@ -247,7 +249,7 @@ def test_all_rules_statuses(db):
 
 
 def test_post_patch_valid_never_explains_a_cross_tenant_signature(db):
-    rules.apply(db, "post_patch_valid")
+    actions.apply(db, "post_patch_valid")
     ids = case_ids(db)
     explained = dict(db.execute("select request_id, explained from scoped"))
     assert explained[ids["bot3_eps"]] == 0 and explained[ids["bot3_zeta"]] == 0
@@ -262,8 +264,8 @@ def test_post_patch_valid_never_explains_a_cross_tenant_signature(db):
 
 
 def test_applied_rule_explains_a_later_batch_and_new_records(db, tmp_path):
-    rules.apply(db, "staff", actor="t")
-    rules.apply(db, "member_historical", actor="t")
+    actions.apply(db, "staff", actor="t")
+    actions.apply(db, "member_historical", actor="t")
     new = tmp_path / "batch2.jsonl"
     new.write_text(
         json.dumps(line("staff_late", "2020-07-19T00:00:00Z", "delta", STAFF)) + "\n"
@@ -280,13 +282,13 @@ def test_applied_rule_explains_a_later_batch_and_new_records(db, tmp_path):
     records.import_records(db, "sessions", str(sessions))
     records.import_records(db, "memberships", str(members))
     assert "newcomer" in explained_cases(db, rules.REGISTRY["member_historical"].BIT)
-    assert rules.waterfall(db) == rules.compute_waterfall(db)
+    assert waterfall.read(db) == waterfall.compute(db)
 
 
 def test_ledger_waterfall_and_breakdown(db):
     for name in ("token_owner", "staff", "partner"):
-        rules.apply(db, name, actor="alice")
-    rules.undo(db, "staff", actor="bob")
+        actions.apply(db, name, actor="alice")
+    actions.undo(db, "staff", actor="bob")
     ledger = db.execute("select rule, action, actor, requests_explained from rule_ledger order by id").fetchall()
     assert ledger == [
         ("token_owner", "apply", "alice", 2), ("staff", "apply", "alice", 3),
@@ -295,7 +297,7 @@ def test_ledger_waterfall_and_breakdown(db):
     changes = [json.loads(c) for (c,) in db.execute("select orgs_changed from rule_ledger order by id")]
     # partner explains PBOT's delta request: delta keeps only single-tenant unexplained signatures.
     assert changes == [[], [], [{"org_id": "4", "from": "exposed", "to": "review"}], []]
-    steps = rules.waterfall(db)
+    steps = waterfall.read(db)
     in_scope = sum(1 for _, by in CASES.values() if by is not None)
     assert steps == [
         {"rule": None, "remaining": in_scope, "explained": None},
@@ -321,17 +323,17 @@ def test_ledger_waterfall_and_breakdown(db):
 
 
 def test_apply_twice_and_undo_unapplied_change_nothing(db):
-    rules.apply(db, "staff")
+    actions.apply(db, "staff")
     before = state(db)
-    assert rules.apply(db, "staff")["already"] is True
-    assert rules.undo(db, "partner")["already"] is True
+    assert actions.apply(db, "staff")["already"] is True
+    assert actions.undo(db, "partner")["already"] is True
     assert state(db) == before
     assert db.execute("select count(*) from rule_ledger").fetchone()[0] == 1
 
 
 def test_unknown_rule_is_refused(db):
     with pytest.raises(rules.UnknownRule, match="Unknown rule 'nope'"):
-        rules.apply(db, "nope")
+        actions.apply(db, "nope")
     with pytest.raises(rules.UnknownRule):
         rules.resolve_names(db, "staff,nope")
 

@@ -14,7 +14,7 @@ from conftest import dump
 from test_rules import db_path, world_template  # noqa: F401 (fixtures)
 
 from datasette_forensics import schema
-from datasette_forensics.status import org_statuses
+from datasette_forensics.derived.status import org_statuses
 
 PAGE = "/w/-/forensics/rules"
 

@@ -8,7 +8,8 @@ import json
 
 from click.testing import CliRunner
 
-from datasette_forensics import rules, schema
+from datasette_forensics import schema
+from datasette_forensics.rules import actions
 from datasette_forensics.cli import cli
 from datasette_forensics.report import build_report
 
@@ -106,7 +107,7 @@ def test_apply_all_from_the_cli_then_report(sample_db_path):
 def test_each_rule_newly_explains_what_the_story_says(sample_db_path):
     db = schema.connect(str(sample_db_path))
     for name, expected in NEWLY_EXPLAINED.items():
-        assert rules.apply(db, name, actor="test")["requests_explained"] == expected, name
+        assert actions.apply(db, name, actor="test")["requests_explained"] == expected, name
     ledger = db.execute("select rule, action, actor, requests_explained from rule_ledger order by id").fetchall()
     assert ledger == [(name, "apply", "test", n) for name, n in NEWLY_EXPLAINED.items()]
 

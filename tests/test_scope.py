@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datasette_forensics import incident, ingest, records, schema, scope
+from datasette_forensics import derived, incident, ingest, records, schema
 
 INCIDENT = """
 name = "test"
@@ -130,7 +130,7 @@ def test_incremental_batch_equals_full_recompute(tmp_path):
     db = build(tmp_path, lines=LINES[:8])
     ingest.import_logs(db, [write_lines(tmp_path / "second.jsonl", LINES[8:])])
     incremental = _state(db)
-    scope.recompute(db)
+    derived.recompute(db)
     assert _state(db) == incremental
     assert scoped_by_name(db) == IN_SCOPE
 

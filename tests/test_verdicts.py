@@ -16,7 +16,9 @@ from test_rules import BOT1, BOT2, BOT3, P2, USER, db, db_path, line, state, wor
 from datasette_forensics import ingest, report, rules, verdicts
 from datasette_forensics.cli import cli
 from datasette_forensics.rules import verdict as verdict_rule
-from datasette_forensics.status import org_statuses
+from datasette_forensics.derived import explanations, waterfall
+from datasette_forensics.derived.status import org_statuses
+from datasette_forensics.rules import actions
 
 EPS, ZETA = "5", "6"
 
@@ -33,9 +35,9 @@ def explained_by_verdict(db) -> set[str]:
 
 def assert_consistent(db) -> None:
     """What a verdict changed in place equals a full re-evaluation, aggregates included."""
-    kept = state(db), rules.waterfall(db)
-    rules.reevaluate(db)
-    assert (state(db), rules.compute_waterfall(db)) == kept
+    kept = state(db), waterfall.read(db)
+    explanations.reevaluate(db)
+    assert (state(db), waterfall.compute(db)) == kept
     assert_current(db)
 
 
@@ -69,7 +71,7 @@ def test_verdicts_clear_an_org_and_are_withdrawn(db):
         (BOT1[0], EPS, "their uptime bot", "bob"),
         (P2[0], EPS, "their partner", "bob"),
     ]
-    assert [s["rule"] for s in rules.waterfall(db)] == [None, "verdict"]
+    assert [s["rule"] for s in waterfall.read(db)] == [None, "verdict"]
 
     # Withdraw the every-org verdict: bot3_zeta is unexplained again, bot3_eps stays (its own verdict).
     withdrawn = verdicts.withdraw(db, *BOT3, None, "carol")
@@ -91,15 +93,15 @@ def test_verdicts_clear_an_org_and_are_withdrawn(db):
 
 
 def test_verdicts_with_rules_before_and_after_keep_the_waterfall(db):
-    rules.apply(db, "member_current")
+    actions.apply(db, "member_current")
     verdicts.make(db, *USER, None, "known user", "a")  # user_zeta: already explained by member_current
-    rules.apply(db, "post_patch_valid")
+    actions.apply(db, "post_patch_valid")
     verdicts.make(db, *BOT1, EPS, "their bot", "a")  # bot1_eps: post_patch_valid explained it too
     verdicts.make(db, *BOT3, None, "probe", "a")
     assert_consistent(db)
     verdicts.withdraw(db, *BOT1, EPS, "a")
     assert_consistent(db)
-    assert [s["rule"] for s in rules.waterfall(db)] == [None, "member_current", "verdict", "post_patch_valid"]
+    assert [s["rule"] for s in waterfall.read(db)] == [None, "member_current", "verdict", "post_patch_valid"]
 
 
 def test_a_verdict_explains_a_later_batch(db, tmp_path):

@@ -351,7 +351,7 @@ class CustomRule:
     ))"""
 
 
-def _free_bit(db: sqlite_utils.Database) -> int:
+def free_bit(db: sqlite_utils.Database) -> int:
     used = {row[0] for row in db.execute("select bit from rules")}
     for position in range(FIRST_BIT, LAST_BIT + 1):
         if 1 << position not in used:
@@ -361,85 +361,7 @@ def _free_bit(db: sqlite_utils.Database) -> int:
     )
 
 
-def create_custom_rule(
-    db: sqlite_utils.Database, name: str, definition, actor: str | None = None, description: str | None = None
-) -> dict:
-    """Validate and save a custom rule (not applied yet), and record it in the ledger.
-
-    Args:
-        name: ``^[a-z][a-z0-9_]{0,40}$``, not a built-in or existing rule.
-        definition: ``{"filter": {...}}`` or ``{"sql": "..."}`` (a dict, or its JSON text).
-        actor: who creates it.
-        description: shown on the rules page; a summary of the definition if empty.
-
-    Returns:
-        the rule as :func:`datasette_forensics.rules.list_rules` gives it.
-
-    Raises:
-        InvalidRule: the reason, in one sentence; nothing is written then.
-    """
-    from . import REGISTRY, _record, ensure_rules, list_rules, utcnow
-
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise InvalidRule(
-            f"The rule name {name!r} is not valid: use a lowercase letter then up to 40 lowercase letters, digits or _."
-        )
-    if name in REGISTRY:
-        raise InvalidRule(f"{name!r} is a built-in rule: choose another name.")
-    if isinstance(definition, str):
-        try:
-            definition = json.loads(definition)
-        except json.JSONDecodeError as exc:
-            raise InvalidRule(f"The rule definition is not valid JSON ({exc.msg}).") from None
-    predicate, params = compile_definition(definition)
-    if "sql" in definition:
-        definition = {"sql": check_predicate(db.conn, predicate)}
-    else:
-        register_functions(db.conn)
-    description = (description or "").strip()
-    if len(description) > MAX_DESCRIPTION:
-        raise InvalidRule(f"The description is longer than {MAX_DESCRIPTION} characters.")
-    if not description:
-        description = "Custom: " + _summary(definition)
-    with db.atomic():
-        ensure_rules(db)
-        if db.execute("select 1 from rules where name = ?", [name]).fetchone():
-            raise InvalidRule(f"A rule named {name!r} already exists: delete it first or choose another name.")
-        bit = _free_bit(db)
-        text = json.dumps(definition, ensure_ascii=False, sort_keys=True)
-        db.execute(
-            """insert into rules (name, bit, builtin, description, definition, applied, created_by, created_at)
-            values (?, ?, 0, ?, ?, 0, ?, ?)""",
-            [name, bit, description, text, actor, utcnow()],
-        )
-        _record(db, name, "create", actor, None, [], text)
-    return next(r for r in list_rules(db) if r["name"] == name)
-
-
-def delete_custom_rule(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
-    """Delete a custom rule, undoing it first if it is applied; both are recorded in the ledger.
-
-    Returns:
-        {"rule", "undo"}: undo is the result of :func:`datasette_forensics.rules.undo`, or None.
-
-    Raises:
-        InvalidRule: a built-in rule; UnknownRule: no such rule.
-    """
-    from . import REGISTRY, UnknownRule, _record, undo
-
-    if name in REGISTRY:
-        raise InvalidRule(f"{name!r} is a built-in rule and cannot be deleted (undo it instead).")
-    with db.atomic():
-        row = db.execute("select applied, definition from rules where name = ? and builtin = 0", [name]).fetchone()
-        if row is None:
-            raise UnknownRule(f"There is no custom rule named {name!r}.")
-        undone = undo(db, name, actor) if row[0] else None
-        db.execute("delete from rules where name = ? and builtin = 0", [name])
-        _record(db, name, "delete", actor, None, [], row[1])
-    return {"rule": name, "undo": undone}
-
-
-def _summary(definition: dict) -> str:
+def summary(definition: dict) -> str:
     if "sql" in definition:
         text = definition["sql"]
     else:

@@ -1,6 +1,6 @@
 """member_current: a user with a session with the signature is a member of the org now."""
 
-from . import prepare_sessions
+from .common import prepare_sessions
 
 NAME = "member_current"
 BIT = 1 << 1

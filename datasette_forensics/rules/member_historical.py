@@ -1,6 +1,6 @@
 """member_historical: a user with a session with the signature was a member of the org at t."""
 
-from . import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
+from .common import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
 
 NAME = "member_historical"
 BIT = 1 << 2

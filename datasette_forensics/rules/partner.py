@@ -3,7 +3,7 @@
 import ipaddress
 import re
 
-from . import build_pair_windows, in_pair_window, ms_rows
+from .common import build_pair_windows, in_pair_window, ms_rows
 
 NAME = "partner"
 BIT = 1 << 3

@@ -1,6 +1,6 @@
 """staff: a staff user has a session with the request's signature."""
 
-from . import prepare_sessions
+from .common import prepare_sessions
 
 NAME = "staff"
 BIT = 1 << 0

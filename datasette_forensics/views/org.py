@@ -6,13 +6,13 @@ from __future__ import annotations
 from datasette import NotFound
 from datasette.utils import tilde_decode
 
+from ..derived.status import status_sql
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
-ORG = """
+ORG = f"""
 select o.id, o.slug, o.name, o.contact_email, o.created_at,
     s.in_scope, s.unexplained, s.signatures, s.unexplained_signatures, s.cross_tenant_signatures,
-    case when s.unexplained_cross_tenant > 0 then 'exposed'
-        when s.unexplained > 0 then 'review' when s.org_id is not null then 'cleared' end as status
+    case when s.org_id is not null then {status_sql("s")} end as status
 from (select :org as org_id) x
 left join orgs o on o.id = x.org_id
 left join org_stats s on s.org_id = x.org_id

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 
-from .. import aggregates
+from ..derived import status as org_status
 from . import sources
 from .common import chart, choice, open_page, page_view, paging, parse_state, sort_choice
 
-STATUS_SQL = aggregates.org_status_sql("s")
-STATUS_FILTER = {
-    "all": "1",
-    "exposed": "s.unexplained_cross_tenant > 0",
-    "review": "s.unexplained_cross_tenant = 0 and s.unexplained > 0",
-    "cleared": "s.unexplained = 0",
-}
+STATUS_SQL = org_status.status_sql("s")
+STATUS_FILTER = {"all": "1", **{s: org_status.filter_sql(s, "s") for s in org_status.STATUSES}}
 SORTS = {
-    "status": "case when s.unexplained_cross_tenant > 0 then 0 when s.unexplained > 0 then 1 else 2 end",
+    "status": org_status.rank_sql("s"),
     "org_id": "f.org_id",
     "slug": "o.slug",
     "in_scope": "f.in_scope",

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 
 from datasette import Forbidden, Response
 
-from .. import WRITE_PERMISSION, aggregates
+from .. import WRITE_PERMISSION
+from ..derived.status import status_sql
 from ..timeparse import utcnow
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
@@ -23,7 +24,7 @@ select (select count(*) from rejected_lines) as lines_rejected,
     coalesce(sum(unexplained), 0) as unexplained
 from pivot_groups where grouping = 'kind'
 """
-STATUS_COUNTS = f"select {aggregates.org_status_sql()} as status, count(*) from org_stats group by status"
+STATUS_COUNTS = f"select {status_sql()} as status, count(*) from org_stats group by status"
 HAS_WATERFALL = "select 1 from sqlite_master where type = 'table' and name = 'rule_waterfall'"
 WATERFALL = "select rule, remaining, explained from rule_waterfall order by position"
 APPLIED = """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..aggregates import GROUPINGS, KINDS
+from ..derived.aggregates import GROUPINGS, KINDS
 from . import sources
 from .common import Page, chart, choice, ms_iso, open_page, paging, parse_state, sort_choice
 

@@ -12,7 +12,8 @@ from datasette.utils import tilde_decode
 
 from .. import WRITE_PERMISSION, is_forensic_database, rules
 from ..errors import ForensicsError
-from ..rules import custom
+from ..derived import waterfall
+from ..rules import actions, custom
 
 LEDGER_LIMIT = 500
 # Form fields of the custom-rule form: field -> whether it takes a comma-separated list.
@@ -29,7 +30,7 @@ select * from rule_ledger order by id desc limit :limit
 def page_data(db: sqlite_utils.Database) -> dict:
     """Rules with their state, the waterfall and the latest ledger entries (read-only)."""
     listed = rules.list_rules(db)
-    steps = rules.waterfall(db)
+    steps = waterfall.read(db)
     slugs = dict(db.execute("select id, slug from orgs")) if db["orgs"].exists() else {}
     columns = [c[1] for c in db.execute("pragma table_info(rule_ledger)")]
     ledger = []
@@ -93,15 +94,15 @@ def _write(action: str, name: str, actor: str | None, form):
         db = sqlite_utils.Database(conn)
         with db.atomic():
             if action == "apply":
-                return rules.apply(db, name, actor)
+                return actions.apply(db, name, actor)
             if action == "undo":
-                return rules.undo(db, name, actor)
+                return actions.undo(db, name, actor)
             if action == "create":
-                return custom.create_custom_rule(
+                return actions.create_custom_rule(
                     db, name, _definition_from_form(form), actor, form.get("description")
                 )
             if action == "delete":
-                return custom.delete_custom_rule(db, name, actor)
+                return actions.delete_custom_rule(db, name, actor)
         raise ForensicsError(f"Unknown action {action!r}: use apply, undo, create or delete.")
 
     return run

@@ -1,5 +1,9 @@
 """Scope (MODEL §2): which requests the incident puts in play, computed set-wise in SQL.
 
+Keeps ``scoped``, ``post_patch_valid``, ``signature_scope``, ``sig_org`` (its
+requests; unexplained counts are moved by :mod:`.explanations`), the paths'
+scope columns and the records' time windows.
+
 The expensive part, resolving each request's org, is split so that Python only
 ever looks at distinct values: regexes run once per distinct path, record times
 become integer windows once per record, and SQL joins do the rest. Scope is kept
@@ -15,8 +19,7 @@ import re
 
 import sqlite_utils
 
-from . import aggregates
-from .timeparse import parse_time
+from ..timeparse import parse_time
 
 # The org a request reached: the log's own org_id, else the slug's owner at the
 # request's time (latest valid_from wins), else the org whose current slug it is.
@@ -161,33 +164,32 @@ def _records_ready(db: sqlite_utils.Database) -> bool:
     return "orgs" in db.table_names()
 
 
-def recompute(db: sqlite_utils.Database) -> None:
-    """Recompute the whole scope from the incident, the records and every request."""
-    incident = get_incident(db)
-    with db.atomic():
-        db.execute("delete from scoped")
-        db.execute("delete from post_patch_valid")
-        db.execute("delete from signature_scope")
-        db.execute("delete from sig_org")
-        if incident is None:
-            db.execute("update paths set scope_match = null, slug = null, org_static = null, slug_timed = null")
-            aggregates.refresh(db)
-            return
-        rebuild_windows(db)
-        classify_paths(db, incident, only_new=False)
-        if not _records_ready(db):
-            aggregates.refresh(db)
-            return
-        params = _params(incident)
-        full = dict(restrict="", requests="requests r not indexed")
-        with _indexes_rebuilt_after(db, "scoped"):
-            db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(**full)), params)
-        db.execute(INSERT_POST_PATCH.format(post_patch=POST_PATCH.format(**full)), params)
-        refresh_signatures(db)
-        from . import rules
+def rebuild(db: sqlite_utils.Database) -> bool:
+    """Recompute the whole scope from the incident, the records and every request.
 
-        rules.reevaluate(db)
-        aggregates.refresh(db)
+    Returns:
+        True when requests may be in scope (an incident and the records are set):
+        the applied rules must then be re-evaluated.
+    """
+    incident = get_incident(db)
+    db.execute("delete from scoped")
+    db.execute("delete from post_patch_valid")
+    db.execute("delete from signature_scope")
+    db.execute("delete from sig_org")
+    if incident is None:
+        db.execute("update paths set scope_match = null, slug = null, org_static = null, slug_timed = null")
+        return False
+    rebuild_windows(db)
+    classify_paths(db, incident, only_new=False)
+    if not _records_ready(db):
+        return False
+    params = _params(incident)
+    full = dict(restrict="", requests="requests r not indexed")
+    with _indexes_rebuilt_after(db, "scoped"):
+        db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(**full)), params)
+    db.execute(INSERT_POST_PATCH.format(post_patch=POST_PATCH.format(**full)), params)
+    refresh_signatures(db)
+    return True
 
 
 @contextlib.contextmanager
@@ -205,50 +207,44 @@ def _indexes_rebuilt_after(db: sqlite_utils.Database, table: str):
         db.execute(sql)
 
 
-def after_batch(db: sqlite_utils.Database, batch_id: int) -> None:
-    """Bring the scope up to date after a log batch: only that batch's requests are read."""
+# The signatures whose reach a batch may have changed (see after_batch).
+TOUCHED_SIGS = "select sig_id from temp.touched_sigs"
+
+
+def after_batch(db: sqlite_utils.Database, batch_id: int) -> bool:
+    """Bring the scope up to date after a log batch: only that batch's requests are read.
+
+    Returns:
+        True when temp.touched_sigs holds the signatures whose reach may have
+        changed (those of the new in-scope rows, and those with new post-patch
+        requests): the caller re-evaluates the rules over them and drops it.
+    """
     incident = get_incident(db)
     if incident is None:
-        return
-    with db.atomic():
-        classify_paths(db, incident, only_new=True)
-        if not _records_ready(db):
-            return
-        params = dict(_params(incident), batch_id=batch_id)
-        restrict = "and r.batch_id = :batch_id"
-        first_new = db.execute("select coalesce(max(request_id), 0) + 1 from scoped").fetchone()[0]
-        batch = dict(restrict=restrict, requests="requests r")
-        db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(**batch)), params)
-        db.execute(INSERT_POST_PATCH.format(post_patch=POST_PATCH.format(**batch)), params)
-        # Signatures whose reach may have changed: those of the new in-scope rows,
-        # and those with new post-patch requests.
-        db.execute("drop table if exists temp.touched_sigs")
-        db.execute(
-            """create temp table touched_sigs as
-            select distinct sig_id from scoped where request_id >= :first
-            union select distinct r.sig_id from requests r where r.batch_id = :batch_id and r.ts >= :patched""",
-            dict(params, first=first_new),
-        )
-        refresh_signatures(db, "select sig_id from temp.touched_sigs")
-        from . import rules
-
-        rules.reevaluate(db, sigs="select sig_id from temp.touched_sigs")
-        db.execute("drop table temp.touched_sigs")
+        return False
+    classify_paths(db, incident, only_new=True)
+    if not _records_ready(db):
+        return False
+    params = dict(_params(incident), batch_id=batch_id)
+    restrict = "and r.batch_id = :batch_id"
+    first_new = db.execute("select coalesce(max(request_id), 0) + 1 from scoped").fetchone()[0]
+    batch = dict(restrict=restrict, requests="requests r")
+    db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(**batch)), params)
+    db.execute(INSERT_POST_PATCH.format(post_patch=POST_PATCH.format(**batch)), params)
+    db.execute("drop table if exists temp.touched_sigs")
+    db.execute(
+        """create temp table touched_sigs as
+        select distinct sig_id from scoped where request_id >= :first
+        union select distinct r.sig_id from requests r where r.batch_id = :batch_id and r.ts >= :patched""",
+        dict(params, first=first_new),
+    )
+    refresh_signatures(db, TOUCHED_SIGS)
+    return True
 
 
-def after_records(db: sqlite_utils.Database, kind: str) -> None:
-    """Account records changed: rebuild what depends on them."""
-    aggregates.after_records(db, kind)
-    if get_incident(db) is None:
-        return
-    if kind in ("orgs", "org_slugs", "integrations"):
-        recompute(db)
-    else:
-        from . import rules
-
-        with db.atomic():
-            rules.reevaluate(db)
-            aggregates.refresh_days(db)
+def has_incident(db: sqlite_utils.Database) -> bool:
+    """Whether an incident is set."""
+    return db.execute("select 1 from incident where id = 1").fetchone() is not None
 
 
 def refresh_signatures(db: sqlite_utils.Database, sigs: str | None = None) -> None:

@@ -51,19 +51,6 @@ def gkey_sql(grouping: str) -> str:
     """The SQL expression of a grouping's stored key, over ips i and user_agents a."""
     return f"json_array({', '.join(GKEYS.get(grouping, GROUPINGS[grouping][1]))})"
 
-def org_status_sql(alias: str = "") -> str:
-    """An org's status (exposed, review or cleared) from its org_stats row, as SQL."""
-    t = f"{alias}." if alias else ""
-    return (
-        f"case when {t}unexplained_cross_tenant > 0 then 'exposed'"
-        f" when {t}unexplained > 0 then 'review' else 'cleared' end"
-    )
-
-
-# The row triggers that carried sig_org.unexplained into the other aggregates
-# before move_unexplained() did it set-wise (m008 drops them from older databases).
-OLD_TRIGGERS = ("aggregates_sig_org_unexplained", "aggregates_sig_stats_unexplained")
-
 
 # Every figure but the latest URI, per signature; :patched is null before an incident.
 SIG_STATS = """

@@ -1,0 +1,133 @@
+"""Everything derived from the base tables, kept in one place.
+
+The base tables are what an analyst brings or decides: requests and their
+dictionaries (log batches), account records, the incident, and the rules table
+(which rules are applied). Everything else is derived from them and kept here:
+
+- :mod:`.scope`: ``scoped``, ``post_patch_valid``, ``signature_scope``, ``sig_org``,
+  the paths' scope columns and the records' time windows.
+- :mod:`.explanations`: the applied rules' bits in ``scoped.explained`` and the
+  unexplained counts they move.
+- :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
+  ``org_stats`` and ``scope_days``.
+- :mod:`.waterfall`: ``rule_waterfall``.
+- :mod:`.status`: the one rule that turns an org's figures into its status.
+- ``ips.asn``, ``provider`` and ``rdns``, from the ``ip_info`` records
+  (:mod:`datasette_forensics.ipinfo`).
+
+A writer of base tables calls one of the functions below inside its own
+transaction, so that the base change and everything derived from it commit
+together. Dependencies point one way: writers import this package; this package
+imports only the rule registry, ipinfo and the helpers below them.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+from .. import ipinfo
+from . import aggregates, explanations, scope, waterfall
+
+# Record kinds the scope itself is computed from; other kinds only change explanations.
+SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
+
+
+def recompute(db: sqlite_utils.Database) -> None:
+    """Recompute everything derived from the base tables, from scratch."""
+    with db.atomic():
+        if scope.rebuild(db):
+            explanations.reevaluate(db)
+        aggregates.refresh(db)
+
+
+def after_incident(db: sqlite_utils.Database) -> None:
+    """The incident was set or replaced: the whole scope changes."""
+    recompute(db)
+
+
+def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None) -> None:
+    """A log batch closed: bring ip_info, the scope, the explanations and the aggregates
+    up to date for its requests only.
+
+    Args:
+        min_ip_id: the ``ips`` ids above this one are new (None: look at every address).
+    """
+    with db.atomic():
+        ipinfo.apply_ip_info(db, min_ip_id=min_ip_id)
+        if scope.after_batch(db, batch_id):
+            explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
+            db.execute("drop table temp.touched_sigs")
+        aggregates.refresh_batch(db, batch_id)
+
+
+def after_records(db: sqlite_utils.Database, kind: str) -> None:
+    """Account records of ``kind`` were added or changed."""
+    with db.atomic():
+        aggregates.after_records(db, kind)
+        if not scope.has_incident(db):
+            return
+        if kind in SCOPE_KINDS:
+            recompute(db)
+        else:
+            explanations.reevaluate(db)
+            aggregates.refresh_days(db)
+
+
+def after_rule_applied(db: sqlite_utils.Database, rule, applied_before: list[str]) -> tuple[int, list[dict]]:
+    """A rule was applied after the rules ``applied_before``.
+
+    Returns:
+        (requests newly explained, [{org_id, from, to}] of the orgs whose status changed).
+    """
+    with explanations.bulk_cache(db), db.atomic():
+        explained, changes = explanations.explain(db, rule)
+        waterfall.after_apply(db, rule.NAME, applied_before, explained)
+    return explained, changes
+
+
+def after_rule_undone(db: sqlite_utils.Database, rule, applied_before: list[str]) -> tuple[int, list[dict]]:
+    """A rule of ``applied_before`` was undone.
+
+    Returns:
+        (requests no longer explained, [{org_id, from, to}] of the orgs whose status changed).
+    """
+    with explanations.bulk_cache(db), db.atomic():
+        unexplained, changes = explanations.unexplain(db, rule.BIT)
+        waterfall.after_undo(db, rule.NAME, applied_before)
+    return unexplained, changes
+
+
+def after_rule_data_changed(
+    db: sqlite_utils.Database, rule, applied_before: list[str], restrict: str, restrict_params: dict
+) -> tuple[int, list[dict]]:
+    """A rule's own data changed within some key ranges of scoped (a verdict made or
+    withdrawn); the rule is applied (``applied_before`` lists the rules applied before
+    this change, the rule itself included when it already was).
+
+    Args:
+        restrict: a condition on scoped ``s`` naming whole (signature[, org]) key ranges.
+
+    Returns:
+        (requests newly explained, negative when fewer are; [{org_id, from, to}]).
+    """
+    with db.atomic():
+        in_place = rule.NAME in applied_before and waterfall.is_current(db, applied_before)
+        before = waterfall.compute(db, restrict, restrict_params) if in_place else None
+        explained, changes = explanations.rematch_within(db, rule, restrict, restrict_params)
+        if in_place:
+            waterfall.adjust(db, before, restrict, restrict_params)
+        elif rule.NAME not in applied_before:
+            waterfall.after_apply(db, rule.NAME, applied_before, explained)
+        else:
+            waterfall.refresh(db)
+    return explained, changes
+
+
+def after_explanations_changed(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
+    """``scoped.explained`` was changed by something other than a rule (a verdict, say):
+    recount the unexplained requests of the signatures given (None: all) and move them
+    into every aggregate, the timeline and the waterfall."""
+    with db.atomic():
+        explanations.refresh_unexplained(db, sigs_sql)
+        aggregates.refresh_days(db)
+        waterfall.refresh(db)
