@@ -104,7 +104,7 @@ def render(db: sqlite_utils.Database, org_id: str) -> str:
     )
 
 
-def _safe_name(org_id: str) -> str:
+def safe_name(org_id: str) -> str:
     """A file name for an org id: anything but letters, digits, - and _ becomes _."""
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(org_id))
     return name or "_"
@@ -150,7 +150,7 @@ def write_all(db: sqlite_utils.Database, directory: str) -> list[str]:
     orgs = [
         org for (org,) in db.execute("select org_id from org_stats where unexplained > 0 order by org_id")
     ]
-    texts = [(os.path.join(directory, _safe_name(org) + ".html"), render(db, org)) for org in orgs]
+    texts = [(os.path.join(directory, safe_name(org) + ".html"), render(db, org)) for org in orgs]
     for path, text in texts:
         _write_text(path, text)
     return [p for p, _ in texts]

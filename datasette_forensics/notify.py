@@ -143,7 +143,7 @@ def notify(
             raise ForensicsError(f"The template reads a name it is not given ({exc.message}); it has org, status, incident, requests, in_scope_requests, unexplained_requests.") from None
         except jinja2.TemplateError as exc:
             raise ForensicsError(f"The template failed for org {org['org_id']}: {exc}.") from None
-        path = os.path.join(directory, evidence._safe_name(org["org_id"]) + ".eml")
+        path = os.path.join(directory, evidence.safe_name(org["org_id"]) + ".eml")
         rendered.append((org, path, build_message(org, body, sender, subject.strip())))
     now = utcnow()
     with db.atomic():

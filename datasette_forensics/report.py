@@ -11,6 +11,7 @@ import io
 import sqlite_utils
 
 from . import notes, notifications, verdicts
+from .derived import out_of_scope
 from .derived.scope import get_incident
 from .derived.status import ORG_FIGURES, STATUS_ORDER
 from .rules import SYSTEM, applied_names, rules_breakdown
@@ -46,7 +47,7 @@ def funnel(db: sqlite_utils.Database) -> dict:
         (select count(*) from scoped),
         (select coalesce(sum(unexplained), 0) from sig_org)"""
     ).fetchone()
-    return dict(zip(("lines_rejected", "requests", "in_scope", "unexplained"), row))
+    return dict(zip(("lines_rejected", "requests", "in_scope", "unexplained"), row), out_of_scope=out_of_scope.counts(db))
 
 
 def org_rows(db: sqlite_utils.Database) -> list[dict]:

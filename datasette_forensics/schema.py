@@ -13,7 +13,7 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .derived import aggregates
+from .derived import aggregates, out_of_scope
 
 migrations = Migrations("datasette_forensics")
 
@@ -711,3 +711,37 @@ create index notifications_org on notifications(org_id, id);
 @migrations()
 def m014_case_notifications(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_NOTIFICATIONS)
+
+
+# Why each request is out of scope (MODEL §6.1, derived/out_of_scope.py), and
+# requests_view's case columns: explained_by (the applied rules and verdicts that
+# explain an in-scope request, comma-separated in applied order; '' when none, null
+# out of scope), out_of_scope (the reason; null in scope) and named_org_id (the org
+# an out-of-scope request names or routes to, known or not).
+CASE_OUT_OF_SCOPE = """
+create table out_of_scope_counts (
+    org_id text not null,       -- '' when the request names no org
+    reason text not null,
+    n integer not null,
+    primary key (org_id, reason)
+) without rowid;
+"""
+CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
+    "    r.sig_id,\n",
+    f"""    case when s.request_id is not null then coalesce((
+        select group_concat(name, ',') from (
+            select name from rules where applied = 1 and (s.explained & bit) != 0 order by applied_seq
+        )), '') end as explained_by,
+    case when s.request_id is null then {out_of_scope.REASON_SQL} end as out_of_scope,
+    case when s.request_id is null then {out_of_scope.ORG_OF_REQUEST} end as named_org_id,
+    r.sig_id,\n""",
+    1,
+)
+
+
+@migrations()
+def m015_case_out_of_scope(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_OUT_OF_SCOPE)
+    out_of_scope.refresh(db)
+    db.execute("drop view if exists requests_view")
+    db.executescript(CASE_REQUESTS_VIEW + ";")

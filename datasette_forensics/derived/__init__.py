@@ -11,6 +11,7 @@ dictionaries (log batches), account records, the incident, and the rules table
 - :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
   ``org_stats`` and ``scope_days``.
 - :mod:`.waterfall`: ``rule_waterfall``.
+- :mod:`.out_of_scope`: ``out_of_scope_counts``, why the other requests are out (MODEL §6.1).
 - :mod:`.status`: the one rule that turns an org's figures into its status.
 - ``ips.asn``, ``provider`` and ``rdns``, from the ``ip_info`` records
   (:mod:`datasette_forensics.ipinfo`).
@@ -26,7 +27,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from .. import ipinfo
-from . import aggregates, explanations, scope, waterfall
+from . import aggregates, explanations, out_of_scope, scope, waterfall
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -38,6 +39,7 @@ def recompute(db: sqlite_utils.Database) -> None:
         if scope.rebuild(db):
             explanations.reevaluate(db)
         aggregates.refresh(db)
+        out_of_scope.refresh(db)
 
 
 def after_incident(db: sqlite_utils.Database) -> None:
@@ -58,6 +60,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             db.execute("drop table temp.touched_sigs")
         aggregates.refresh_batch(db, batch_id)
+        out_of_scope.add_batch(db, batch_id)
 
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:

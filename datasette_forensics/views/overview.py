@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+
+import sqlite_utils
 from urllib.parse import urlsplit
 
 from datasette import Forbidden, Response
 
 from .. import WRITE_PERMISSION
+from ..derived import out_of_scope
 from ..derived.status import status_sql
 from ..timeparse import utcnow
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
@@ -86,6 +89,10 @@ async def view(datasette, request):
         "requests": page.requests_url([]),
         "in_scope": page.requests_url([("in_scope", "1")]),
         "unexplained": page.requests_url([("in_scope", "1"), ("unexplained", "1")]),
+    }
+    funnel["out_of_scope"] = await db.execute_fn(lambda conn: out_of_scope.counts(sqlite_utils.Database(conn)))
+    funnel_links["out_of_scope"] = {
+        reason: page.requests_url([("out_of_scope", reason), ("_nocount", "1")]) for reason in out_of_scope.REASONS
     }
     counts = dict(list(await db.execute(STATUS_COUNTS)))
     statuses = [
