@@ -43,17 +43,6 @@ def explained_by(mask: int, applied: list[tuple[str, int]]) -> list[str]:
     return [name for name, bit in applied if mask & bit]
 
 
-def _notes_block(page: Page, kind: str, target: str, found: list[dict], describe: str) -> dict:
-    return {
-        "kind": kind,
-        "target": target,
-        "describe": describe,
-        "notes": found,
-        "tags": notes.tags_of(found),
-        "tag_url": None,
-    }
-
-
 def org_parts(db: sqlite_utils.Database, page: Page, org: str, status: str | None, unexplained: int) -> dict:
     """Notes, verdicts, per-signature explanations, out-of-scope reasons and notification of one org."""
     applied = [tuple(r) for r in db.execute(RULES)]
@@ -84,14 +73,18 @@ def org_parts(db: sqlite_utils.Database, page: Page, org: str, status: str | Non
         "verdicts": verdict_rows,
         "explanations": explanations,
         "out_of_scope": [
-            {"reason": reason, "requests": n, "url": page.requests_url([("org_id", org), ("out_of_scope", reason)])}
+            {
+                "reason": reason,
+                "requests": n,
+                "url": page.requests_url([("named_org_id", org), ("out_of_scope", reason), ("_nocount", "1")]),
+            }
             for reason, n in (reasons or {}).items()
         ] if reasons is not None else None,
         "notified_at": latest["at"] if latest else None,
         "needs_update": notifications.needs_update(
             {"status": status, "unexplained_requests": unexplained}, latest
         ),
-        "evidence_url": page.base + "/orgs/" + page.org_url(org).rsplit("/", 1)[-1] + "/evidence.html",
+        "evidence_url": page.org_url(org) + "/evidence.html",
     }
 
 
@@ -107,3 +100,19 @@ def signature_parts(db: sqlite_utils.Database, rows: list[dict]) -> dict[str, di
         k: {"notes": found.get(k, []), "tags": notes.tags_of(found.get(k, [])), "verdicts": verdict_rows.get(k, [])}
         for k in keys
     }
+
+
+# Pivot grouping -> the note target kind its rows are.
+GROUPING_TARGETS = {"ip": "ip", "cidr24": "cidr", "cidr16": "cidr", "raw": "user_agent"}
+
+
+async def add_tags(page: Page, kind: str | None, rows: list[dict], key) -> None:
+    """Give each row its tags (the live tags of its target): key(row) is the target text."""
+    if kind is None:
+        for row in rows:
+            row["tags"] = []
+        return
+    targets = [key(r) for r in rows]
+    found = await page.db.execute_fn(lambda conn: notes.notes_for(sqlite_utils.Database(conn), kind, targets))
+    for row, target in zip(rows, targets):
+        row["tags"] = notes.tags_of(found.get(target, []))

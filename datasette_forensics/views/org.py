@@ -3,10 +3,12 @@ its explained/unexplained timeline and its latest in-scope requests."""
 
 from __future__ import annotations
 
+import sqlite_utils
 from datasette import NotFound
 from datasette.utils import tilde_decode
 
 from ..derived.status import status_sql
+from . import case_parts
 from .common import DAY_MS, chart, ms_iso, open_page, page_view
 
 ORG = f"""
@@ -198,4 +200,7 @@ async def view(datasette, request):
             "day", "requests", color="part",
         )
     ]
+    data["case"] = await db.execute_fn(
+        lambda conn: case_parts.org_parts(sqlite_utils.Database(conn), page, org, info["status"], info["unexplained"])
+    )
     return await page.respond("forensics_org.html", data, {"charts": charts})
