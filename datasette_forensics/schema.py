@@ -662,7 +662,7 @@ create index note_history_note on note_history(note_id);
 
 
 @migrations()
-def m012_case_notes(db: sqlite_utils.Database) -> None:
+def m014_case_notes(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_NOTES)
 
 
@@ -686,7 +686,7 @@ create index verdicts_signature on verdicts(ip, user_agent);
 
 
 @migrations()
-def m013_case_verdicts(db: sqlite_utils.Database) -> None:
+def m015_case_verdicts(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_VERDICTS)
 
 
@@ -709,7 +709,7 @@ create index notifications_org on notifications(org_id, id);
 
 
 @migrations()
-def m014_case_notifications(db: sqlite_utils.Database) -> None:
+def m016_case_notifications(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_NOTIFICATIONS)
 
 
@@ -740,7 +740,7 @@ CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
 
 
 @migrations()
-def m015_case_out_of_scope(db: sqlite_utils.Database) -> None:
+def m017_case_out_of_scope(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_OUT_OF_SCOPE)
     out_of_scope.refresh(db)
     db.execute("drop view if exists requests_view")
