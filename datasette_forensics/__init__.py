@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datasette import hookimpl
-from datasette.utils import actor_matches_allow
 
-from . import schema
+from . import permissions, schema
 
-WRITE_PERMISSION = "forensics-write"
+WRITE_PERMISSION = permissions.WRITE
+
+# The permission hooks of the running Datasette line (see permissions.py).
+if permissions.ACTIONS:
+    from .permissions import permission_resources_sql, register_actions  # noqa: F401
+else:
+    from .permissions import permission_allowed  # noqa: F401
 
 
 def is_forensic_database(conn) -> bool:
@@ -46,22 +51,6 @@ def startup(datasette):
 
 
 @hookimpl
-def permission_allowed(datasette, actor, action, resource):
-    """forensics-write: root always; others through the plugin's `write` allow block."""
-    if action != WRITE_PERMISSION:
-        return None
-    if actor and actor.get("id") == "root":
-        return True
-    config = datasette.plugin_config("datasette-forensics") or {}
-    allow = config.get("write")
-    if allow is not None and actor_matches_allow(actor, allow):
-        return True
-    # No opinion: callers ask with default=False, and another permission plugin
-    # may still grant forensics-write.
-    return None
-
-
-@hookimpl
 def register_routes(datasette):
     """The workbench pages under /DB/-/forensics."""
     from .views import ROUTES
@@ -75,7 +64,7 @@ async def _forensic_databases(datasette, actor) -> list[str]:
     for name, db in datasette.databases.items():
         if db.is_memory or not await db.execute_fn(is_forensic_database):
             continue
-        if await datasette.permission_allowed(actor, "view-database", resource=name, default=True):
+        if await permissions.may_use_workbench(datasette, actor, name):
             names.append(name)
     return names
 
@@ -85,7 +74,7 @@ def menu_links(datasette, actor, request):
     """A workbench link per forensic database in the navigation menu."""
 
     async def inner():
-        if not await datasette.permission_allowed(actor, "view-instance", default=True):
+        if not await permissions.may_view_instance(datasette, actor):
             return []
         return [
             {"href": datasette.urls.database(name) + "/-/forensics", "label": f"Forensics: {name}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import shlex
 import sqlite3
@@ -11,7 +12,7 @@ import time
 
 import click
 
-from . import clickhouse, demo as demo_module, evidence, importers, incident, ingest, notes, notify, records, report as report_module, rules, schema, terminal, verdicts
+from . import clickhouse, demo as demo_module, evidence, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
 from .derived import scope
 from .rules import actions
 from .errors import ForensicsError
@@ -179,7 +180,11 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
 
 def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where, maps) -> None:
     """import-logs --from-clickhouse: check the options, pull, report the counts."""
-
+    if importlib.util.find_spec("clickhouse_driver") is None:  # optional: the [clickhouse] extra
+        raise ForensicsError(
+            "--from-clickhouse needs clickhouse-driver, which is not installed: "
+            "pip install 'datasette-forensics[clickhouse]'."
+        )
     if url is None:
         raise ForensicsError("--query, --table, --where and --map only go with --from-clickhouse URL.")
     if files:
@@ -343,12 +348,15 @@ def demo(port, db_path, build_only):
     click.echo(f"Built {db_path} from {demo_module.SAMPLE_DATA.resolve()}.")
     if build_only:
         return
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(demo_module.metadata(name), f)
+    settings = []
+    for option, content in permissions.serve_options(demo_module.config(name), demo_module.metadata(name)).items():
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(content, f)
+        settings += [option, f.name]
     click.echo(f"Workbench: http://127.0.0.1:{port}/{name}/-/forensics")
     click.echo("Sign in as root (to apply rules) with the one-time link Datasette prints below.")
     datasette_cli.main(
-        ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", "--metadata", f.name],
+        ["serve", db_path, "--host", "127.0.0.1", "--port", str(port), "--root", *settings],
         prog_name="datasette",
     )
 
@@ -387,6 +395,8 @@ def _org_changes(database, changes: list) -> list[str]:
 def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delete, actor):
     """List, apply, undo, add or delete elimination rules; every change is audited.
 
+    With no option, lists the rules (as --list).
+
     Applying prints the requests each rule newly explained and the orgs whose
     status changed. An applied rule also explains matching requests of later
     log batches.
@@ -399,6 +409,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
     """
 
     chosen = [a for a in (list_, apply_, undo, add, delete) if a]
+    if not chosen and not (filter_ or sql or description):
+        list_, chosen = True, [True]
     if len(chosen) != 1:
         raise ForensicsError("Give exactly one of --list, --apply, --undo, --add or --delete.")
     if (filter_ or sql) and not add:
@@ -434,8 +446,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         click.echo(f"Deleted custom rule {delete}.")
         return
     if apply_:
-        for name in rules.resolve_names(database, apply_):
-            result = actions.apply(database, name, actor)
+        for result in actions.apply_all(database, rules.resolve_names(database, apply_), actor):
+            name = result["rule"]
             if result["already"]:
                 click.echo(f"{name}: already applied")
                 continue
@@ -448,8 +460,8 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         if undo.strip() == "all"
         else [n for n in rules.resolve_names(database, undo)]
     )
-    for name in names:
-        result = actions.undo(database, name, actor)
+    for result in actions.undo_all(database, names, actor):
+        name = result["rule"]
         if result["already"]:
             click.echo(f"{name}: not applied")
             continue

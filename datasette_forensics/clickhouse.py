@@ -330,7 +330,12 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=Tr
 
 
 class _Unusual(Exception):
-    """A value the fast path does not handle: convert the row the general way."""
+    """A value the fast path does not handle: convert the row the general way.
+
+    Raised for exactly two cases: a String value the driver hands over as bytes
+    (it is not valid UTF-8), and a time outside the range the store accepts. Any
+    other exception in the fast path is a defect and propagates.
+    """
 
 
 def _iso(value: datetime.datetime) -> str:
@@ -466,9 +471,9 @@ class RowConverter:
         if fast is not None:
             try:
                 line, record, reason = fast(row)
-                return line.encode("utf-8"), record, reason
-            except (_Unusual, TypeError, AttributeError, ValueError, UnicodeEncodeError):
-                pass
+            except _Unusual:
+                return self.convert_general(row)
+            return line.encode("utf-8"), record, reason
         return self.convert_general(row)
 
     def fields(self, row: tuple) -> dict:
@@ -512,6 +517,7 @@ _FAST_GLOBALS = {
     "_bad_uri": _bad_uri,
     "ParseError": ParseError,
     "MAX_INT": MAX_INT,
+    "_Unusual": _Unusual,
 }
 
 # Record keys filled from a jsonl text field.
@@ -535,7 +541,8 @@ def _fast_source(keys: list[str], kinds: list[str]) -> str | None:
     costs a few microseconds instead of a dict, a json.dumps and a from_fields per
     row. It must agree with ``convert_general`` (jsonl.from_fields on the canonical
     fields) on every row it returns for: tests/test_clickhouse.py checks that with
-    generated rows. A value it does not expect raises, and the caller falls back.
+    generated rows. It raises ``_Unusual`` for the two kinds of value it leaves to
+    ``convert_general`` (see ``_Unusual``); anything else it raises is a defect.
     None when the result has a ``request`` column (jsonl's request-line fallback).
     """
     index = {key: i for i, key in enumerate(keys)}
@@ -547,6 +554,11 @@ def _fast_source(keys: list[str], kinds: list[str]) -> str | None:
         f"n{i}" if kind in ("datetime", "other") else raw[i] for i, kind in enumerate(kinds)
     ]
     body = [f"    {', '.join(raw)}, = row"]
+    # The driver hands a String that is not valid UTF-8 over as bytes.
+    strings = [raw[i] for i, kind in enumerate(kinds) if kind in ("str", "nstr")]
+    if strings:
+        body.append(f"    if {' or '.join(f'{c}.__class__ is bytes' for c in strings)}:")
+        body.append("        raise _Unusual")
     for i, kind in enumerate(kinds):
         if kind == "datetime":
             body.append(f"    n{i} = None if c{i} is None else _iso(c{i})")

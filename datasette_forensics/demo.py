@@ -58,7 +58,9 @@ def metadata(database: str) -> dict:
     return {
         "title": "datasette-forensics demo incident",
         "description": "The sample incident of sample_data/: see the workbench under /{}/-/forensics".format(database),
-        "databases": {
-            database: {"tables": {t: {"hidden": True} for t in HIDDEN_TABLES}},
-        },
     }
+
+
+def config(database: str) -> dict:
+    """Table settings: bookkeeping tables hidden."""
+    return {"databases": {database: {"tables": {t: {"hidden": True} for t in HIDDEN_TABLES}}}}

@@ -17,6 +17,7 @@ from . import derived
 from .errors import ForensicsError
 from .patterns import regex_problem
 from .readers import decode_text, read_whole
+from .transaction import write_transaction
 from .timeparse import TimeError, format_ms, parse_time, utcnow
 
 KEYS = ("name", "introduced_at", "patched_at", "scope_paths", "org_routes", "require_integration")
@@ -98,18 +99,15 @@ def set_incident(db: sqlite_utils.Database, path: str) -> dict:
 
 
 def store_incident(db: sqlite_utils.Database, incident: dict) -> dict:
-    """Replace the incident row with a validated incident, then recompute the scope.
+    """Replace the incident row with a validated incident and recompute the scope,
+    in one transaction (the caller's, if one is open).
 
     Returns:
         the incident.
     """
-    conn = db.conn
-    own = not conn.in_transaction
-    if own:
-        conn.execute("begin immediate")
-    try:
-        conn.execute("delete from incident")
-        conn.execute(
+    with write_transaction(db):
+        db.execute("delete from incident")
+        db.execute(
             """insert into incident (id, name, introduced_at, patched_at, introduced_ms,
             patched_ms, scope_paths, org_routes, require_integration, source, set_at)
             values (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
@@ -126,13 +124,7 @@ def store_incident(db: sqlite_utils.Database, incident: dict) -> dict:
                 utcnow(),
             ],
         )
-        if own:
-            conn.execute("commit")
-    except BaseException:
-        if own:
-            conn.execute("rollback")
-        raise
-    derived.after_incident(db)
+        derived.after_incident(db)
     return incident
 
 

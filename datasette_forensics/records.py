@@ -32,6 +32,7 @@ from . import derived, ipinfo
 from .errors import ForensicsError
 from .patterns import regex_problem
 from .readers import decode_text, read_whole
+from .transaction import write_transaction
 from .timeparse import TimeError, format_ms, parse_time
 
 # Value types of the known columns.
@@ -189,13 +190,15 @@ def import_records(db: sqlite_utils.Database, kind: str, path: str) -> tuple[int
 
 
 def store_records(db: sqlite_utils.Database, records: RecordFile) -> tuple[int, int]:
-    """Write validated records, then bring the scope up to date.
+    """Write validated records and bring the scope up to date, in one transaction
+    (the caller's, if one is open).
 
     Returns:
         (added, updated).
     """
-    result = write_records(db, records)
-    derived.after_records(db, records.kind.name)
+    with write_transaction(db):
+        result = write_records(db, records)
+        derived.after_records(db, records.kind.name)
     return result
 
 
@@ -229,20 +232,10 @@ def write_records(db: sqlite_utils.Database, records: RecordFile) -> tuple[int, 
     Returns:
         (added, updated).
     """
-    conn = db.conn
-    own = not conn.in_transaction
-    if own:
-        conn.execute("begin immediate")
-    try:
-        added, updated = _write(conn, records)
+    with write_transaction(db):
+        added, updated = _write(db.conn, records)
         if records.kind.name == "ip_info":
             ipinfo.apply_ip_info(db)
-        if own:
-            conn.execute("commit")
-    except BaseException:
-        if own:
-            conn.execute("rollback")
-        raise
     return added, updated
 
 

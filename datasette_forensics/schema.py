@@ -13,7 +13,9 @@ import sqlite3
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from .derived import aggregates, out_of_scope
+from . import derived
+from .errors import ForensicsError
+from .timeparse import utcnow
 
 migrations = Migrations("datasette_forensics")
 
@@ -272,9 +274,38 @@ def tune(conn: sqlite3.Connection) -> None:
 
 
 def ensure_schema(db: sqlite_utils.Database) -> None:
-    """Apply any pending migrations."""
-    if migrations.pending(db):
-        migrations.apply(db)
+    """Apply any pending migrations, then finish any unfinished derived work.
+
+    Raises:
+        ForensicsError: a database this version cannot migrate, saying how to rebuild it.
+    """
+    try:
+        if _unrecorded_layout(db):
+            raise sqlite3.DatabaseError("it holds forensic tables but no record of their migrations")
+        if migrations.pending(db):
+            migrations.apply(db)
+    except sqlite3.DatabaseError as exc:
+        if db.conn.in_transaction:
+            db.conn.execute("rollback")
+        raise ForensicsError(
+            f"This database was made by a version of datasette-forensics that cannot be migrated ({exc}): "
+            "rebuild it by importing its records, incident and logs into a new database."
+        ) from None
+    derived.finish(db)
+
+
+# Tables of the first migration: a database holding one without any record of
+# applied migrations was made before they existed (or by something else).
+FIRST_TABLES = ("import_batches", "requests", "signatures", "scoped")
+
+
+def _unrecorded_layout(db: sqlite_utils.Database) -> bool:
+    tables = set(db.table_names())
+    if not tables & set(FIRST_TABLES):
+        return False
+    return "_sqlite_migrations" not in tables or not db.execute(
+        "select 1 from _sqlite_migrations where migration_set = ? limit 1", [migrations.name]
+    ).fetchone()
 
 
 # Account records (MODEL §1.2): one table per kind, named as the kind. Ids are text
@@ -534,8 +565,8 @@ create index scope_days_day on scope_days(day);
 
 @migrations()
 def m005_page_groups(db: sqlite_utils.Database) -> None:
+    """The tables only: m012_owner_derived_state has them filled before any reading."""
     db.executescript(PAGE_GROUPS)
-    aggregates.refresh(db)
 
 
 @migrations()
@@ -588,7 +619,8 @@ def m008_unexplained_set_based(db: sqlite_utils.Database) -> None:
 @migrations()
 def m009_raw_groups_by_id(db: sqlite_utils.Database) -> None:
     """The raw user-agent groups are keyed by the agent's id, not its text (aggregates.GKEYS)."""
-    aggregates.refresh_grouping(db, "raw", None)
+    # Rebuilt with everything else: m012_owner_derived_state marks the database stale.
+    db.execute("delete from pivot_groups where grouping = 'raw'")
 
 
 # The copies-seen count of an unfinished batch, for a line that another batch
@@ -625,6 +657,54 @@ create table dictionary_watermarks (
 @migrations()
 def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
     db.executescript(DICTIONARY_WATERMARKS)
+
+
+# owner: derived work that must be finished before anything is read. A row says
+# everything derived is to be recomputed from the base tables (derived.finish does
+# it, from ensure_schema, so every command and Datasette's startup do it first).
+DERIVED_STATE = """
+create table derived_state (
+    work text primary key,
+    reason text not null,
+    since text not null
+) without rowid;
+"""
+
+
+@migrations()
+def m012_owner_derived_state(db: sqlite_utils.Database) -> None:
+    """An older database's derived tables (filled by older code, or left empty by
+    m005 and m009) are recomputed once, before anything reads them."""
+    db.executescript(DERIVED_STATE)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        db.execute(
+            "insert into derived_state (work, reason, since) values ('all', ?, ?)",
+            ["migrated from an older version", utcnow()],
+        )
+
+
+# owner: the bit each rule owns, given on first sight and kept (rules/bits.py); the
+# rules a database already has keep their bits, built-in and custom alike.
+RULE_BITS = """
+create table rule_bits (
+    bit integer primary key,            -- 0..62: the rule's mask is 1 << bit
+    name text not null unique,
+    allocated_at text not null
+);
+create unique index rules_bit on rules(bit);
+"""
+
+
+@migrations()
+def m013_owner_rule_bits(db: sqlite_utils.Database) -> None:
+    db.executescript(RULE_BITS)
+    db.conn.executemany(
+        "insert into rule_bits (bit, name, allocated_at) values (?, ?, ?)",
+        [
+            (bit.bit_length() - 1, name, created_at or utcnow())
+            for name, bit, created_at in db.execute("select name, bit, created_at from rules")
+        ],
+    )
 
 
 # Notes and tags (MODEL §6.4, datasette_forensics.notes): a note is about one
@@ -732,8 +812,8 @@ CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
         select group_concat(name, ',') from (
             select name from rules where applied = 1 and (s.explained & bit) != 0 order by applied_seq
         )), '') end as explained_by,
-    case when s.request_id is null then {out_of_scope.REASON_SQL} end as out_of_scope,
-    case when s.request_id is null then {out_of_scope.ORG_OF_REQUEST} end as named_org_id,
+    case when s.request_id is null then {derived.out_of_scope.REASON_SQL} end as out_of_scope,
+    case when s.request_id is null then {derived.out_of_scope.ORG_OF_REQUEST} end as named_org_id,
     r.sig_id,\n""",
     1,
 )
@@ -742,6 +822,7 @@ CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
 @migrations()
 def m017_case_out_of_scope(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_OUT_OF_SCOPE)
-    out_of_scope.refresh(db)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        derived.mark_stale(db, "out_of_scope_counts to fill")
     db.execute("drop view if exists requests_view")
     db.executescript(CASE_REQUESTS_VIEW + ";")

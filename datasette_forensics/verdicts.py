@@ -61,7 +61,8 @@ def _rematch(db, restrict: str, params: dict, actor: str | None, action: str, de
     if verdict_rule.NAME not in applied:
         seq = db.execute("select coalesce(max(applied_seq), 0) + 1 from rules").fetchone()[0]
         db.execute("update rules set applied = 1, applied_seq = ? where name = ?", [seq, verdict_rule.NAME])
-    explained, changes = derived.after_rule_data_changed(db, verdict_rule, applied, restrict, params)
+    rule = rules.get_rule(db, verdict_rule.NAME)  # with the bit this database gave it
+    explained, changes = derived.after_rule_data_changed(db, rule, applied, restrict, params)
     actions.record(db, verdict_rule.NAME, action, actor, abs(explained), changes, detail)
     return {"rule": verdict_rule.NAME, "requests_explained": explained, "orgs_changed": changes}
 

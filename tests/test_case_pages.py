@@ -131,3 +131,16 @@ async def test_evidence_download(ds):
     assert response.headers["content-disposition"] == 'attachment; filename="evidence-5.html"'
     assert "also seen on 1 other organisation" in response.text and "zeta" not in response.text
     assert (await ds.client.get(BASE + "/orgs/999/evidence.html")).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_case_record_pages_list_notes_with_history_and_verdicts(ds):
+    cookies, token = await signed_in(ds, page=ORG)
+    await ds.client.post(BASE + "/notes", data={"action": "write", "kind": "ip", "target": BOT1[0], "text": "<i>hi</i>", "next": ORG, "csrftoken": token}, cookies=cookies)
+    await ds.client.post(BASE + "/notes", data={"action": "delete", "note_id": "1", "next": ORG, "csrftoken": token}, cookies=cookies)
+    await ds.client.post(BASE + "/verdicts", data=dict(verdict(BOT1), csrftoken=token), cookies=cookies)
+    notes_page = (await ds.client.get(BASE + "/notes")).text
+    assert "ip 10.0.2.1" in notes_page and "(deleted)" in notes_page and html.escape("<i>hi</i>") in notes_page
+    assert notes_page.count("<li>") >= 2  # write and delete
+    verdicts_page = (await ds.client.get(BASE + "/verdicts")).text
+    assert "customer confirmed: their CI runners" in verdicts_page and "Bot1" in verdicts_page

@@ -24,14 +24,16 @@ from conftest import build_sample_db
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasette_forensics import clickhouse, report, schema
+from datasette_forensics import clickhouse, report, schema, timeparse
 from datasette_forensics.derived import scope
 from datasette_forensics.cli import cli
 from datasette_forensics.errors import ForensicsError
 
 from clickhouse_server import ClickHouseServer, find_binary, free_port
 
-clickhouse_driver = pytest.importorskip("clickhouse_driver")
+from conftest import import_or_skip_unless_ci  # noqa: E402
+
+clickhouse_driver = import_or_skip_unless_ci("clickhouse_driver", "pip install clickhouse-driver")
 
 TABLE = "logs"
 COLUMNS = """
@@ -559,6 +561,20 @@ _values = st.tuples(
 )
 
 
+def _unusual(columns, row) -> bool:
+    """A value the fast path leaves to the general way: bytes for a String, a time out of range."""
+    for (_, ch_type), value in zip(columns, row):
+        if isinstance(value, bytes) and "String" in ch_type:
+            return True
+        if isinstance(value, datetime.datetime):
+            if value.tzinfo is not None:
+                value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+            ms = round((value - datetime.datetime(1970, 1, 1)) / datetime.timedelta(milliseconds=1))
+            if not timeparse.MIN_MS <= ms < timeparse.MAX_MS:
+                return True
+    return False
+
+
 @settings(max_examples=400, deadline=None)
 @given(row=_values, order=st.permutations(range(len(_COLUMNS))))
 def test_fast_path_equals_jsonl_from_fields(row, order):
@@ -567,6 +583,31 @@ def test_fast_path_equals_jsonl_from_fields(row, order):
     converter = clickhouse.RowConverter(columns, {})
     raw, record, reason = converter.convert(row)
     assert (raw, record, reason) == converter.convert_general(row)
+    # The fast path itself, not the fallback, converted every row it is meant for: it
+    # leaves only a String the driver gave as bytes, or a time out of range, to the
+    # general way, and raises nothing else.
+    try:
+        line, fast_record, fast_reason = converter._fast(row)
+    except clickhouse._Unusual:
+        assert _unusual(columns, row), f"the fast path gave up on an ordinary row {row!r}"
+    else:  # (a time out of range is only read once the row is not rejected before)
+        assert (line.encode(), fast_record, fast_reason) == (raw, record, reason)
     # The raw line is the canonical JSON whatever the column order.
     fields = converter.fields(row)
     assert raw == json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_a_fast_path_defect_is_not_hidden_by_the_fallback():
+    """Only _Unusual sends a row the general way: any other error in the fast path stops
+    the conversion, so a broken fast path cannot pass the tests by falling back."""
+    converter = clickhouse.RowConverter(_COLUMNS[:6], {})
+    row = (datetime.datetime(2020, 7, 14, 12), "192.0.2.1", "curl/7.68.0", "/api/0/", "GET", 200)
+    line, record, reason = converter._fast(row)
+    assert record["ip"] == "192.0.2.1" and record["status"] == 200 and reason is None
+
+    def broken(row):
+        raise TypeError("a defect")
+
+    converter._fast = broken
+    with pytest.raises(TypeError, match="a defect"):
+        converter.convert(row)

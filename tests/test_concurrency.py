@@ -135,7 +135,7 @@ def staff_rows(db) -> tuple[int, int]:
         from scoped s join signatures g on g.id = s.sig_id
         join ips i on i.id = g.ip_id join user_agents a on a.id = g.ua_id
         where i.ip = :ip and a.ua = :ua""",
-        {"bit": rules.REGISTRY["staff"].BIT, "ip": STAFF_IP, "ua": STAFF_UA},
+        {"bit": rules.bit_of(db, "staff"), "ip": STAFF_IP, "ua": STAFF_UA},
     ).fetchone()
 
 

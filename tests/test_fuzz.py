@@ -608,6 +608,54 @@ def records_file(draw) -> tuple[str, str, str]:
     return kind, draw(st.sampled_from(["\n", "\r\n"])).join(lines) + "\n", ".csv"
 
 
+# Values each column type accepts, so that a good share of the files are valid and
+# their import is checked for what it stored; ids overlap the sample's, so rows update too.
+VALID_VALUES = {
+    records.TEXT: st.one_of(
+        st.sampled_from(["101", "102", "201", "666", "acme", "globex", "Acme Corp", "é x"]),
+        st.from_regex(r"[a-z0-9][a-z0-9_.@-]{0,10}", fullmatch=True),
+    ),
+    records.EXACT: st.one_of(st.sampled_from(["curl/7.68.0", "Mozilla/5.0 (X11)", ""]), st.text(CHARS, min_size=1, max_size=20)),
+    records.BOOL: st.sampled_from(["yes", "No", "1", "0", "TRUE", "false", ""]),
+    records.CIDR: st.sampled_from(["203.0.113.0/24", "10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32", "198.51.100.20"]),
+    records.REGEX: st.sampled_from(["^python-requests/", "curl", r"Terraform/\d+", ""]),
+}
+STARTS = ["2019-03-04T10:00:00Z", "1572775200", "2020-07-01 00:00:00+02:00", "18/Jul/2020:09:12:44 +0000"]
+ENDS = ["", "2020-07-20T14:04:00Z", "2021-01-01T00:00:00Z"]
+
+
+@st.composite
+def valid_records_file(draw) -> tuple[str, str, str]:
+    """A records file of one kind that should import: required columns, values of the
+    columns' types, periods in order, each key once."""
+    kind = draw(st.sampled_from(sorted(records.KINDS)))
+    spec = records.KINDS[kind]
+    optional = [c for c in spec.columns if c not in spec.required]
+    columns = list(spec.required) + draw(st.lists(st.sampled_from(optional), unique=True)) if optional else list(spec.required)
+    if draw(st.booleans()):
+        columns.append("note")
+    ends = {end for _, end in spec.periods}
+    rows, keys = [], set()
+    for _ in range(draw(st.integers(1, 5))):
+        row = {}
+        for column in columns:
+            kind_of = spec.columns.get(column, records.TEXT)
+            if kind_of == records.TIME:
+                row[column] = draw(st.sampled_from(ENDS if column in ends else STARTS))
+            else:
+                row[column] = draw(VALID_VALUES[kind_of])
+                if column in spec.required and column not in spec.may_be_empty and not row[column].strip():
+                    row[column] = "x"
+        key = tuple(row.get(c, "") for c in spec.key)
+        if key not in keys:
+            keys.add(key)
+            rows.append(row)
+    if draw(st.booleans()):
+        return kind, "".join(dumps(row, draw(st.booleans())) + "\n" for row in rows), ".jsonl"
+    lines = [csv_text(columns)] + [csv_text([row[c] for c in columns]) for row in rows]
+    return kind, "\n".join(lines) + "\n", ".csv"
+
+
 @pytest.fixture(scope="module")
 def records_db_template(tmp_path_factory) -> Path:
     """A database with one row of every kind, so that imports also update."""
@@ -621,10 +669,42 @@ def records_db_template(tmp_path_factory) -> Path:
     return path
 
 
+def stored_records(db, kind: str) -> dict:
+    """The rows of a records table by key: {key values: {column: value}}."""
+    key = records.KINDS[kind].key
+    cursor = db.execute(f"select * from [{kind}]")
+    columns = [d[0] for d in cursor.description]
+    rows = {}
+    for values in cursor.fetchall():
+        row = dict(zip(columns, values))
+        rows[tuple(row[c] for c in key)] = row
+    return rows
+
+
+def assert_stored(db, kind: str, file, before: dict, added: int, updated: int) -> None:
+    """What a successful import stored: every row of the file under its key, with every
+    value it gave; the rows it did not name unchanged; added and updated counted right."""
+    after = stored_records(db, kind)
+    key = records.KINDS[kind].key
+    given = {tuple(row.values.get(c) for c in key): row.values for row in file.rows}
+    assert len(given) == len(file.rows), "a file with a key twice must be refused"
+    for k, values in given.items():
+        assert k in after, f"{kind}: the row keyed {k!r} was not stored"
+        for column, value in values.items():
+            assert after[k][column] == value, (kind, k, column, after[k][column], value)
+    for k, row in before.items():
+        if k not in given:  # unchanged; a column the file added is empty there
+            assert after[k] == {**{c: None for c in after[k]}, **row}, f"{kind}: a row the file did not name changed: {k!r}"
+    assert added == len(set(given) - set(before)) == len(after) - len(before)
+    assert updated == sum(
+        1 for k in given if k in before and {**{c: None for c in after[k]}, **before[k]} != after[k]
+    )
+
+
 @budget
 def test_import_records_succeeds_or_refuses_leaving_db_unchanged(budget, request, records_db_template):
     @fuzz_settings(examples(request, RECORDS_BUDGETS))
-    @given(spec=records_file())
+    @given(spec=st.one_of(records_file(), valid_records_file()))
     def run(spec):
         kind, text, suffix = spec
         with tempfile.TemporaryDirectory() as tmp:
@@ -634,6 +714,7 @@ def test_import_records_succeeds_or_refuses_leaving_db_unchanged(budget, request
             shutil.copy(records_db_template, db_path)
             before = dump(db_path)
             db = schema.connect(str(db_path))
+            stored_before = stored_records(db, kind)
             try:
                 added, updated = records.import_records(db, kind, str(path))
             except ForensicsError as exc:
@@ -641,11 +722,16 @@ def test_import_records_succeeds_or_refuses_leaving_db_unchanged(budget, request
                 db.conn.close()
                 assert dump(db_path) == before
                 return
+            try:
+                assert_stored(db, kind, records.read_records(kind, str(path)), stored_before, added, updated)
             finally:
                 db.conn.close()
-            assert added >= 0 and updated >= 0
+            stored.append(added + updated)
 
+    stored: list[int] = []
     run()
+    # The checks above ran on imports that stored something, not only on refusals.
+    assert sum(1 for n in stored if n) >= 5, stored
 
 
 # --- the incident -----------------------------------------------------------------------

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+from conftest import dump
 
 from datasette_forensics import report, rules, schema
+from datasette_forensics.cli import cli
+from datasette_forensics.errors import ForensicsError
 from datasette_forensics.rules import actions
 
 # The layout of scoped before m007 (a rowid table with two secondary indexes).
@@ -63,9 +70,10 @@ def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
         """update pivot_groups set gkey = (select json_array(a.ua) from user_agents a where a.ua = pivot_groups.k1)
         where grouping = 'raw'"""
     )
+    db.execute("drop table derived_state")
     db.execute(
         "delete from _sqlite_migrations where name in ('m007_scoped_clustered', "
-        "'m008_unexplained_set_based', 'm009_raw_groups_by_id')"
+        "'m008_unexplained_set_based', 'm009_raw_groups_by_id', 'm012_owner_derived_state')"
     )
     db.conn.close()
 
@@ -90,3 +98,46 @@ def test_an_older_database_is_migrated_with_the_same_figures(sample_db_path):
     actions.apply(db, "post_patch_valid")
     actions.apply(db, "token_owner")
     assert figures(db) == expected
+
+
+def test_migration_recomputes_before_anything_reads(sample_db_path):
+    """A database from before m012 has everything derived recomputed at its first
+    opening, whatever older code left in the derived tables."""
+    db = schema.connect(str(sample_db_path))
+    actions.apply(db, "staff")
+    expected = figures(db)
+    # What an older version might have left: aggregates it no longer keeps right.
+    db.execute("update org_stats set unexplained = unexplained + 7")
+    db.execute("delete from scope_days")
+    db.execute("delete from pivot_groups where grouping = 'raw'")
+    db.execute("drop table derived_state")
+    db.execute("delete from _sqlite_migrations where name = 'm012_owner_derived_state'")
+    db.conn.close()
+    db = schema.connect(str(sample_db_path))
+    assert figures(db) == expected
+    assert db.execute("select count(*) from derived_state").fetchone()[0] == 0
+
+
+OLD_LAYOUT = """
+create table import_batches (id integer primary key, file text, lines integer);
+create table requests (id integer primary key, batch_id integer, line text);
+insert into import_batches values (1, 'access.log', 2);
+insert into requests values (1, 1, '192.0.2.1 - - [01/Jul/2020:00:00:00 +0000] "GET / HTTP/1.1" 200 1');
+"""
+
+
+def test_an_unmigratable_database_is_refused_in_one_sentence(tmp_path):
+    """A database from before the migrations (its own tables, no migration record) is
+    refused with one sentence saying how to rebuild it; nothing in it changes."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_LAYOUT)
+    conn.close()
+    before = dump(path)
+    with pytest.raises(ForensicsError, match="rebuild it by importing"):
+        schema.connect(str(path))
+    result = CliRunner().invoke(cli, ["report", str(path)])
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.count("\n") == 1 and "rebuild it by importing" in result.output
+    assert dump(path) == before

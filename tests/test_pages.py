@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from datasette.app import Datasette
+from conftest import csrf_cookies
 
 from datasette_forensics import incident, ingest, records, report, schema
 from datasette_forensics.rules import actions
@@ -699,8 +700,8 @@ async def test_view_permission_is_checked_first(template):
 async def _post(ds, url, data, actor=None):
     """POST with a valid CSRF token (taken from a signed-in page), as actor or anonymously."""
     signed_in = {"ds_actor": ds.sign({"a": {"id": "alice"}}, "actor")}
-    token = (await ds.client.get("/ws/-/forensics", cookies=signed_in)).cookies["ds_csrftoken"]
-    cookies = {"ds_csrftoken": token}
+    cookies, token = await csrf_cookies(ds, signed_in, "/ws/-/forensics")
+    cookies.pop("ds_actor")
     if actor:
         cookies["ds_actor"] = ds.sign({"a": {"id": actor}}, "actor")
     return await ds.client.post(url, data=dict(data, csrftoken=token), cookies=cookies)

@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from conftest import import_or_skip_unless_ci, skip_unless_ci
 from test_pages import build
 
 pytestmark = pytest.mark.browser
@@ -24,8 +25,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if CHROMIUM is None:
-        pytest.skip("no Chromium")
-    pytest.importorskip("playwright")
+        skip_unless_ci("no Chromium (apt-get install chromium)")
+    import_or_skip_unless_ci("playwright", "pip install playwright")
     tmp = tmp_path_factory.mktemp("browser")
     build(tmp / "ws.db", tmp)
     with socket.socket() as s:

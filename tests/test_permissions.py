@@ -3,7 +3,13 @@
 Only the root actor with a valid CSRF token may write by default; every other
 combination is a 403 that leaves the database byte-for-byte as it was (compared
 as a full SQL dump). The plugin's ``write`` allow block grants the permission to
-a team; a database's ``allow`` block hides every workbench page and export.
+a team; instance, database and table ``allow`` blocks hide what they cover on every
+workbench page, JSON and export.
+
+These run on both Datasette lines (CI runs the suite on 0.65 and on the newest 1.0
+alpha): allow blocks go where the running line documents them (``make_datasette``).
+On 1.0 CSRF is Datasette's header check (Sec-Fetch-Site / Origin), not a token: a
+"forged" request there is one a browser marks as cross-site.
 """
 
 from __future__ import annotations
@@ -12,10 +18,9 @@ import sqlite3
 
 import pytest
 import pytest_asyncio
-from conftest import dump
-from datasette.app import Datasette
+from conftest import CROSS_SITE, HEADER_CSRF, csrf_cookies, dump, make_datasette
 
-from datasette_forensics import schema
+from datasette_forensics import permissions, schema
 from datasette_forensics.rules import actions
 
 DB = "sample"
@@ -64,15 +69,26 @@ def db_path(sample_db_path):
     return sample_db_path
 
 
-async def datasette(path, metadata=None) -> Datasette:
-    ds = Datasette([str(path)], metadata=metadata)
+async def datasette(path, config=None):
+    ds = make_datasette([path], config)
     await ds.invoke_startup()
     return ds
+
+
+# Datasette 1.0's CSRF check reads headers a browser sends; 0.65's compares tokens.
+CSRF_HEADERS = {
+    "valid": {"sec-fetch-site": "same-origin"},
+    "missing": {"sec-fetch-site": "cross-site"},
+    "forged_field": {"origin": "http://evil.example"},
+    "forged_cookie": CROSS_SITE,
+}
 
 
 async def post(ds, page, data, actor, csrf):
     """POST as actor (None: anonymous) with a valid, missing or forged CSRF token."""
     cookies = {"ds_actor": ds.sign({"a": {"id": actor}}, "actor")} if actor else {}
+    if HEADER_CSRF:
+        return await ds.client.post(page, data=dict(data), cookies=cookies, headers=CSRF_HEADERS[csrf])
     token = (await ds.client.get("/-/messages", cookies=cookies)).cookies["ds_csrftoken"]
     data = dict(data)
     if csrf == "valid":
@@ -122,9 +138,7 @@ async def test_anonymous_without_any_cookie_is_refused(db_path, endpoint):
 @pytest.mark.asyncio
 async def test_reads_and_other_methods_never_write(db_path):
     ds = await datasette(db_path)
-    cookies = {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")}
-    token = (await ds.client.get("/-/messages", cookies=cookies)).cookies["ds_csrftoken"]
-    cookies["ds_csrftoken"] = token
+    cookies, token = await csrf_cookies(ds, {"ds_actor": ds.sign({"a": {"id": "root"}}, "actor")})
     before = dump(db_path)
     assert (await ds.client.get(f"{RULES}?action=apply&rule=partner", cookies=cookies)).status_code == 200
     assert (await ds.client.get(f"{BASE}?name=x&url={BASE}/ips", cookies=cookies)).status_code == 200
@@ -210,3 +224,138 @@ async def test_a_private_database_refuses_writes_even_to_the_write_team(db_path)
     for page, data, _ in WRITES.values():
         assert (await post(ds, page, data, "alice", "valid")).status_code == 403
     assert dump(db_path) == before
+
+
+# --- table permissions: instance, database and table allow blocks -------------------
+
+ROOT_ONLY = {"id": "root"}
+ORG_PAGES = ["/orgs", "/orgs.json", "/orgs/101", "/orgs/101.json", "/report.csv"]
+LOG_PAGES = ["", ".json", "/ips", "/ips.json", "/user-agents", "/user-agents.json", "/signatures",
+             "/signatures.json", "/rules", "/rules.json", "/report.json"]
+# What only orgs, users and integrations hold in the sample (contact e-mails, names, slugs).
+ORG_SECRETS = ("security@acme.example", "it@globex-corp.example", "Acme Corp", "acme")
+USER_SECRETS = ("alice@acme.example",)
+INTEGRATION_SECRETS = ("Acme CI notifier",)
+
+
+def cookies_for(ds, actor):
+    return {"ds_actor": ds.sign({"a": {"id": actor}}, "actor")} if actor else {}
+
+
+async def get(ds, url, actor):
+    return await ds.client.get(BASE + url, cookies=cookies_for(ds, actor))
+
+
+@pytest.mark.asyncio
+async def test_a_private_orgs_table_hides_contacts_everywhere(db_path):
+    ds = await datasette(db_path, {"databases": {DB: {"tables": {"orgs": {"allow": ROOT_ONLY}}}}})
+    for actor in (None, "alice"):
+        for url in ORG_PAGES:
+            response = await get(ds, url, actor)
+            assert response.status_code == 403, (url, actor, response.status_code)
+            assert "orgs table" in response.text, url
+            for secret in ORG_SECRETS:
+                assert secret not in response.text, (url, secret)
+        for url in LOG_PAGES:
+            response = await get(ds, url, actor)
+            assert response.status_code == 200, (url, actor, response.status_code)
+            for secret in ORG_SECRETS[:3]:
+                assert secret not in response.text, (url, secret)
+            assert '"acme"' not in response.text and ">acme<" not in response.text, url
+        # The parts left out say so: in the HTML and in the JSON.
+        signatures = await get(ds, "/signatures", actor)
+        assert "Org slugs left out: they come from the orgs table, which you may not view." in signatures.text
+        report = (await get(ds, "/report.json", actor)).json()
+        assert report["withheld"] == ["Org slugs and contact e-mails left out: they come from the orgs table, which you may not view."]
+        assert report["orgs"] and all(o["contact_email"] is None and o["slug"] is None for o in report["orgs"])
+        assert {o["org_id"] for o in report["orgs"]} >= {"101", "102"} or {o["org_id"] for o in report["orgs"]} >= {101, 102}
+        # Datasette's own table page agrees.
+        assert (await ds.client.get(f"/{DB}/orgs", cookies=cookies_for(ds, actor))).status_code == 403
+    for url in ORG_PAGES + LOG_PAGES:
+        response = await get(ds, url, "root")
+        assert response.status_code == 200, url
+        assert "withheld" not in response.text and "left out: they come from" not in response.text, url
+    assert "security@acme.example" in (await get(ds, "/orgs/101", "root")).text
+    assert "security@acme.example" in (await get(ds, "/report.csv", "root")).text
+    assert "acme" in (await get(ds, "/signatures", "root")).text
+
+
+@pytest.mark.asyncio
+async def test_private_member_and_integration_tables_are_left_out_of_an_org(db_path):
+    tables = {"users": {"allow": ROOT_ONLY}, "integrations": {"allow": {"id": ["root", "alice"]}}}
+    ds = await datasette(db_path, {"databases": {DB: {"tables": tables}}})
+    for actor, members, integrations in ((None, False, False), ("alice", False, True), ("root", True, True)):
+        for url in ("/orgs/101", "/orgs/101.json"):
+            response = await get(ds, url, actor)
+            assert response.status_code == 200, (url, actor)
+            text = response.text
+            assert ("Members left out: they come from the users table" not in text) == members, (url, actor)
+            assert all((s in text) == members for s in USER_SECRETS), (url, actor)
+            assert ("Integrations left out" not in text) == integrations, (url, actor)
+            assert all((s in text) == integrations for s in INTEGRATION_SECRETS), (url, actor)
+            assert "security@acme.example" in text  # orgs itself stays readable
+        data = (await get(ds, "/orgs/101.json", actor)).json()
+        assert bool(data["members"]) == members and bool(data["integrations"]) == integrations
+
+
+@pytest.mark.asyncio
+async def test_a_private_log_table_hides_the_whole_workbench(db_path):
+    ds = await datasette(db_path, {"databases": {DB: {"tables": {"requests": {"allow": ROOT_ONLY}}}}})
+    for url in ORG_PAGES + LOG_PAGES:
+        response = await get(ds, url, "alice")
+        assert response.status_code == 403, url
+        assert "requests table" in response.text
+        assert "192.0.2.66" not in response.text
+        assert (await get(ds, url, "root")).status_code == 200, url
+    # No workbench link leads there.
+    assert BASE not in (await ds.client.get(f"/{DB}", cookies=cookies_for(ds, "alice"))).text
+    assert BASE in (await ds.client.get(f"/{DB}", cookies=cookies_for(ds, "root"))).text
+
+
+@pytest.mark.asyncio
+async def test_private_network_owners_hide_those_groupings(db_path):
+    ds = await datasette(db_path, {"databases": {DB: {"tables": {"ip_info": {"allow": ROOT_ONLY}}}}})
+    for by in ("asn", "provider", "rdns"):
+        assert (await get(ds, f"/ips?by={by}", "alice")).status_code == 403
+        assert (await get(ds, f"/ips.json?by={by}", "root")).status_code == 200
+    assert (await get(ds, "/ips.json?by=cidr24", "alice")).status_code == 200
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("level", ["instance", "database"])
+async def test_instance_and_database_allow_blocks_cover_every_page(db_path, level):
+    config = {"allow": ROOT_ONLY} if level == "instance" else {"databases": {DB: {"allow": ROOT_ONLY}}}
+    ds = await datasette(db_path, config)
+    for url in ORG_PAGES + LOG_PAGES:
+        for actor in (None, "alice"):
+            response = await get(ds, url, actor)
+            assert response.status_code == 403, (level, url, actor)
+            for secret in ORG_SECRETS + ("192.0.2.66",):
+                assert secret not in response.text, (url, secret)
+        assert (await get(ds, url, "root")).status_code == 200, (level, url)
+    assert (await ds.client.get("/-/forensics-chart", cookies=cookies_for(ds, "alice"))).status_code == (
+        403 if level == "instance" else 200
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_table_allow_block_can_open_one_table_to_a_team(db_path):
+    """Table over database, as Datasette's own table page decides on each line."""
+    config = {"databases": {DB: {"tables": {"orgs": {"allow": {"id": ["root", "carol"]}}}}}}
+    ds = await datasette(db_path, config)
+    assert (await get(ds, "/orgs/101", "carol")).status_code == 200
+    assert (await get(ds, "/orgs/101", "dave")).status_code == 403
+    assert await permissions.may_view_table(ds, {"id": "carol"}, DB, "orgs")
+    assert not await permissions.may_view_table(ds, {"id": "dave"}, DB, "orgs")
+    assert await permissions.may_view_table(ds, {"id": "dave"}, DB, "requests")
+
+
+@pytest.mark.asyncio
+async def test_forensics_write_is_registered_where_the_line_supports_it(db_path):
+    ds = await datasette(db_path)
+    if permissions.ACTIONS:
+        action = ds.get_action(permissions.WRITE)
+        assert action is not None and action.description == permissions.WRITE_DESCRIPTION
+    assert await permissions.may_write(ds, {"id": "root"})
+    assert not await permissions.may_write(ds, {"id": "alice"})
+    assert not await permissions.may_write(ds, None)

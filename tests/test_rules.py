@@ -213,7 +213,7 @@ def test_each_builtin_alone_explains_exactly_its_cases(db, name):
     before = state(db)
     result = actions.apply(db, name, actor="tester")
     expected = {case for case, (_, explained_by) in CASES.items() if explained_by and name in explained_by}
-    bit = rules.REGISTRY[name].BIT
+    bit = rules.bit_of(db, name)
     assert explained_cases(db, bit) == expected
     assert explained_cases(db, ~bit) == set()  # no other bit set
     assert result["requests_explained"] == len(expected)
@@ -272,7 +272,7 @@ def test_applied_rule_explains_a_later_batch_and_new_records(db, tmp_path):
         + json.dumps(line("newcomer", "2020-07-19T00:00:00Z", "delta", ("10.9.9.9", "New/1"))) + "\n"
     )
     ingest.import_logs(db, [str(new)])
-    assert "staff_late" in explained_cases(db, rules.REGISTRY["staff"].BIT)
+    assert "staff_late" in explained_cases(db, rules.bit_of(db, "staff"))
     assert "newcomer" not in explained_cases(db, -1)
     # a records update: the newcomer turns out to be a delta member with that session
     sessions = tmp_path / "sessions2.csv"
@@ -281,7 +281,7 @@ def test_applied_rule_explains_a_later_batch_and_new_records(db, tmp_path):
     members.write_text("user_id,org_id,joined_at\n555,4,2020-01-01T00:00:00Z\n")
     records.import_records(db, "sessions", str(sessions))
     records.import_records(db, "memberships", str(members))
-    assert "newcomer" in explained_cases(db, rules.REGISTRY["member_historical"].BIT)
+    assert "newcomer" in explained_cases(db, rules.bit_of(db, "member_historical"))
     assert waterfall.read(db) == waterfall.compute(db)
 
 

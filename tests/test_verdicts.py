@@ -28,7 +28,7 @@ def explained_by_verdict(db) -> set[str]:
         n for (n,) in db.execute(
             """select json_extract(r.extra, '$.n') from scoped s join requests r on r.id = s.request_id
             where s.explained & ? != 0""",
-            [verdict_rule.BIT],
+            [rules.bit_of(db, verdict_rule.NAME)],
         )
     }
 

@@ -18,15 +18,22 @@ dictionaries (log batches), account records, the incident, and the rules table
 
 A writer of base tables calls one of the functions below inside its own
 transaction, so that the base change and everything derived from it commit
-together. Dependencies point one way: writers import this package; this package
-imports only the rule registry, ipinfo and the helpers below them.
+together. Work that cannot be done at once (after a migration) is marked in the
+``derived_state`` table; :func:`finish` does it before anything reads, and
+:func:`datasette_forensics.schema.ensure_schema` calls it for every command and at
+Datasette's startup. Dependencies point one way: writers import this package;
+this package imports only the rule registry, ipinfo and the helpers below them.
 """
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlite_utils
 
 from .. import ipinfo
+from ..timeparse import utcnow
+from ..transaction import write_transaction
 from . import aggregates, explanations, out_of_scope, scope, waterfall
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
@@ -40,6 +47,36 @@ def recompute(db: sqlite_utils.Database) -> None:
             explanations.reevaluate(db)
         aggregates.refresh(db)
         out_of_scope.refresh(db)
+
+
+def mark_stale(db: sqlite_utils.Database, reason: str) -> None:
+    """Record that everything derived must be recomputed before the next reading."""
+    db.execute(
+        "insert or replace into derived_state (work, reason, since) values ('all', ?, ?)", [reason, utcnow()]
+    )
+
+
+def is_stale(db: sqlite_utils.Database) -> bool:
+    """Whether derived work is unfinished (the derived tables must not be read yet)."""
+    try:
+        return db.execute("select exists (select 1 from derived_state)").fetchone()[0] == 1
+    except sqlite3.OperationalError:  # before the migration that makes the table
+        return False
+
+
+def finish(db: sqlite_utils.Database) -> bool:
+    """Do any unfinished derived work, in one transaction with clearing its mark.
+
+    Returns:
+        True when there was work to do.
+    """
+    if not is_stale(db):
+        return False
+    with write_transaction(db):
+        if db.execute("select exists (select 1 from derived_state)").fetchone()[0]:
+            recompute(db)
+            db.execute("delete from derived_state")
+    return True
 
 
 def after_incident(db: sqlite_utils.Database) -> None:

@@ -1,10 +1,10 @@
 """Elimination rules (MODEL §3): the registry of rules, and read-only views of their state.
 
-A rule is a module (or, for custom rules, an object) with ``NAME``, ``BIT``,
-``DESCRIPTION``, ``match_sql()`` returning a SQL condition on an in-scope request
+A built-in rule is a module with ``NAME``, ``DESCRIPTION``, ``match_sql()`` returning a SQL condition on an in-scope request
 ``s`` (a row of ``scoped``) that is true when the rule explains it, and
-optionally ``prepare(db)`` to build temporary helper tables. An applied rule
-sets its bit in ``scoped.explained``; a request is unexplained while that mask
+optionally ``prepare(db)`` to build temporary helper tables; :func:`load_rules`
+gives it, like a custom rule, with ``BIT``: the bit of ``scoped.explained`` it was
+given on first sight (:mod:`.bits`). An applied rule sets its bit; a request is unexplained while that mask
 is 0. Applied rules are re-evaluated whenever scope changes, so they explain
 later batches and record updates too.
 
@@ -24,7 +24,7 @@ import json
 import sqlite_utils
 
 from ..errors import ForensicsError
-from . import custom, member_current, member_historical, partner, post_patch_valid, staff, token_owner, verdict
+from . import bits, custom, member_current, member_historical, partner, post_patch_valid, staff, token_owner, verdict
 
 BUILTINS = [staff, member_current, member_historical, partner, post_patch_valid, token_owner]
 # Rules that are not applied or undone by name: the verdict rule follows the verdicts.
@@ -36,18 +36,50 @@ class UnknownRule(ForensicsError, LookupError):
     """A rule name that is neither built in nor saved as a custom rule."""
 
 
+class BuiltinRule:
+    """A built-in rule module with the bit this database gave it."""
+
+    builtin = True
+
+    def __init__(self, module, bit: int):
+        self.module = module
+        self.NAME = module.NAME
+        self.DESCRIPTION = module.DESCRIPTION
+        self.BIT = bit
+        self.PARAMS = getattr(module, "PARAMS", None)
+
+    def prepare(self, db: sqlite_utils.Database) -> None:
+        """Build the module's helper tables, if it has any."""
+        prepare = getattr(self.module, "prepare", None)
+        if prepare is not None:
+            prepare(db)
+
+    def match_sql(self) -> str:
+        """The module's SQL condition on an in-scope request ``s``."""
+        return self.module.match_sql()
+
+
 def ensure_rules(db: sqlite_utils.Database) -> None:
-    """Make sure every built-in rule has its row in the rules table."""
-    db.conn.executemany(
-        "insert or ignore into rules (name, bit, builtin, description) values (?, ?, 1, ?)",
-        [(r.NAME, r.BIT, r.DESCRIPTION) for r in BUILTINS + SYSTEM],
-    )
+    """Make sure every built-in rule has its row in the rules table, with a bit of its own."""
+    known = {row[0] for row in db.execute("select name from rules where builtin = 1")}
+    for rule in BUILTINS + SYSTEM:
+        if rule.NAME not in known:
+            db.execute(
+                "insert into rules (name, bit, builtin, description) values (?, ?, 1, ?)",
+                [rule.NAME, bits.allocate(db, rule.NAME), rule.DESCRIPTION],
+            )
+
+
+def bit_of(db: sqlite_utils.Database, name: str) -> int | None:
+    """The bit a rule holds in this database (None: a rule it never saw)."""
+    return bits.bit_of(db, name)
 
 
 def load_rules(db: sqlite_utils.Database) -> dict:
     """Every rule, built-in and custom, by name, in registry then creation order."""
     ensure_rules(db)
-    rules = dict(REGISTRY)
+    stored = dict(db.execute("select name, bit from rules where builtin = 1"))
+    rules = {rule.NAME: BuiltinRule(rule, stored[rule.NAME]) for rule in BUILTINS + SYSTEM}
     for row in db.execute(
         "select name, bit, description, definition from rules where builtin = 0 order by bit"
     ):
@@ -119,7 +151,7 @@ def list_rules(db: sqlite_utils.Database) -> list[dict]:
                 "builtin": True,
                 "applied": bool(row and row[5]),
                 "applied_seq": row[6] if row else None,
-                "bit": rule.BIT,
+                "bit": row[1] if row else None,
                 "definition": None,
                 "created_by": None,
                 "created_at": None,

@@ -11,8 +11,9 @@ import json
 import sqlite_utils
 
 from .. import derived
+from ..transaction import write_transaction
 from ..timeparse import utcnow
-from . import REGISTRY, UnknownRule, applied_names, custom, ensure_rules, get_rule, list_rules
+from . import REGISTRY, UnknownRule, applied_names, bits, custom, ensure_rules, get_rule, list_rules
 
 
 def record(
@@ -28,7 +29,7 @@ def record(
 
 def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Apply one rule; returns {rule, requests_explained, orgs_changed, already}."""
-    with db.atomic():
+    with write_transaction(db):
         rule = get_rule(db, name)
         applied = applied_names(db)
         if name in applied:
@@ -42,7 +43,7 @@ def apply(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dic
 
 def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict:
     """Undo one applied rule; returns {rule, requests_unexplained, orgs_changed, already}."""
-    with db.atomic():
+    with write_transaction(db):
         rule = get_rule(db, name)
         applied = applied_names(db)
         if name not in applied:
@@ -51,6 +52,18 @@ def undo(db: sqlite_utils.Database, name: str, actor: str | None = None) -> dict
         unexplained, changes = derived.after_rule_undone(db, rule, applied)
         record(db, name, "undo", actor, unexplained, changes)
     return {"rule": name, "requests_unexplained": unexplained, "orgs_changed": changes, "already": False}
+
+
+def apply_all(db: sqlite_utils.Database, names: list[str], actor: str | None = None) -> list[dict]:
+    """Apply rules in order, in one transaction: all of them or none."""
+    with write_transaction(db):
+        return [apply(db, name, actor) for name in names]
+
+
+def undo_all(db: sqlite_utils.Database, names: list[str], actor: str | None = None) -> list[dict]:
+    """Undo rules in order, in one transaction: all of them or none."""
+    with write_transaction(db):
+        return [undo(db, name, actor) for name in names]
 
 
 def create_custom_rule(
@@ -91,11 +104,11 @@ def create_custom_rule(
         raise custom.InvalidRule(f"The description is longer than {custom.MAX_DESCRIPTION} characters.")
     if not description:
         description = "Custom: " + custom.summary(definition)
-    with db.atomic():
+    with write_transaction(db):
         ensure_rules(db)
         if db.execute("select 1 from rules where name = ?", [name]).fetchone():
             raise custom.InvalidRule(f"A rule named {name!r} already exists: delete it first or choose another name.")
-        bit = custom.free_bit(db)
+        bit = bits.allocate(db, name)
         text = json.dumps(definition, ensure_ascii=False, sort_keys=True)
         db.execute(
             """insert into rules (name, bit, builtin, description, definition, applied, created_by, created_at)
@@ -117,7 +130,7 @@ def delete_custom_rule(db: sqlite_utils.Database, name: str, actor: str | None =
     """
     if name in REGISTRY:
         raise custom.InvalidRule(f"{name!r} is a built-in rule and cannot be deleted (undo it instead).")
-    with db.atomic():
+    with write_transaction(db):
         row = db.execute("select applied, definition from rules where name = ? and builtin = 0", [name]).fetchone()
         if row is None:
             raise UnknownRule(f"There is no custom rule named {name!r}.")

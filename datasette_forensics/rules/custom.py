@@ -14,8 +14,8 @@ A definition is JSON, one of:
   :data:`ALLOWED_FUNCTIONS`, and hold no subquery; it cannot write, attach,
   run a pragma or a second statement.
 
-Custom rules take the free bits from ``1 << 6`` to ``1 << 61`` of
-``scoped.explained``.
+A custom rule takes a bit of ``scoped.explained`` of its own when it is created
+(see :mod:`.bits`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from ..patterns import regex_problem
 from ..timeparse import TimeError, parse_time
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
-FIRST_BIT, LAST_BIT = 6, 61  # 1 << 62 is the verdict rule's
 MAX_PREDICATE = 4000
 MAX_DESCRIPTION = 500
 
@@ -351,16 +350,6 @@ class CustomRule:
         """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
         return f"""s.request_id in (select v.id from {VIEW} v where ({self.predicate}
     ))"""
-
-
-def free_bit(db: sqlite_utils.Database) -> int:
-    used = {row[0] for row in db.execute("select bit from rules")}
-    for position in range(FIRST_BIT, LAST_BIT + 1):
-        if 1 << position not in used:
-            return 1 << position
-    raise InvalidRule(
-        f"There is no free bit for another custom rule ({LAST_BIT - FIRST_BIT + 1} at most): delete one first."
-    )
 
 
 def summary(definition: dict) -> str:

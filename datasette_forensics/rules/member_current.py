@@ -3,7 +3,6 @@
 from .common import prepare_sessions
 
 NAME = "member_current"
-BIT = 1 << 1
 DESCRIPTION = "A user with a session with this signature is a member of the org now (no left_at)."
 
 

@@ -3,7 +3,6 @@
 from .common import build_pair_windows, in_pair_window, ms_rows, prepare_sessions
 
 NAME = "member_historical"
-BIT = 1 << 2
 DESCRIPTION = "A user with a session with this signature was a member of the org at the request's time."
 
 

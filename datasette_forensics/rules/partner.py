@@ -6,7 +6,6 @@ import re
 from .common import build_pair_windows, in_pair_window, ms_rows
 
 NAME = "partner"
-BIT = 1 << 3
 DESCRIPTION = (
     "The ip lies in a partner's CIDR, the user agent matches that row's pattern, "
     "and the org had authorised the partner at the request's time."

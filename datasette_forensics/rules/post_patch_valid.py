@@ -1,7 +1,6 @@
 """post_patch_valid: a single-tenant signature that kept succeeding for the org after the patch."""
 
 NAME = "post_patch_valid"
-BIT = 1 << 4
 DESCRIPTION = (
     "The signature is not cross-tenant and made a 2xx request for the same org "
     "at or after patched_at."

@@ -3,7 +3,6 @@
 from .common import prepare_sessions
 
 NAME = "staff"
-BIT = 1 << 0
 DESCRIPTION = "A staff user has a session with this signature (ip and user agent)."
 
 

@@ -1,7 +1,6 @@
 """token_owner: the log line names a token that belongs to the org it reached."""
 
 NAME = "token_owner"
-BIT = 1 << 5
 DESCRIPTION = "The log line carries a token_id whose token belongs to the org requested."
 
 

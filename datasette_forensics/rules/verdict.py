@@ -7,7 +7,6 @@ first verdict is made and never by name: see datasette_forensics.verdicts.
 """
 
 NAME = "verdict"
-BIT = 1 << 62
 DESCRIPTION = "An analyst's verdict: this signature is explained for this org (or every org), with a reason."
 
 

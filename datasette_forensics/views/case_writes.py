@@ -10,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 
 import sqlite_utils
-from datasette import Forbidden, Response
+from datasette import Response
 
-from .. import WRITE_PERMISSION, notes, verdicts
+from .. import notes, permissions, verdicts
 from ..errors import ForensicsError
 from .common import open_page
 
@@ -27,10 +27,11 @@ def _back(page, form) -> str:
 
 async def _post(datasette, request, name: str, what: str, write) -> Response:
     page = await open_page(datasette, request, name)
+    if request.method == "GET":
+        return await _listing(page, name)
     if request.method != "POST":
-        return Response.text("Method not allowed: this address takes the case-work forms' POSTs.", status=405)
-    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
-        raise Forbidden(f"{what} needs the forensics-write permission.")
+        return Response.text("Method not allowed.", status=405)
+    await permissions.ensure_write(datasette, request.actor, what)
     form = await request.post_vars()
     actor = (request.actor or {}).get("id")
 
@@ -46,6 +47,24 @@ async def _post(datasette, request, name: str, what: str, write) -> Response:
     else:
         datasette.add_message(request, message)
     return Response.redirect(_back(page, form), status=303)
+
+
+async def _listing(page, name: str) -> Response:
+    """GET: every note with its history, or every verdict (withdrawn ones too), oldest first."""
+
+    def read(conn):
+        db = sqlite_utils.Database(conn)
+        if name == "notes":
+            listed = notes.list_notes(db, include_deleted=True)
+            versions = notes.history(db, [n["id"] for n in listed])
+            for n in listed:
+                n["describe"] = notes.Target(n["kind"], n["target"]).describe()
+                n["history"] = versions.get(n["id"], [])
+            return listed
+        return verdicts.listed(db, include_withdrawn=True)
+
+    rows = await page.db.execute_fn(read)
+    return await page.respond("forensics_case_list.html", {"database": page.db.name, "view": name, "rows": rows})
 
 
 def _form_target(db, form) -> notes.Target:

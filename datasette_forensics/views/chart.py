@@ -14,6 +14,8 @@ import importlib.resources
 
 from datasette import Response
 
+from .. import permissions
+
 
 def vega_assets(datasette) -> tuple[list[str], list[str]]:
     """The URLs of datasette-vega's static scripts and stylesheets (none if it is missing)."""
@@ -28,7 +30,7 @@ def vega_assets(datasette) -> tuple[list[str], list[str]]:
 
 async def view(datasette, request):
     """A chart frame: datasette-vega draws the rows that its parent page embeds."""
-    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    await permissions.ensure_view_instance(datasette, request.actor)
     scripts, stylesheets = vega_assets(datasette)
     return Response.html(
         await datasette.render_template(

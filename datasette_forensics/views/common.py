@@ -23,8 +23,7 @@ from datasette.views.base import DatasetteError
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import BadRequest
 
-from .. import WRITE_PERMISSION, is_forensic_database
-from .. import notes
+from .. import is_forensic_database, notes, permissions
 from ..enrich import KINDS
 from ..timeparse import TimeError, format_ms, parse_time
 
@@ -174,6 +173,27 @@ class Page:
         self.json = request.url_vars.get("format") == ".json"
         self.base = datasette.urls.database(db.name) + "/-/forensics"
         self.state = State()
+        self.withheld: list[str] = []  # sentences: what this actor may not see here, and why
+
+    # Table permissions -------------------------------------------------------------
+
+    async def may_view(self, table: str) -> bool:
+        """May this actor view table (Datasette's view-table)?"""
+        return await permissions.may_view_table(self.datasette, self.request.actor, self.db.name, table)
+
+    async def require(self, *tables: str) -> None:
+        """403 unless this actor may view every one of tables (a view that is all about them)."""
+        await permissions.ensure_view_tables(self.datasette, self.request.actor, self.db.name, tables)
+
+    async def withhold(self, tables: str | tuple, part: str) -> bool:
+        """True (and a sentence on the page) when part comes from a table this actor may not view.
+
+        Usage: ``if await page.withhold(("memberships", "users"), "Members"): members = []``
+        """
+        denied = [t for t in ((tables,) if isinstance(tables, str) else tables) if not await self.may_view(t)]
+        if denied:
+            self.withheld.append(permissions.withheld_sentence(denied, part))
+        return bool(denied)
 
     # Links ---------------------------------------------------------------------
 
@@ -210,9 +230,11 @@ class Page:
 
     async def respond(self, template: str, data: dict, context: dict | None = None) -> Response:
         """The page as JSON (data) or HTML (data and context through the template)."""
+        if self.withheld:
+            data = dict(data, withheld=self.withheld)
         if self.json:
             return Response(to_json_text(data), content_type="application/json; charset=utf-8")
-        can_write = await self.datasette.permission_allowed(self.request.actor, WRITE_PERMISSION, default=False)
+        can_write = await permissions.may_write(self.datasette, self.request.actor)
         page_context = {
             "database": self.db.name,
             "forensics_base": self.base,
@@ -221,6 +243,7 @@ class Page:
             "json_url": self.self_url(json_format=True),
             "save_url": self.self_url(json_format=False),
             "can_write": can_write,
+            "withheld": self.withheld,
             "rules_url": self.base + "/rules",
             "chart_frame_url": self.datasette.urls.path("-/forensics-chart"),
         }
@@ -230,18 +253,28 @@ class Page:
         )
 
 
-async def open_page(datasette, request, name: str) -> Page:
-    """Check the view permissions, then find the forensic database (404 otherwise)."""
+async def open_page(datasette, request, name: str, tables: tuple = ()) -> Page:
+    """Every workbench view's first call: view permissions, then the forensic database.
+
+    Args:
+        name: the page's name (for the navigation).
+        tables: tables the page is all about, beyond the log: an actor who may not
+            view one of them gets 403 (parts of a page use ``page.withhold``).
+    Returns:
+        the Page; raises Forbidden (403) or NotFound (404, not a forensic database).
+    """
+    actor = request.actor
     route = tilde_decode(request.url_vars["database"])
-    await datasette.ensure_permissions(request.actor, [("view-database", route), "view-instance"])
+    await permissions.ensure_view_database(datasette, actor, route)
     try:
         db = datasette.get_database(route=route)
     except KeyError:
         raise NotFound(f"Database not found: {route}")
     if db.name != route:
-        await datasette.ensure_permissions(request.actor, [("view-database", db.name)])
+        await permissions.ensure_view_database(datasette, actor, db.name)
     if db.is_memory or not await db.execute_fn(is_forensic_database):
         raise NotFound(f"{db.name} is not a forensics database.")
+    await permissions.ensure_view_tables(datasette, actor, db.name, permissions.LOG_TABLES + tuple(tables))
     return Page(datasette, request, db, name)
 
 

@@ -72,7 +72,7 @@ order by s.ts desc limit 20
 @page_view
 async def view(datasette, request):
     """One org's drill-down: why it has its status, and the requests behind it."""
-    page = await open_page(datasette, request, "org")
+    page = await open_page(datasette, request, "org", tables=("orgs",))
     org = tilde_decode(request.url_vars["org_id"])
     db = page.db
     params = {"org": org}
@@ -104,7 +104,7 @@ async def view(datasette, request):
             "user_agents": page.page_url("user-agents", [("org", org)]),
         },
     }
-    slugs = [dict(r) for r in await db.execute(SLUGS, params)]
+    slugs = [] if await page.withhold("org_slugs", "Slug history") else [dict(r) for r in await db.execute(SLUGS, params)]
     signatures = []
     for r in await db.execute(SIGNATURES, params):
         sig = [("sig_id", str(r["sig_id"]))]
@@ -128,10 +128,12 @@ async def view(datasette, request):
                 },
             }
         )
-    members = [
-        dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)
-    ]
-    integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
+    members = []
+    if not await page.withhold(("memberships", "users", "sessions"), "Members"):
+        members = [dict(dict(r), is_staff=bool(r["is_staff"])) for r in await db.execute(MEMBERS, params)]
+    integrations = []
+    if not await page.withhold(("integrations", "tokens"), "Integrations"):
+        integrations = [dict(r) for r in await db.execute(INTEGRATIONS, params)]
     applied = list(await db.execute(RULES))
     rules = []
     if applied:

@@ -93,7 +93,7 @@ left join paths pa on pa.id = u.path_id
 @page_view
 async def view(datasette, request):
     """Orgs: status (exposed, review, cleared) and in-scope figures, filterable by status."""
-    page = await open_page(datasette, request, "orgs")
+    page = await open_page(datasette, request, "orgs", tables=("orgs",))
     state = await parse_state(page, extra=("status", "sort"))
     status = choice(request, "status", tuple(STATUS_FILTER), "all")
     sort, sort_sql, descending = sort_choice(request, SORTS, "status")

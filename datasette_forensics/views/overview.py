@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-
-import sqlite_utils
 from urllib.parse import urlsplit
 
-from datasette import Forbidden, Response
+import sqlite_utils
 
-from .. import WRITE_PERMISSION
+from datasette import Response
+
+from .. import permissions
 from ..derived import out_of_scope
 from ..derived.status import status_sql
 from ..timeparse import utcnow
@@ -202,8 +202,7 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
 async def _save_view(page) -> Response:
     """Store a named view (a workbench URL) for everyone with read access."""
     datasette, request = page.datasette, page.request
-    if not await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False):
-        raise Forbidden("Saving a view needs the forensics-write permission.")
+    await permissions.ensure_write(datasette, request.actor, "Saving a view")
     form = await request.post_vars()
     name = (form.get("name") or "").strip()
     url = _local_url(form.get("url") or "", request)

@@ -29,6 +29,7 @@ GROUPING_KEYS = {
 }
 
 # page -> (title, groupings, default grouping, template)
+IP_INFO_GROUPINGS = ("asn", "provider", "rdns")
 PIVOTS = {
     "ips": ("IP clusters", ("ip", "cidr24", "cidr16", "asn", "provider", "rdns"), "ip"),
     "user-agents": ("User-agent groups", ("raw", "family", "family_major", "os", "kind"), "raw"),
@@ -133,8 +134,10 @@ async def pivot_view(datasette, request, page_name: str):
     """A pivot page: IP clusters or user-agent groups, in HTML or JSON."""
     title, groupings, default = PIVOTS[page_name]
     page = await open_page(datasette, request, page_name)
-    state = await parse_state(page, extra=("by", "status", "sort"))
     by = choice(request, "by", groupings, default)
+    if by in IP_INFO_GROUPINGS:  # network owners and reverse DNS come from the ip_info records
+        await page.require("ip_info")
+    state = await parse_state(page, extra=("by", "status", "sort"))
     status = choice(request, "status", tuple(STATUS), "all")
     sort, sort_column, descending = sort_choice(request, SORTS, "-unexplained")
     order = f"{{t}}{sort_column} {'desc' if descending else 'asc'}, " + TIEBREAK

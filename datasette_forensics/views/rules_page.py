@@ -7,13 +7,13 @@ import sqlite3
 from urllib.parse import urlencode
 
 import sqlite_utils
-from datasette import Forbidden, NotFound, Response
-from datasette.utils import tilde_decode
+from datasette import Response
 
-from .. import WRITE_PERMISSION, is_forensic_database, rules
+from .. import permissions, rules
 from ..errors import ForensicsError
 from ..derived import waterfall
 from ..rules import actions, custom
+from .common import open_page
 
 LEDGER_LIMIT = 500
 # Form fields of the custom-rule form: field -> whether it takes a comma-separated list.
@@ -27,11 +27,15 @@ select * from rule_ledger order by id desc limit :limit
 """
 
 
-def page_data(db: sqlite_utils.Database) -> dict:
-    """Rules with their state, the waterfall and the latest ledger entries (read-only)."""
+def page_data(db: sqlite_utils.Database, with_slugs: bool = True) -> dict:
+    """Rules with their state, the waterfall and the latest ledger entries (read-only).
+
+    Args:
+        with_slugs: name the orgs in the ledger by their slug (from the orgs table).
+    """
     listed = rules.list_rules(db)
     steps = waterfall.read(db)
-    slugs = dict(db.execute("select id, slug from orgs")) if db["orgs"].exists() else {}
+    slugs = dict(db.execute("select id, slug from orgs")) if with_slugs and db["orgs"].exists() else {}
     columns = [c[1] for c in db.execute("pragma table_info(rule_ledger)")]
     ledger = []
     for row in db.execute(LEDGER, {"limit": LEDGER_LIMIT}):
@@ -132,20 +136,13 @@ def _message(action: str, name: str, result: dict) -> str:
 
 async def view(datasette, request):
     """Rules: apply, undo, custom rules, waterfall and audit log; POST changes them."""
-    route = tilde_decode(request.url_vars["database"])
-    try:
-        db = datasette.get_database(route=route)
-    except KeyError:
-        raise NotFound(f"Database not found: {route}")
-    await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
-    if db.is_memory or not await db.execute_fn(is_forensic_database):
-        raise NotFound(f"{db.name} is not a forensics database.")
-    page = datasette.urls.database(db.name) + "/-/forensics/rules"
-    can_write = await datasette.permission_allowed(request.actor, WRITE_PERMISSION, default=False)
+    opened = await open_page(datasette, request, "rules")
+    db = opened.db
+    page = opened.base + "/rules"
+    can_write = await permissions.may_write(datasette, request.actor)
 
     if request.method == "POST":
-        if not can_write:
-            raise Forbidden("Changing rules needs the forensics-write permission.")
+        await permissions.ensure_write(datasette, request.actor, "Changing rules")
         form = await request.post_vars()
         action = (form.get("action") or "").strip()
         name = (form.get("rule") or "").strip()
@@ -160,7 +157,8 @@ async def view(datasette, request):
     if request.method != "GET":
         return Response.text("Method not allowed", status=405)
 
-    data = await db.execute_fn(lambda conn: page_data(sqlite_utils.Database(conn)))
+    with_slugs = not await opened.withhold("orgs", "Org slugs in the audit log")
+    data = await db.execute_fn(lambda conn: page_data(sqlite_utils.Database(conn), with_slugs))
     if request.url_vars.get("format") == ".json":
         return _json(
             {
@@ -173,6 +171,7 @@ async def view(datasette, request):
                 "unexplained": data["unexplained"],
                 "ledger": data["ledger"],
                 "can_write": can_write,
+                **({"withheld": opened.withheld} if opened.withheld else {}),
             }
         )
 
@@ -200,6 +199,7 @@ async def view(datasette, request):
                 page_url=page,
                 json_url=page + ".json",
                 can_write=can_write,
+                withheld=opened.withheld,
                 in_scope=data["waterfall"][0]["remaining"],
                 unexplained_url=f"{database_url}/requests_view?" + urlencode({"unexplained": 1}),
                 filter_fields=list(FILTER_FORM),

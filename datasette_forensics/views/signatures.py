@@ -102,9 +102,10 @@ async def view(datasette, request):
     reach, after = {}, {}
     if rows:
         sigs_param = {"sigs": json.dumps([r["sig_id"] for r in rows])}
+        hide_slugs = await page.withhold("orgs", "Org slugs")
         for sig_id, org_id, slug, requests, unexplained in await page.db.execute(ORGS, sigs_param):
             reach.setdefault(sig_id, []).append(
-                {"org_id": org_id, "slug": slug, "in_scope": requests, "unexplained": unexplained,
+                {"org_id": org_id, "slug": None if hide_slugs else slug, "in_scope": requests, "unexplained": unexplained,
                  "url": page.org_url(org_id)}
             )
         for sig_id, org_id, requests in await page.db.execute(POST_PATCH, sigs_param):

@@ -62,20 +62,23 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def demo_server(tmp_path_factory):
     """``datasette serve demo.db --root`` on a free port, built by datasette_forensics.demo."""
-    from datasette_forensics import demo
+    from datasette_forensics import demo, permissions
 
     tmp = tmp_path_factory.mktemp("browser-demo")
     db_path = tmp / f"{DB_NAME}.db"
     demo.build(str(db_path))
-    meta = tmp / "metadata.json"
-    meta.write_text(json.dumps(demo.metadata(DB_NAME)))
+    settings = []  # --config and --metadata as this Datasette line reads them
+    for option, content in permissions.serve_options(demo.config(DB_NAME), demo.metadata(DB_NAME)).items():
+        path = tmp / f"{option.strip('-')}.json"
+        path.write_text(json.dumps(content))
+        settings += [option, str(path)]
     port = _free_port()
     secret = secrets.token_hex(16)
     env = dict(os.environ, DATASETTE_SECRET=secret, PYTHONUNBUFFERED="1")
     log = open(tmp / "datasette.stderr", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "datasette", "serve", str(db_path), "--host", "127.0.0.1",
-         "--port", str(port), "--root", "--metadata", str(meta)],
+         "--port", str(port), "--root", *settings],
         stdout=subprocess.PIPE, stderr=log, text=True, env=env,
     )
     lines: list[str] = []
