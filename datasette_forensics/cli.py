@@ -12,7 +12,7 @@ import time
 
 import click
 
-from . import clickhouse, demo as demo_module, importers, incident, ingest, records, permissions, report as report_module, rules, schema, terminal
+from . import clickhouse, demo as demo_module, evidence, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
 from .derived import scope
 from .rules import actions
 from .errors import ForensicsError
@@ -456,7 +456,7 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
                 click.echo(line)
         return
     names = (
-        list(reversed(rules.applied_names(database)))
+        [n for n in reversed(rules.applied_names(database)) if n not in {r.NAME for r in rules.SYSTEM}]
         if undo.strip() == "all"
         else [n for n in rules.resolve_names(database, undo)]
     )
@@ -468,3 +468,173 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
         click.echo(f"{name}: undone, {result['requests_unexplained']:,} requests no longer explained")
         for line in _org_changes(database, result["orgs_changed"]):
             click.echo(line)
+
+
+def _one_target(org, signature, ip, cidr, user_agent) -> tuple[str, object] | None:
+    """The note or verdict target the options name: (kind, value), or None when none is given."""
+    given = [
+        (kind, value)
+        for kind, value in (("org", org), ("signature", signature), ("ip", ip), ("cidr", cidr), ("user_agent", user_agent))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ForensicsError("Give one target: --org, --signature, --ip, --cidr or --user-agent.")
+    return given[0] if given else None
+
+
+@cli.command(name="note")
+@db_argument
+@click.option("--org", metavar="ORG_ID", help="The org the note is about.")
+@click.option("--signature", nargs=2, metavar="IP UA", help="The signature (address and exact user agent).")
+@click.option("--ip", metavar="IP", help="The client address.")
+@click.option("--cidr", metavar="NETWORK", help="The network, e.g. 203.0.113.0/24.")
+@click.option("--user-agent", metavar="UA", help="The exact user agent.")
+@click.option("--tag", metavar="WORD", help="A short tag such as notified, cloud, suspicious.")
+@click.option("--text", metavar="TEXT", help="Free text.")
+@click.option("--edit", type=int, metavar="ID", help="Replace note ID's tag and text (the old version is kept).")
+@click.option("--delete", type=int, metavar="ID", help="Delete note ID (its history is kept).")
+@click.option("--list", "list_", is_flag=True, help="List the live notes (with --history: every version).")
+@click.option("--history", is_flag=True, help="With --list: every version of every note, deleted ones too.")
+@click.option("--actor", metavar="NAME", help="Who wrote it (default: your login name).")
+@user_errors
+def note_command(db, org, signature, ip, cidr, user_agent, tag, text, edit, delete, list_, history, actor):
+    """Write, edit, delete or list notes and tags on an org, signature, address, network or user agent.
+
+    Example:
+
+        datasette-forensics note incident.db --org 12 --tag notified --text "Emailed on 21 July"
+    """
+    target = _one_target(org, signature, ip, cidr, user_agent)
+    actions = [a for a in (target, edit, delete, list_) if a]
+    if len(actions) != 1:
+        raise ForensicsError("Give one of a target (--org, --signature, --ip, --cidr, --user-agent), --edit, --delete or --list.")
+    database = open_db(db)
+    actor = actor or _default_actor()
+    if list_:
+        listed = notes.list_notes(database, include_deleted=history)
+        versions = notes.history(database, [n["id"] for n in listed]) if history else {}
+        for n in listed:
+            what = notes.Target(n["kind"], n["target"]).describe()
+            state = " (deleted)" if n["deleted_at"] else ""
+            click.echo(terminal.safe(
+                f"{n['id']}  {what}  tag={n['tag'] or '-'}  {n['text'] or ''}  [{n['updated_by'] or '?'} {n['updated_at']}]{state}"
+            ))
+            for v in versions.get(n["id"], []):
+                click.echo(terminal.safe(f"    {v['at']}  {v['action']}  {v['actor'] or '?'}  tag={v['tag'] or '-'}  {v['text'] or ''}"))
+        return
+    if delete:
+        notes.delete_note(database, delete, actor)
+        click.echo(f"Deleted note {delete} (its history is kept).")
+        return
+    if edit:
+        notes.edit_note(database, edit, tag, text, actor)
+        click.echo(f"Edited note {edit} (the earlier version is kept).")
+        return
+    kind, value = target
+    resolved = notes.resolve_target(database, kind, value)
+    saved = notes.add_note(database, resolved, tag, text, actor)
+    click.echo(terminal.safe(f"Note {saved['id']} on {resolved.describe()}."))
+
+
+@cli.command(name="verdict")
+@db_argument
+@click.option("--ip", metavar="IP", help="The signature's address.")
+@click.option("--user-agent", metavar="UA", help="The signature's exact user agent ('' for none).")
+@click.option("--org", metavar="ORG_ID", help="The org it is explained for (default: every org).")
+@click.option("--reason", metavar="TEXT", help="Why, e.g. 'customer confirmed: their CI runners'.")
+@click.option("--file", "file_", type=click.Path(dir_okay=False), help="A CSV of verdicts: ip, user_agent, org_id (empty: every org), reason.")
+@click.option("--withdraw", is_flag=True, help="Withdraw the standing verdict on --ip/--user-agent [--org].")
+@click.option("--list", "list_", is_flag=True, help="List the verdicts (withdrawn ones too).")
+@click.option("--actor", metavar="NAME", help="Who to record in the ledger (default: your login name).")
+@user_errors
+def verdict_command(db, ip, user_agent, org, reason, file_, withdraw, list_, actor):
+    """Make, withdraw or list verdicts: a signature explained for one org or every org, with a reason.
+
+    Example:
+
+        datasette-forensics verdict incident.db --ip 198.51.100.7 --user-agent 'ci-runner/2.1' --org 12 --reason 'customer confirmed: their CI runners'
+    """
+    single = ip is not None or user_agent is not None
+    if sum(bool(a) for a in (single, file_, list_)) != 1:
+        raise ForensicsError("Give one of --ip with --user-agent, --file or --list.")
+    if single and (ip is None or user_agent is None):
+        raise ForensicsError("A verdict names its signature with both --ip and --user-agent.")
+    if withdraw and not single:
+        raise ForensicsError("--withdraw goes with --ip and --user-agent (and --org when the verdict has one).")
+    if withdraw and reason:
+        raise ForensicsError("--withdraw takes no --reason.")
+    rows = verdicts.read_file(file_) if file_ else None  # a bad file is refused before DB is opened
+    database = open_db(db)
+    actor = actor or _default_actor()
+    if list_:
+        for v in verdicts.listed(database, include_withdrawn=True):
+            state = f"withdrawn {v['withdrawn_at']} by {v['withdrawn_by'] or '?'}" if v["withdrawn_at"] else "standing"
+            click.echo(terminal.safe(
+                f"{v['id']}  {v['ip']}  {v['user_agent']!r}  org={v['org_id'] or 'every'}  {state}  "
+                f"[{v['actor'] or '?'} {v['created_at']}]  {v['reason']}"
+            ))
+        return
+    if rows is not None:
+        results = verdicts.make_many(database, rows, actor)
+    elif withdraw:
+        results = [verdicts.withdraw(database, ip, user_agent, org, actor)]
+    else:
+        results = [verdicts.make(database, ip, user_agent, org, reason or "", actor)]
+    for result in results:
+        click.echo(terminal.safe(verdicts.summary(result)))
+
+
+@cli.command(name="evidence")
+@db_argument
+@click.option("--org", metavar="ORG_ID", help="The org to write the evidence file for.")
+@click.option("--all", "all_", is_flag=True, help="One file per exposed and review org, into the directory -o DIR.")
+@click.option("-o", "--output", required=True, metavar="FILE|DIR", help="The HTML file (with --org) or the directory (with --all).")
+@user_errors
+def evidence_command(db, org, all_, output):
+    """Write a self-contained HTML evidence file for one org (or every exposed and review org).
+
+    The file names no other customer: a signature shared with other orgs is
+    "also seen on N other organisations".
+
+    Example:
+
+        datasette-forensics evidence incident.db --org 12 -o acme-evidence.html
+    """
+    if bool(org) == bool(all_):
+        raise ForensicsError("Give one of --org ORG_ID or --all.")
+    database = open_db(db)
+    if all_:
+        paths = evidence.write_all(database, output)
+        click.echo(terminal.safe(f"Wrote {len(paths):,} evidence files into {output}."))
+        return
+    evidence.write(database, org, output)
+    click.echo(terminal.safe(f"Wrote the evidence for org {org} to {output}."))
+
+
+@cli.command(name="notify")
+@db_argument
+@click.option("--template", type=click.Path(dir_okay=False), help="A Jinja2 template for the body (default: the built-in one).")
+@click.option("--from", "sender", required=True, metavar="ADDRESS", help="The sender address.")
+@click.option("--subject", required=True, metavar="TEXT", help="The subject line.")
+@click.option("-o", "--output", required=True, metavar="DIR", help="Where to write ORG_ID.eml files.")
+@click.option("--status", default="exposed,review", show_default=True, metavar="S[,S…]", help="The statuses to notify.")
+@click.option("--only-changed", is_flag=True, help="Only orgs already notified whose status or unexplained count changed since.")
+@click.option("--actor", metavar="NAME", help="Who to record (default: your login name).")
+@user_errors
+def notify_command(db, template, sender, subject, output, status, only_changed, actor):
+    """Render one .eml message per org to tell, and record it; nothing is sent.
+
+    The template is given org, status, incident, requests (its unexplained
+    requests), in_scope_requests and unexplained_requests.
+
+    Example:
+
+        datasette-forensics notify incident.db --from security@example.com --subject "Security incident" -o outbox/
+    """
+    statuses = tuple(s.strip() for s in status.split(",") if s.strip())
+    result = notify.notify(
+        open_db(db), output, sender, subject, template, statuses, only_changed, actor or _default_actor()
+    )
+    click.echo(terminal.safe(f"Wrote {len(result['written']):,} messages into {output}."))
+    for org, reason in result["skipped"]:
+        click.echo(terminal.safe(f"  skipped org {org}: {reason}"))

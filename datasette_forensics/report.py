@@ -10,9 +10,11 @@ import io
 
 import sqlite_utils
 
+from . import notes, notifications, verdicts
+from .derived import out_of_scope
 from .derived.scope import get_incident
 from .derived.status import ORG_FIGURES, STATUS_ORDER
-from .rules import applied_names, rules_breakdown
+from .rules import SYSTEM, applied_names, rules_breakdown
 
 ORGS = f"""
 select f.org_id, o.slug, o.name, f.status, f.in_scope_requests, f.unexplained_requests,
@@ -45,7 +47,7 @@ def funnel(db: sqlite_utils.Database) -> dict:
         (select count(*) from scoped),
         (select coalesce(sum(unexplained), 0) from sig_org)"""
     ).fetchone()
-    return dict(zip(("lines_rejected", "requests", "in_scope", "unexplained"), row))
+    return dict(zip(("lines_rejected", "requests", "in_scope", "unexplained"), row), out_of_scope=out_of_scope.counts(db))
 
 
 def org_rows(db: sqlite_utils.Database) -> list[dict]:
@@ -89,9 +91,12 @@ def build_report(db: sqlite_utils.Database) -> dict:
     incident = get_incident(db)
     orgs = org_rows(db)
     breakdown = rules_breakdown(db)
+    tags = notes.org_tags(db)
     for org in orgs:
         del org["name"]
         org["explained_by"] = breakdown.get(org["org_id"], {})
+        org["tags"] = tags.get(org["org_id"], [])
+    notifications.add_state(orgs, notifications.latest_notifications(db))
     return {
         "incident": None
         if incident is None
@@ -99,7 +104,8 @@ def build_report(db: sqlite_utils.Database) -> dict:
         "funnel": funnel(db),
         "orgs": orgs,
         "cross_tenant_signatures": cross_tenant_signatures(db),
-        "rules_applied": applied_names(db),
+        "rules_applied": [n for n in applied_names(db) if n not in {r.NAME for r in SYSTEM}],
+        "verdicts": verdicts.for_report(db),
     }
 
 

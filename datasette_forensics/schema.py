@@ -746,3 +746,124 @@ create table deferred_indexes (
 @migrations()
 def m014_perf_write_protocol(db: sqlite_utils.Database) -> None:
     db.executescript(WRITE_PROTOCOL)
+
+
+# Notes and tags (MODEL §6.4, datasette_forensics.notes): a note is about one
+# target (kind: org, signature, ip, cidr, user_agent; target: the org id, the
+# address, the normalised network, the user agent, or JSON [ip, ua]) and holds a
+# tag, text or both. note_history keeps every version (write, edit, delete).
+CASE_NOTES = """
+create table notes (
+    id integer primary key,
+    kind text not null,
+    target text not null,
+    tag text,
+    text text,
+    created_by text,
+    created_at text not null,
+    updated_by text,
+    updated_at text,
+    deleted_by text,
+    deleted_at text
+);
+create index notes_target on notes(kind, target);
+create index notes_tag on notes(tag, kind);
+
+create table note_history (
+    id integer primary key,
+    note_id integer not null references notes(id),
+    action text not null,       -- write, edit, delete
+    tag text,
+    text text,
+    actor text,
+    at text not null
+);
+create index note_history_note on note_history(note_id);
+"""
+
+
+@migrations()
+def m015_case_notes(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_NOTES)
+
+
+# Verdicts (MODEL §6.3, datasette_forensics.verdicts): one signature, for one org
+# (org_id) or every org (null), with the analyst's reason. A withdrawn verdict
+# stays, with who withdrew it and when.
+CASE_VERDICTS = """
+create table verdicts (
+    id integer primary key,
+    ip text not null,
+    user_agent text not null,
+    org_id text,
+    reason text not null,
+    actor text,
+    created_at text not null,
+    withdrawn_by text,
+    withdrawn_at text
+);
+create index verdicts_signature on verdicts(ip, user_agent);
+"""
+
+
+@migrations()
+def m016_case_verdicts(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_VERDICTS)
+
+
+# Notification records (MODEL §6.6, datasette_forensics.notify): one row per
+# rendered message, with the org's status and unexplained count at that time.
+CASE_NOTIFICATIONS = """
+create table notifications (
+    id integer primary key,
+    org_id text not null,
+    at text not null,
+    status text not null,
+    unexplained integer not null,
+    contact_email text,
+    subject text,
+    file text,
+    actor text
+);
+create index notifications_org on notifications(org_id, id);
+"""
+
+
+@migrations()
+def m017_case_notifications(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_NOTIFICATIONS)
+
+
+# Why each request is out of scope (MODEL §6.1, derived/out_of_scope.py), and
+# requests_view's case columns: explained_by (the applied rules and verdicts that
+# explain an in-scope request, comma-separated in applied order; '' when none, null
+# out of scope), out_of_scope (the reason; null in scope) and named_org_id (the org
+# an out-of-scope request names or routes to, known or not).
+CASE_OUT_OF_SCOPE = """
+create table out_of_scope_counts (
+    org_id text not null,       -- '' when the request names no org
+    reason text not null,
+    n integer not null,
+    primary key (org_id, reason)
+) without rowid;
+"""
+CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
+    "    r.sig_id,\n",
+    f"""    case when s.request_id is not null then coalesce((
+        select group_concat(name, ',') from (
+            select name from rules where applied = 1 and (s.explained & bit) != 0 order by applied_seq
+        )), '') end as explained_by,
+    case when s.request_id is null then {derived.out_of_scope.REASON_SQL} end as out_of_scope,
+    case when s.request_id is null then {derived.out_of_scope.ORG_OF_REQUEST} end as named_org_id,
+    r.sig_id,\n""",
+    1,
+)
+
+
+@migrations()
+def m018_case_out_of_scope(db: sqlite_utils.Database) -> None:
+    db.executescript(CASE_OUT_OF_SCOPE)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        derived.mark_stale(db, "out_of_scope_counts to fill")
+    db.execute("drop view if exists requests_view")
+    db.executescript(CASE_REQUESTS_VIEW + ";")

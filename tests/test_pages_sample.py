@@ -8,6 +8,7 @@ from datasette.app import Datasette
 
 from datasette_forensics import schema
 from datasette_forensics.rules import actions
+from test_sample_story import OUT_OF_SCOPE
 
 ALL = ["staff", "member_current", "member_historical", "partner", "post_patch_valid", "token_owner"]
 PARTNER_UA = "Apache-HttpClient/4.5.13 (Java/11.0.9)"
@@ -64,7 +65,9 @@ async def test_sample_statuses(ds):
         r["org_id"]: (r["status"], r["in_scope"], r["unexplained"], r["unexplained_signatures"]) for r in data["rows"]
     } == AFTER_ALL_RULES
     overview = await get_json(ds, "/sample/-/forensics.json")
-    assert overview["funnel"] == {"lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 26}
+    assert overview["funnel"] == {
+        "lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 26, "out_of_scope": OUT_OF_SCOPE,
+    }
     assert {s["status"]: s["orgs"] for s in overview["statuses"]} == {"exposed": 3, "review": 3, "cleared": 7}
 
 

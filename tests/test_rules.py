@@ -317,6 +317,7 @@ def test_ledger_waterfall_and_breakdown(db):
     assert set(delta) == {
         "org_id", "slug", "status", "in_scope_requests", "unexplained_requests",
         "unexplained_signatures", "contact_email", "explained_by",
+        "tags", "notified_at", "needs_update",  # MODEL §6
     }
     assert next(o for o in built["orgs"] if o["org_id"] == "7")["explained_by"] == {}
 

@@ -62,6 +62,10 @@ CROSS_TENANT_AFTER = {
 }
 
 
+# MODEL §6.1: 166 - 123 = 43 requests out of scope, each for the first test it fails.
+OUT_OF_SCOPE = {"outside_window": 18, "path_not_in_scope": 7, "no_org": 1, "unknown_org": 1, "no_live_integration": 16}
+
+
 def org_table(report):
     return {
         o["org_id"]: (o["status"], o["in_scope_requests"], o["unexplained_requests"], o["unexplained_signatures"])
@@ -76,7 +80,10 @@ def test_funnel_and_statuses_before_rules(sample_db_path):
         "introduced_at": "2020-07-01T00:00:00.000Z",
         "patched_at": "2020-07-20T14:04:00.000Z",
     }
-    assert report["funnel"] == {"lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 123}
+    assert report["funnel"] == {
+        "lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 123,
+        "out_of_scope": OUT_OF_SCOPE,
+    }
     assert org_table(report) == BEFORE_RULES
     assert [o["org_id"] for o in report["orgs"]] == ORDER_BEFORE
     assert report["rules_applied"] == []
@@ -91,7 +98,9 @@ def test_apply_all_from_the_cli_then_report(sample_db_path):
     result = runner.invoke(cli, ["report", str(sample_db_path), "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert report["funnel"] == {"lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 26}
+    assert report["funnel"] == {
+        "lines_rejected": 3, "requests": 166, "in_scope": 123, "unexplained": 26, "out_of_scope": OUT_OF_SCOPE,
+    }
     assert org_table(report) == AFTER_ALL_RULES
     assert [o["org_id"] for o in report["orgs"]] == ORDER_AFTER
     assert report["rules_applied"] == list(NEWLY_EXPLAINED)

@@ -11,6 +11,7 @@ dictionaries (log batches), account records, the incident, and the rules table
 - :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
   ``org_stats`` and ``scope_days``.
 - :mod:`.waterfall`: ``rule_waterfall``.
+- :mod:`.out_of_scope`: ``out_of_scope_counts``, why the other requests are out (MODEL §6.1).
 - :mod:`.status`: the one rule that turns an org's figures into its status.
 - ``ips.asn``, ``provider`` and ``rdns``, from the ``ip_info`` records
   (:mod:`datasette_forensics.ipinfo`).
@@ -37,7 +38,7 @@ import sqlite_utils
 from .. import ipinfo
 from ..timeparse import utcnow
 from ..transaction import write_transaction
-from . import aggregates, explanations, scope, waterfall
+from . import aggregates, explanations, out_of_scope, scope, waterfall
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -49,6 +50,7 @@ def recompute(db: sqlite_utils.Database) -> None:
         if scope.rebuild(db):
             explanations.reevaluate(db)
         aggregates.refresh(db)
+        out_of_scope.refresh(db)
 
 
 def mark_stale(db: sqlite_utils.Database, reason: str) -> None:
@@ -99,6 +101,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             db.execute("drop table temp.touched_sigs")
         aggregates.refresh_batch(db, batch_id)
+        out_of_scope.add_batch(db, batch_id)
 
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:
@@ -136,6 +139,32 @@ def after_rule_undone(db: sqlite_utils.Database, rule, applied_before: list[str]
         unexplained, changes = explanations.unexplain(db, rule.BIT)
         waterfall.after_undo(db, rule.NAME, applied_before)
     return unexplained, changes
+
+
+def after_rule_data_changed(
+    db: sqlite_utils.Database, rule, applied_before: list[str], restrict: str, restrict_params: dict
+) -> tuple[int, list[dict]]:
+    """A rule's own data changed within some key ranges of scoped (a verdict made or
+    withdrawn); the rule is applied (``applied_before`` lists the rules applied before
+    this change, the rule itself included when it already was).
+
+    Args:
+        restrict: a condition on scoped ``s`` naming whole (signature[, org]) key ranges.
+
+    Returns:
+        (requests newly explained, negative when fewer are; [{org_id, from, to}]).
+    """
+    with db.atomic():
+        in_place = rule.NAME in applied_before and waterfall.is_current(db, applied_before)
+        before = waterfall.compute(db, restrict, restrict_params) if in_place else None
+        explained, changes = explanations.rematch_within(db, rule, restrict, restrict_params)
+        if in_place:
+            waterfall.adjust(db, before, restrict, restrict_params)
+        elif rule.NAME not in applied_before:
+            waterfall.after_apply(db, rule.NAME, applied_before, explained)
+        else:
+            waterfall.refresh(db)
+    return explained, changes
 
 
 def after_explanations_changed(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:

@@ -156,3 +156,36 @@ def unexplain(db: sqlite_utils.Database, bit: int) -> tuple[int, list[dict]]:
     )
     db.execute("update scoped set explained = explained & ~:bit where explained & :bit != 0", {"bit": bit})
     return _move(db, +1)
+
+
+def rematch_within(db: sqlite_utils.Database, rule, restrict: str, restrict_params: dict) -> tuple[int, list[dict]]:
+    """Bring an applied rule's bit up to date within some key ranges of scoped, after
+    the rule's own data changed there (a verdict made or withdrawn).
+
+    Args:
+        restrict: a condition on scoped ``s`` naming whole (signature[, org]) key ranges.
+
+    Returns:
+        (requests newly explained, negative when fewer are; status changes).
+    """
+    params = dict(_prepare(db, rule), **restrict_params, rule_bit=rule.BIT)
+    match = f"({rule.match_sql()})"
+    # Newly explained (no rule explained them: -1), newly unexplained (this rule alone did: +1).
+    db.execute("drop table if exists temp.rule_new")
+    db.execute(
+        f"""create temp table rule_new as
+        select s.sig_id, s.org_id, s.ts / 86400000 as day,
+            sum(case when s.explained = 0 then -1 else 1 end) as n
+        from scoped s
+        where ({restrict}) and ((s.explained = 0 and {match}) or (s.explained = :rule_bit and not {match}))
+        group by 1, 2, 3""",
+        params,
+    )
+    db.execute(
+        f"""update scoped as s set explained = case when {match}
+            then explained | :rule_bit else explained & ~:rule_bit end
+        where ({restrict}) and ((explained & :rule_bit) = 0) = {match}""",
+        params,
+    )
+    moved, changes = _move(db, +1)
+    return -moved, changes

@@ -13,20 +13,23 @@ from ..rules import applied_bits, applied_names
 from ..timeparse import utcnow
 
 
-def compute(db: sqlite_utils.Database) -> list[dict]:
+def compute(db: sqlite_utils.Database, restrict: str = "1", restrict_params: dict | None = None) -> list[dict]:
     """In scope, then the requests still unexplained after each applied rule and all before it.
+
+    Args:
+        restrict: a condition on scoped ``s`` limiting the count to some of its key ranges.
 
     Returns:
         one dict per step (rule None for the in-scope step) with remaining (requests
         still unexplained) and explained (requests that step removed); one scan of scoped.
     """
     applied = applied_bits(db)
-    params, mask, columns = {}, 0, ["count(*)"]
+    params, mask, columns = dict(restrict_params or {}), 0, ["count(*)"]
     for i, (_, bit) in enumerate(applied):
         mask |= bit
         params[f"m{i}"] = mask
         columns.append(f"coalesce(sum((explained & :m{i}) = 0), 0)")
-    counts = db.execute(f"select {', '.join(columns)} from scoped", params).fetchone()
+    counts = db.execute(f"select {', '.join(columns)} from scoped s where {restrict}", params).fetchone()
     steps = [{"rule": None, "remaining": counts[0], "explained": None}]
     for (name, _), remaining in zip(applied, counts[1:]):
         steps.append({"rule": name, "remaining": remaining, "explained": steps[-1]["remaining"] - remaining})
@@ -49,6 +52,11 @@ def refresh(db: sqlite_utils.Database) -> None:
     )
 
 
+def is_current(db: sqlite_utils.Database, applied: list[str]) -> bool:
+    """The stored waterfall has one step per rule of ``applied``, in that order."""
+    return _stored_is_current(db, applied)
+
+
 def _stored_is_current(db: sqlite_utils.Database, applied: list[str]) -> bool:
     if not _has_table(db):
         return False
@@ -66,6 +74,23 @@ def after_apply(db: sqlite_utils.Database, name: str, applied_before: list[str],
         )
     else:
         refresh(db)
+
+
+def adjust(db: sqlite_utils.Database, before: list[dict], restrict: str, restrict_params: dict) -> None:
+    """Move the stored waterfall by what changed within some key ranges of scoped:
+    ``before`` is compute() of those ranges before the change."""
+    after = compute(db, restrict, restrict_params)
+    stored = [list(r) for r in db.execute("select position, remaining from rule_waterfall order by position")]
+    for row, b, a in zip(stored, before, after):
+        row[1] += a["remaining"] - b["remaining"]
+    now = utcnow()
+    db.conn.executemany(
+        "update rule_waterfall set remaining = ?, explained = ?, computed_at = ? where position = ?",
+        [
+            (remaining, None if i == 0 else stored[i - 1][1] - remaining, now, position)
+            for i, (position, remaining) in enumerate(stored)
+        ],
+    )
 
 
 def after_undo(db: sqlite_utils.Database, name: str, applied_before: list[str]) -> None:

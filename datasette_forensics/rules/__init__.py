@@ -24,10 +24,12 @@ import json
 import sqlite_utils
 
 from ..errors import ForensicsError
-from . import bits, custom, member_current, member_historical, partner, post_patch_valid, staff, token_owner
+from . import bits, custom, member_current, member_historical, partner, post_patch_valid, staff, token_owner, verdict
 
 BUILTINS = [staff, member_current, member_historical, partner, post_patch_valid, token_owner]
-REGISTRY = {rule.NAME: rule for rule in BUILTINS}
+# Rules that are not applied or undone by name: the verdict rule follows the verdicts.
+SYSTEM = [verdict]
+REGISTRY = {rule.NAME: rule for rule in BUILTINS + SYSTEM}
 
 
 class UnknownRule(ForensicsError, LookupError):
@@ -60,7 +62,7 @@ class BuiltinRule:
 def ensure_rules(db: sqlite_utils.Database) -> None:
     """Make sure every built-in rule has its row in the rules table, with a bit of its own."""
     known = {row[0] for row in db.execute("select name from rules where builtin = 1")}
-    for rule in BUILTINS:
+    for rule in BUILTINS + SYSTEM:
         if rule.NAME not in known:
             db.execute(
                 "insert into rules (name, bit, builtin, description) values (?, ?, 1, ?)",
@@ -77,7 +79,7 @@ def load_rules(db: sqlite_utils.Database) -> dict:
     """Every rule, built-in and custom, by name, in registry then creation order."""
     ensure_rules(db)
     stored = dict(db.execute("select name, bit from rules where builtin = 1"))
-    rules = {rule.NAME: BuiltinRule(rule, stored[rule.NAME]) for rule in BUILTINS}
+    rules = {rule.NAME: BuiltinRule(rule, stored[rule.NAME]) for rule in BUILTINS + SYSTEM}
     for row in db.execute(
         "select name, bit, description, definition from rules where builtin = 0 order by bit"
     ):
@@ -113,6 +115,9 @@ def resolve_names(db: sqlite_utils.Database, spec: str) -> list[str]:
     if spec.strip() == "all":
         return [r.NAME for r in BUILTINS]
     names = [n.strip() for n in spec.split(",") if n.strip()]
+    system = [n for n in names if n in {r.NAME for r in SYSTEM}]
+    if system:
+        raise UnknownRule(f"{system[0]} is not applied or undone by name: use the {system[0]} command.")
     unknown = [n for n in names if n not in rules]
     if unknown or not names:
         raise UnknownRule(

@@ -50,10 +50,12 @@ ALLOWED_FUNCTIONS = frozenset(
     }
 )
 # Columns of requests_view a predicate may not read: they are other rules' results.
-FORBIDDEN_COLUMNS = frozenset({"explained", "unexplained"})
+FORBIDDEN_COLUMNS = frozenset({"explained", "unexplained", "explained_by"})
 # The tables requests_view itself reads (the authorizer reports them from the view).
 VIEW = "requests_view"
-VIEW_TABLES = frozenset({"requests", "signatures", "ips", "user_agents", "uris", "paths", "referers", "scoped"})
+VIEW_TABLES = frozenset({"requests", "signatures", "ips", "user_agents", "uris", "paths", "referers", "scoped",
+                         # read by the view's case columns (explained_by, out_of_scope, named_org_id)
+                         "rules", "incident", "orgs", "integration_windows", "slug_windows"})
 
 
 class InvalidRule(ForensicsError, ValueError):

@@ -19,3 +19,11 @@ ROUTES += [
     (_DB + r"/report(?P<format>\.json|\.csv)$", report_download.view),
     (r"^/-/forensics-chart$", chart.view),
 ]
+
+from . import case_writes, evidence_download  # noqa: E402
+
+ROUTES += [
+    (_DB + r"/orgs/(?P<org_id>[^/]+?)/evidence\.html$", evidence_download.view),
+    (_DB + r"/notes$", case_writes.notes_view),
+    (_DB + r"/verdicts$", case_writes.verdicts_view),
+]

@@ -16,13 +16,14 @@ import json
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import sqlite_utils
 from datasette import NotFound, Response
 from datasette.database import QueryInterrupted
 from datasette.views.base import DatasetteError
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import BadRequest
 
-from .. import permissions
+from .. import notes, permissions
 from ..schema import is_forensic_database
 from . import empty
 from ..enrich import KINDS
@@ -47,7 +48,7 @@ SIGNATURE_FILTERS = {
     "major": ("a.major", True, "ua_major"),
     "os": ("a.os", True, "ua_os"),
 }
-STATE_KEYS = ("by", "org", "status", "cross_tenant", "cidr", *SIGNATURE_FILTERS, "from", "to", "sort", "page", "size")
+STATE_KEYS = ("by", "org", "status", "cross_tenant", "cidr", *SIGNATURE_FILTERS, "tag", "from", "to", "sort", "page", "size")
 
 
 SAVED_VIEWS_AT = """
@@ -100,6 +101,9 @@ class State:
     cidr_ips: list | None = None  # else: the addresses seen within it
     from_ms: int | None = None
     to_ms: int | None = None
+    tag: str | None = None  # ?tag=: signatures whose signature, address, network or user agent carry it
+    tag_ips: str = "[]"  # JSON: addresses within networks tagged at other lengths (notes.tagged_addresses)
+    tag_signatures: bool = True  # False where the tag filters the page's own rows instead (orgs)
     page: int = 1
     size: int = DEFAULT_SIZE
 
@@ -123,7 +127,15 @@ class State:
         elif self.cidr is not None:
             where.append("i.ip in (select value from json_each(:f_cidr_ips))")
             params["f_cidr_ips"] = json.dumps(self.cidr_ips)
+        if self.tag is not None and self.tag_signatures:
+            where.append(notes.tag_condition())
+            params.update(tag=self.tag, tag_ips=self.tag_ips)
         return where, params
+
+    @property
+    def filtered(self) -> bool:
+        """Whether the page must group what this state selects rather than read its aggregate."""
+        return bool(self.signature or self.cidr or self.org or self.window or (self.tag and self.tag_signatures))
 
     def window_params(self) -> dict:
         """The window as :w_from and :w_to (an open end is far away)."""
@@ -154,7 +166,7 @@ class State:
 
     def filter_params(self, drop: tuple = ()) -> list[tuple[str, str]]:
         """The filters as workbench URL parameters (no grouping, sort or paging)."""
-        keep = ("org", "cidr", *SIGNATURE_FILTERS, "from", "to")
+        keep = ("org", "cidr", *SIGNATURE_FILTERS, "tag", "from", "to")
         return [(k, self.args[k]) for k in keep if k in self.args and k not in drop]
 
 
@@ -307,7 +319,7 @@ async def parse_state(page: Page, extra: tuple = ()) -> State:
     """
     request = page.request
     state = page.state
-    for key in ("org", "cidr", "from", "to", "page", "size", *extra):
+    for key in ("org", "cidr", "tag", "from", "to", "page", "size", *extra):
         value = request.args.get(key)
         if value not in (None, ""):
             state.args[key] = value
@@ -328,6 +340,11 @@ async def parse_state(page: Page, extra: tuple = ()) -> State:
         if key in state.args and key not in state.signature:
             state.signature[key] = state.args[key]
     state.org = state.args.get("org")
+    state.tag = state.args.get("tag")
+    if state.tag is not None:
+        state.tag_ips = await page.db.execute_fn(
+            lambda conn: notes.tagged_addresses(sqlite_utils.Database(conn), state.tag)
+        )
     if "cidr" in state.args:
         try:
             network = ipaddress.ip_network(state.args["cidr"].strip(), strict=False)

@@ -3,11 +3,12 @@ its explained/unexplained timeline and its latest in-scope requests."""
 
 from __future__ import annotations
 
+import sqlite_utils
 from datasette import NotFound
 from datasette.utils import tilde_decode
 
 from ..derived.status import status_sql
-from . import chart
+from . import case_parts, chart
 from .common import DAY_MS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
 
@@ -234,6 +235,9 @@ async def view(datasette, request):
             DAY_MS,
         )
     ]
+    data["case"] = await db.execute_fn(
+        lambda conn: case_parts.org_parts(sqlite_utils.Database(conn), page, org, info["status"], info["unexplained"])
+    )
     return await page.respond(
         "forensics_org.html", data, {"charts": charts, "filter_bar": await filter_bar(page, tuple(STATUS), status)}
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from .. import notes
 from ..derived import status as org_status
-from . import sources
-from . import chart
+from . import case_parts, chart, sources
 from .filter_bar import filter_bar
 from .common import choice, open_page, page_view, paging, parse_state, sort_choice
 
@@ -99,16 +99,21 @@ async def view(datasette, request):
     status = choice(request, "status", tuple(STATUS_FILTER), "all")
     sort, sort_sql, descending = sort_choice(request, SORTS, "status")
     order = f"{sort_sql} {'desc' if descending else 'asc'}, {TIEBREAK}"
-    filtered = bool(state.signature or state.cidr or state.org or state.window)
+    state.tag_signatures = False  # ?tag= here: orgs carrying the tag
+    filtered = state.filtered
     params = {"limit": state.size, "offset": (state.page - 1) * state.size}
     pairs, pair_params = sources.pairs_sql(state)
     conds, cond_params = state.conditions()
     params.update(pair_params, **cond_params)
     conds_sql = " and ".join(conds) or "1"
+    status_sql = STATUS_FILTER[status]
+    if state.tag is not None:
+        status_sql = f"({status_sql}) and f.org_id in ({notes.TAGGED})"
+        params.update(kind="org", tag=state.tag)
     if filtered:
-        sql = ORGS_FILTERED.format(pairs=pairs, conds=conds_sql, status=STATUS_FILTER[status], order=order)
+        sql = ORGS_FILTERED.format(pairs=pairs, conds=conds_sql, status=status_sql, order=order)
     else:
-        sql = ORGS.format(status=STATUS_FILTER[status], order=order)
+        sql = ORGS.format(status=status_sql, order=order)
     rows = [dict(r) for r in await page.db.execute(sql, params)]
     total = rows[0]["total"] if rows else 0
     top = {}
@@ -156,6 +161,7 @@ async def view(datasette, request):
                 },
             }
         )
+    await case_parts.add_tags(page, "org", out, lambda r: r["org_id"])
     data = {
         "database": page.db.name,
         "view": "orgs",

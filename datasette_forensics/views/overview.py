@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+import sqlite_utils
+
 from datasette import Response
 
 from .. import permissions
+from ..derived import out_of_scope
 from ..derived.status import status_sql
 from ..timeparse import utcnow
 from . import chart
@@ -101,6 +104,10 @@ async def view(datasette, request):
         "requests": page.requests_url([]),
         "in_scope": page.requests_url([("in_scope", "1")]),
         "unexplained": page.requests_url([("in_scope", "1"), ("unexplained", "1")]),
+    }
+    funnel["out_of_scope"] = await db.execute_fn(lambda conn: out_of_scope.counts(sqlite_utils.Database(conn)))
+    funnel_links["out_of_scope"] = {
+        reason: page.requests_url([("out_of_scope", reason), ("_nocount", "1")]) for reason in out_of_scope.REASONS
     }
     counts = dict(list(await db.execute(STATUS_COUNTS)))
     statuses = [

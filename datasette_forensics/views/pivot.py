@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 
 from ..derived.aggregates import GROUPINGS, KINDS
-from . import sources
-from . import chart
+from . import case_parts, chart, sources
 from .filter_bar import filter_bar
 from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
 
@@ -144,7 +143,7 @@ async def pivot_view(datasette, request, page_name: str):
     sort, sort_column, descending = sort_choice(request, SORTS, "-unexplained")
     order = f"{{t}}{sort_column} {'desc' if descending else 'asc'}, " + TIEBREAK
     group_by, keys = GROUPINGS[by]
-    filtered = bool(state.signature or state.cidr or state.org or state.window)
+    filtered = state.filtered
     params = {"limit": state.size, "offset": (state.page - 1) * state.size, "grouping": by}
 
     if not filtered:
@@ -178,6 +177,7 @@ async def pivot_view(datasette, request, page_name: str):
 
     heading = GROUPING_KEYS[by][0]
     out_rows = [_row(page, by, r) for r in rows]
+    await case_parts.add_tags(page, case_parts.GROUPING_TARGETS.get(by), out_rows, lambda r: r["key"])
     data = {
         "database": page.db.name,
         "view": page_name,

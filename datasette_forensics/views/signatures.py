@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
-from . import sources
+import sqlite_utils
+
+from .. import notes
+from . import case_parts, sources
 from .filter_bar import filter_bar
 from .common import choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
 
@@ -78,7 +81,7 @@ async def view(datasette, request):
     status = choice(request, "status", tuple(STATUS), "all")
     cross = choice(request, "cross_tenant", tuple(CROSS), "any")
     sort, sort_sql, descending = sort_choice(request, SORTS, "-cross_tenant")
-    filtered = bool(state.signature or state.cidr or state.org or state.window)
+    filtered = state.filtered
     t = "src." if filtered else "st."
     order = (f"{sort_sql} {'desc' if descending else 'asc'}, " + TIEBREAK).format(t=t)
     params = {"limit": state.size, "offset": (state.page - 1) * state.size}
@@ -148,6 +151,9 @@ async def view(datasette, request):
                 "links": links,
             }
         )
+    parts = await page.db.execute_fn(lambda conn: case_parts.signature_parts(sqlite_utils.Database(conn), out))
+    for row in out:
+        row.update(parts[notes.signature_target(row["ip"], row["user_agent"])])
     data = {
         "database": page.db.name,
         "view": "signatures",
