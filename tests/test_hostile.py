@@ -92,6 +92,9 @@ class MarkupChecker(HTMLParser):
     """Everything in a page that would run: event handlers, script URLs, scripts, payload tags."""
 
     PAYLOAD_TAGS = {"math", "mtext", "mglyph", "x", "b"}
+    # Datasette's own markup, not a payload: Datasette 1.0's table page opens its
+    # column chooser from a button.
+    HOST_HANDLERS = {("button", "onclick", "openColumnChooser()")}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -100,7 +103,7 @@ class MarkupChecker(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         for name, value in attrs:
-            if name.startswith("on"):
+            if name.startswith("on") and (tag, name, value) not in self.HOST_HANDLERS:
                 self.problems.append((tag, name, value))
             if name in ("href", "src", "action", "formaction") and value and re.match(
                 r"\s*(javascript|vbscript|data):", value, re.I
