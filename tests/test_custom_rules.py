@@ -68,7 +68,7 @@ def test_sql_predicate_rule_and_functions(db):
     assert explained(db, "v6") == {"staff6_gamma"}
     listed = {r["name"]: r for r in rules.list_rules(db)}
     assert listed["zeta_bots"]["builtin"] is False and listed["zeta_bots"]["applied"] is True
-    assert listed["zeta_bots"]["bit"] == 1 << 6 and listed["v6"]["bit"] == 1 << 7
+    assert listed["zeta_bots"]["bit"] == 1 << 7 and listed["v6"]["bit"] == 1 << 8  # 0-6: the built-ins and verdict
     assert listed["zeta_bots"]["created_by"] == "ann"
 
 
@@ -115,7 +115,7 @@ def test_a_hand_edited_definition_is_rechecked_before_it_runs(db_path):
     db = schema.connect(str(db_path))
     rules.ensure_rules(db)
     db.execute(
-        "insert into rules (name, bit, builtin, description, definition) values ('evil', 64, 0, 'x', ?)",
+        "insert into rules (name, bit, builtin, description, definition) values ('evil', 128, 0, 'x', ?)",
         [json.dumps({"sql": "(select count(*) from orgs) > 0"})],
     )
     before = dump(db_path)
@@ -150,23 +150,23 @@ def test_invalid_rules_are_refused_with_a_reason(db, name, definition, reason):
     assert db.execute("select count(*) from rules where builtin = 0").fetchone()[0] == 0
 
 
-def test_names_are_unique_and_bits_run_out_at_61(db):  # 1 << 62 is the verdict rule's
+def test_names_are_unique_and_bits_run_out_at_62(db):  # 0-6: the six built-ins and verdict
     actions.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.4"}})
     with pytest.raises(custom.InvalidRule, match="already exists"):
         actions.create_custom_rule(db, "dup", {"filter": {"ip": "1.2.3.5"}})
-    for i in range(55):  # bits 1<<7 .. 1<<61
+    for i in range(55):  # bits 1<<8 .. 1<<62
         actions.create_custom_rule(db, f"r{i}", {"filter": {"ip": f"1.2.3.{i}"}})
     bits = sorted(r["bit"] for r in rules.list_rules(db) if not r["builtin"])
-    assert bits == [1 << n for n in range(6, 62)]
+    assert bits == [1 << n for n in range(7, 63)]
     with pytest.raises(custom.InvalidRule, match="no free bit"):
         actions.create_custom_rule(db, "one_too_many", {"filter": {"ip": "9.9.9.9"}})
     # a deleted rule's bit is free again; the highest bit works like any other
     actions.delete_custom_rule(db, "dup")
     actions.create_custom_rule(db, "reused", {"filter": {"ip": "9.9.9.9"}})
-    assert next(r for r in rules.list_rules(db) if r["name"] == "reused")["bit"] == 1 << 6
-    actions.delete_custom_rule(db, "r54")  # bit 1 << 61
+    assert next(r for r in rules.list_rules(db) if r["name"] == "reused")["bit"] == 1 << 7
+    actions.delete_custom_rule(db, "r54")  # bit 1 << 62
     actions.create_custom_rule(db, "top", {"filter": {"cidr": "10.0.2.0/24", "org_id": "7"}})
-    assert next(r for r in rules.list_rules(db) if r["name"] == "top")["bit"] == 1 << 61
+    assert next(r for r in rules.list_rules(db) if r["name"] == "top")["bit"] == 1 << 62
     before = state(db)
     actions.apply(db, "top")
     assert explained(db, "top") == {"bot4_eta", "bot5_eta"}
