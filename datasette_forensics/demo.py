@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import incident, ingest, records, schema
+from . import evidence, incident, ingest, notes, notify, records, schema, verdicts
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 RECORD_KINDS = (
@@ -41,6 +41,7 @@ def build(path: str, sample: Path = SAMPLE_DATA) -> None:
             records.import_records(db, kind, str(file))
         incident.set_incident(db, str(incident_file))
         ingest.import_logs(db, [str(p) for p in logs])
+        case_work(db, case_directory(path))
         db.execute("pragma wal_checkpoint(truncate)")
         db.conn.execute("pragma journal_mode = delete")
         db.conn.close()
@@ -64,3 +65,32 @@ def metadata(database: str) -> dict:
 def config(database: str) -> dict:
     """Table settings: bookkeeping tables hidden."""
     return {"databases": {database: {"tables": {t: {"hidden": True} for t in HIDDEN_TABLES}}}}
+
+
+# The case work the demo shows (MODEL §6): a verdict, a note and tags, an evidence
+# file and a notification run, as an analyst would leave them.
+DEMO_VERDICT = (
+    "198.51.100.30",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 Safari/605.1.15",
+    "109",
+    "customer confirmed: their office network",
+)
+
+
+def case_directory(path: str) -> str:
+    """Where the demo writes its evidence file and messages: DB's name + '-case' beside it."""
+    return os.path.splitext(os.path.abspath(path))[0] + "-case"
+
+
+def case_work(db, directory: str) -> None:
+    """A verdict, notes and tags, the evidence file of acme (101) and a notification run."""
+    ip, ua, org, reason = DEMO_VERDICT
+    verdicts.make(db, ip, ua, org, reason, "demo")
+    notes.add_note(db, notes.resolve_target(db, "org", "101"), "notified", "Phoned their security team.", "demo")
+    notes.add_note(db, notes.resolve_target(db, "signature", ("192.0.2.66", "curl/7.68.0")), "suspicious",
+                   "Mallory: reads acme and wayne with her own token.", "demo")
+    notes.add_note(db, notes.resolve_target(db, "cidr", "192.0.2.0/24"), "cloud", None, "demo")
+    evidence.writable_directory(directory)
+    evidence.write(db, "101", os.path.join(directory, "evidence-101.html"))
+    notify.notify(db, os.path.join(directory, "outbox"), "security@example.com",
+                  "Security incident: API integration tokens", actor="demo")
