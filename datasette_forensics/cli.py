@@ -343,7 +343,7 @@ def demo(port, db_path, build_only):
     from datasette.cli import cli as datasette_cli
 
 
-    demo_module.build(db_path)
+    demo_module.build(db_path, with_case_work=True)
     name = os.path.splitext(os.path.basename(db_path))[0]
     click.echo(f"Built {db_path} from {demo_module.SAMPLE_DATA.resolve()}.")
     if build_only:

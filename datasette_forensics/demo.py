@@ -28,8 +28,13 @@ def sample_files(sample: Path = SAMPLE_DATA) -> tuple[dict[str, Path], Path, lis
     return kinds, sample / "incident.toml", logs
 
 
-def build(path: str, sample: Path = SAMPLE_DATA) -> None:
-    """Build the demo database at path, atomically: a finished file replaces the old one."""
+def build(path: str, sample: Path = SAMPLE_DATA, with_case_work: bool = False) -> None:
+    """Build the demo database at path, atomically: a finished file replaces the old one.
+
+    Args:
+        with_case_work: also leave a verdict, notes, tags, an evidence file and a
+            notification run (the demo command does; tests of the bare story do not).
+    """
     kinds, incident_file, logs = sample_files(sample)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(suffix=".db", dir=directory)
@@ -41,7 +46,8 @@ def build(path: str, sample: Path = SAMPLE_DATA) -> None:
             records.import_records(db, kind, str(file))
         incident.set_incident(db, str(incident_file))
         ingest.import_logs(db, [str(p) for p in logs])
-        case_work(db, case_directory(path))
+        if with_case_work:
+            case_work(db, case_directory(path))
         db.execute("pragma wal_checkpoint(truncate)")
         db.conn.execute("pragma journal_mode = delete")
         db.conn.close()

@@ -164,7 +164,7 @@ def test_the_demo_shows_a_verdict_notes_tags_evidence_and_a_notification_run(tmp
     from datasette_forensics import demo, schema
 
     path = tmp_path / "demo.db"
-    demo.build(str(path))
+    demo.build(str(path), with_case_work=True)
     db = schema.connect(str(path))
     built = report.build_report(db)
     assert [(v["org_id"], v["reason"]) for v in built["verdicts"]] == [("109", "customer confirmed: their office network")]
