@@ -252,8 +252,8 @@ def build(path: str, n_requests: int) -> dict:
     with db.atomic():
         scope.rebuild_windows(db)
         p = {"introduced": INTRODUCED_MS, "patched": PATCHED_MS, "require_integration": 1}
-        db.execute(scope.INSERT_SCOPED.format(candidates=scope.CANDIDATES.format(restrict="")), p)
-        db.execute(scope.INSERT_POST_PATCH.format(post_patch=scope.POST_PATCH.format(restrict="")), p)
+        db.execute(scope.INSERT_SCOPED.format(candidates=scope.CANDIDATES.format(restrict="", requests="requests r not indexed")), p)
+        db.execute(scope.INSERT_POST_PATCH.format(post_patch=scope.POST_PATCH.format(restrict="", requests="requests r not indexed")), p)
         scope.refresh_signatures(db)
         rules.ensure_rules(db)
         waterfall.refresh(db)
