@@ -12,7 +12,7 @@ import time
 
 import click
 
-from . import clickhouse, demo as demo_module, evidence, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
+from . import clickhouse, demo as demo_module, evidence, preview, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
 from .derived import scope
 from .rules import actions
 from .errors import ForensicsError
@@ -343,7 +343,7 @@ def demo(port, db_path, build_only):
     from datasette.cli import cli as datasette_cli
 
 
-    demo_module.build(db_path)
+    demo_module.build(db_path, with_case_work=True)
     name = os.path.splitext(os.path.basename(db_path))[0]
     click.echo(f"Built {db_path} from {demo_module.SAMPLE_DATA.resolve()}.")
     if build_only:
@@ -391,8 +391,9 @@ def _org_changes(database, changes: list) -> list[str]:
 @click.option("--description", metavar="TEXT", help="The custom rule's description.")
 @click.option("--delete", metavar="NAME", help="Delete a custom rule (undone first if applied).")
 @click.option("--actor", metavar="NAME", help="Who to record in the audit log (default: your login name).")
+@click.option("--dry-run", is_flag=True, help="With --apply: show what it would explain and which statuses would change; change nothing.")
 @user_errors
-def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delete, actor):
+def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delete, actor, dry_run):
     """List, apply, undo, add or delete elimination rules; every change is audited.
 
     With no option, lists the rules (as --list).
@@ -444,6 +445,18 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
             for line in _org_changes(database, result["undo"]["orgs_changed"]):
                 click.echo(line)
         click.echo(f"Deleted custom rule {delete}.")
+        return
+    if dry_run and not apply_:
+        raise ForensicsError("--dry-run goes with --apply.")
+    if dry_run:
+        for name in rules.resolve_names(database, apply_):
+            result = preview.preview_apply(database, name)
+            if result["already"]:
+                click.echo(f"{name}: already applied")
+                continue
+            click.echo(f"{name} (dry run, nothing changed): would explain {result['requests_explained']:,} requests")
+            for line in _org_changes(database, result["orgs_changed"]):
+                click.echo(line)
         return
     if apply_:
         for result in actions.apply_all(database, rules.resolve_names(database, apply_), actor):

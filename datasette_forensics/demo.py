@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import incident, ingest, records, schema
+from . import evidence, incident, ingest, notes, notify, records, schema, verdicts
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 RECORD_KINDS = (
@@ -28,8 +28,13 @@ def sample_files(sample: Path = SAMPLE_DATA) -> tuple[dict[str, Path], Path, lis
     return kinds, sample / "incident.toml", logs
 
 
-def build(path: str, sample: Path = SAMPLE_DATA) -> None:
-    """Build the demo database at path, atomically: a finished file replaces the old one."""
+def build(path: str, sample: Path = SAMPLE_DATA, with_case_work: bool = False) -> None:
+    """Build the demo database at path, atomically: a finished file replaces the old one.
+
+    Args:
+        with_case_work: also leave a verdict, notes, tags, an evidence file and a
+            notification run (the demo command does; tests of the bare story do not).
+    """
     kinds, incident_file, logs = sample_files(sample)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(suffix=".db", dir=directory)
@@ -41,6 +46,8 @@ def build(path: str, sample: Path = SAMPLE_DATA) -> None:
             records.import_records(db, kind, str(file))
         incident.set_incident(db, str(incident_file))
         ingest.import_logs(db, [str(p) for p in logs])
+        if with_case_work:
+            case_work(db, case_directory(path))
         db.execute("pragma wal_checkpoint(truncate)")
         db.conn.execute("pragma journal_mode = delete")
         db.conn.close()
@@ -64,3 +71,32 @@ def metadata(database: str) -> dict:
 def config(database: str) -> dict:
     """Table settings: bookkeeping tables hidden."""
     return {"databases": {database: {"tables": {t: {"hidden": True} for t in HIDDEN_TABLES}}}}
+
+
+# The case work the demo shows (MODEL §6): a verdict, a note and tags, an evidence
+# file and a notification run, as an analyst would leave them.
+DEMO_VERDICT = (
+    "198.51.100.30",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/13.1.1 Safari/605.1.15",
+    "109",
+    "customer confirmed: their office network",
+)
+
+
+def case_directory(path: str) -> str:
+    """Where the demo writes its evidence file and messages: DB's name + '-case' beside it."""
+    return os.path.splitext(os.path.abspath(path))[0] + "-case"
+
+
+def case_work(db, directory: str) -> None:
+    """A verdict, notes and tags, the evidence file of acme (101) and a notification run."""
+    ip, ua, org, reason = DEMO_VERDICT
+    verdicts.make(db, ip, ua, org, reason, "demo")
+    notes.add_note(db, notes.resolve_target(db, "org", "101"), "notified", "Phoned their security team.", "demo")
+    notes.add_note(db, notes.resolve_target(db, "signature", ("192.0.2.66", "curl/7.68.0")), "suspicious",
+                   "Mallory: reads acme and wayne with her own token.", "demo")
+    notes.add_note(db, notes.resolve_target(db, "cidr", "192.0.2.0/24"), "cloud", None, "demo")
+    evidence.writable_directory(directory)
+    evidence.write(db, "101", os.path.join(directory, "evidence-101.html"))
+    notify.notify(db, os.path.join(directory, "outbox"), "security@example.com",
+                  "Security incident: API integration tokens", actor="demo")

@@ -158,3 +158,19 @@ def test_user_template_sandboxed_and_bad_input_changes_nothing(db_path, tmp_path
         assert "Traceback" not in result.output
     assert dump(db_path) == before
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+def test_the_demo_shows_a_verdict_notes_tags_evidence_and_a_notification_run(tmp_path):
+    from datasette_forensics import demo, schema
+
+    path = tmp_path / "demo.db"
+    demo.build(str(path), with_case_work=True)
+    db = schema.connect(str(path))
+    built = report.build_report(db)
+    assert [(v["org_id"], v["reason"]) for v in built["verdicts"]] == [("109", "customer confirmed: their office network")]
+    orgs = {o["org_id"]: o for o in built["orgs"]}
+    assert orgs["101"]["tags"] == ["notified"] and orgs["109"]["explained_by"].get("verdict") == 3
+    assert all(o["notified_at"] for o in built["orgs"] if o["status"] != "cleared" and o["contact_email"])
+    case = tmp_path / "demo-case"
+    assert "also seen on" in (case / "evidence-101.html").read_text()
+    assert (case / "outbox" / "101.eml").exists()

@@ -144,3 +144,17 @@ async def test_case_record_pages_list_notes_with_history_and_verdicts(ds):
     assert notes_page.count("<li>") >= 2  # write and delete
     verdicts_page = (await ds.client.get(BASE + "/verdicts")).text
     assert "customer confirmed: their CI runners" in verdicts_page and "Bot1" in verdicts_page
+
+
+@pytest.mark.asyncio
+async def test_rules_page_preview_changes_nothing(ds, db_path):
+    cookies, _ = await signed_in(ds, page=ORG)
+    before = dump(db_path)
+    data = (await ds.client.get(BASE + "/rules.json?preview=partner", cookies=cookies)).json()
+    assert data["preview"]["requests_explained"] == 5
+    assert data["preview"]["orgs_changed"] == [{"org_id": "4", "from": "exposed", "to": "review"}]
+    page = await ds.client.get(BASE + "/rules?preview=partner", cookies=cookies)
+    assert "Applying partner would explain 5 more requests." in page.text
+    assert dump(db_path) == before
+    anonymous = await ds.client.get(BASE + "/rules?preview=partner")
+    assert anonymous.status_code == 403

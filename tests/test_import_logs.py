@@ -370,9 +370,7 @@ def test_report_json_before_an_incident(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["incident"] is None
-    assert report["funnel"] == {
-        "lines_rejected": 1, "requests": 6, "in_scope": 0, "unexplained": 0, "out_of_scope": None,
-    }
+    assert report["funnel"] == {"lines_rejected": 1, "requests": 6, "in_scope": 0, "unexplained": 0, "out_of_scope": None}
     assert report["orgs"] == [] and report["cross_tenant_signatures"] == []
 
 

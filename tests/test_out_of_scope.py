@@ -94,3 +94,22 @@ def test_explained_by_names_rules_in_applied_order(db):
     assert rows["staff_alpha"] == "staff"
     assert rows["user_alpha"] == ""  # in scope, unexplained
     assert rows["bot1_eps_post"] is None  # out of scope
+
+
+def test_dry_run_changes_nothing_and_says_what_apply_would(db_path):
+    from click.testing import CliRunner
+
+    from conftest import dump
+    from datasette_forensics.cli import cli
+
+    before = dump(db_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["rules", str(db_path), "--apply", "partner", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "partner (dry run, nothing changed): would explain 5 requests" in result.output
+    assert "org 4 (delta): exposed -> review" in result.output
+    assert dump(db_path) == before
+    applied = runner.invoke(cli, ["rules", str(db_path), "--apply", "partner"])
+    assert "partner: 5 requests newly explained" in applied.output and "org 4 (delta): exposed -> review" in applied.output
+    bad = runner.invoke(cli, ["rules", str(db_path), "--undo", "partner", "--dry-run"])
+    assert bad.exit_code == 1 and "--dry-run goes with --apply" in bad.output

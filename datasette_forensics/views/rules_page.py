@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import sqlite_utils
 from datasette import Response
 
-from .. import permissions, rules
+from .. import permissions, preview, rules
 from ..errors import ForensicsError
 from ..derived import waterfall
 from ..rules import actions, custom
@@ -135,6 +135,26 @@ def _message(action: str, name: str, result: dict) -> str:
     return f"Deleted custom rule {name}."
 
 
+async def _preview(datasette, request, db) -> dict | None:
+    """?preview=NAME (MODEL §6.2): what applying the rule would do, changing nothing.
+
+    It holds the write lock for a rolled-back application, so it needs
+    forensics-write like applying does.
+    """
+    name = (request.args.get("preview") or "").strip()
+    if not name:
+        return None
+    await permissions.ensure_write(datasette, request.actor, "Previewing a rule")
+
+    def run(conn):
+        return preview.preview_apply(sqlite_utils.Database(conn), name)
+
+    try:
+        return await db.execute_write_fn(run, block=True)
+    except (ForensicsError, sqlite3.Error) as exc:
+        return {"rule": name, "error": str(exc)}
+
+
 async def view(datasette, request):
     """Rules: apply, undo, custom rules, waterfall and audit log; POST changes them."""
     opened = await open_page(datasette, request, "rules")
@@ -160,6 +180,7 @@ async def view(datasette, request):
 
     with_slugs = not await opened.withhold("orgs", "Org slugs in the audit log")
     data = await db.execute_fn(lambda conn: page_data(sqlite_utils.Database(conn), with_slugs))
+    data["preview"] = await _preview(datasette, request, db)
     if request.url_vars.get("format") == ".json":
         return _json(
             {
@@ -172,6 +193,7 @@ async def view(datasette, request):
                 "unexplained": data["unexplained"],
                 "ledger": data["ledger"],
                 "can_write": can_write,
+                "preview": data["preview"],
                 **({"withheld": opened.withheld} if opened.withheld else {}),
             }
         )

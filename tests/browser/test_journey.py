@@ -96,7 +96,7 @@ def status_counts(page) -> dict[str, int]:
     section = page.locator("section:not(.content)", has=page.locator("h2", has_text="Funnel"))
     return {
         row.locator("th").inner_text().strip(): number(row.locator("td").inner_text())
-        for row in section.locator("table tbody tr").all()
+        for row in section.locator("table:not(.forensics-out-of-scope) tbody tr").all()
     }
 
 
