@@ -18,6 +18,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from test_sample_story import OUT_OF_SCOPE
 import pytest
 from click.testing import CliRunner
 from conftest import build_sample_db
@@ -166,7 +167,9 @@ def test_pull_gives_the_same_report_as_the_files(ch_server, ch_sample, sample_db
     assert files_report["funnel"]["lines_rejected"] == 3
     assert ch_report["funnel"]["lines_rejected"] == 0
     assert _without_rejected(ch_report) == _without_rejected(files_report)
-    assert ch_report["funnel"] == {"lines_rejected": 0, "requests": 166, "in_scope": 123, "unexplained": 123}
+    assert ch_report["funnel"] == {
+        "lines_rejected": 0, "requests": 166, "in_scope": 123, "unexplained": 123, "out_of_scope": OUT_OF_SCOPE,
+    }
 
     # And after every rule: the same statuses, signatures and rule order.
     for path in (sample_db_path, ch_path):
