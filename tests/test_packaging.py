@@ -41,7 +41,7 @@ PROBE = textwrap.dedent(
         ds = Datasette(memory=True)
         await ds.invoke_startup()
         plugins = (await ds.client.get("/-/plugins.json")).json()
-        template = ds.jinja_env.get_template("forensics_base.html")
+        template = (ds.get_jinja_environment() if hasattr(ds, "get_jinja_environment") else ds.jinja_env).get_template("forensics_base.html")
         html = await ds.render_template("forensics_base.html", {"database": "<probe>"})
         print(json.dumps({
             "module": datasette_forensics.__file__,
@@ -75,7 +75,7 @@ async def test_plugin_and_templates_from_the_repo_root():
     assert plugin["templates"] is True
     permission_hooks = {"register_actions", "permission_resources_sql"} if permissions.ACTIONS else {"permission_allowed"}
     assert {"startup", "register_routes"} | permission_hooks <= set(plugin["hooks"])
-    template = ds.jinja_env.get_template("forensics_base.html")
+    template = (ds.get_jinja_environment() if hasattr(ds, "get_jinja_environment") else ds.jinja_env).get_template("forensics_base.html")
     assert Path(template.filename) == PACKAGE_TEMPLATES / "forensics_base.html"
     html = await ds.render_template("forensics_base.html", {"database": "<probe>"})
     assert "<title>Forensics: &lt;probe&gt;</title>" in html

@@ -171,7 +171,7 @@ def json_url(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     if "/-/forensics" in parts.path:
         return f"{parts.path}.json" + ("?" + parts.query if parts.query else "")
-    query += [("_shape", "objects"), ("_size", "max")]
+    query += [("_shape", "objects"), ("_size", "max"), ("_extra", "count")]  # _extra: Datasette 1.0's count
     from urllib.parse import urlencode
 
     return f"{parts.path}.json?{urlencode(query)}"
@@ -182,9 +182,10 @@ async def rows_behind(ds, url: str) -> int:
     data = await get_json(ds, json_url(url))
     if "/-/forensics" in url:
         return data["total"]
-    if data["filtered_table_rows_count"] is None:  # ?_nocount=1: every row is on the one page
+    count = data["filtered_table_rows_count"] if "filtered_table_rows_count" in data else data.get("count")
+    if count is None:  # ?_nocount=1: every row is on the one page
         return len(data["rows"])
-    return data["filtered_table_rows_count"]
+    return count
 
 
 def read(path, sql):
