@@ -171,7 +171,7 @@ async def view(datasette, request):
                 {
                     "rule": name,
                     "requests": sum(n for mask, n in masks if mask & bit),
-                    "url": page.requests_url(scoped + [("_where", f"(explained & {int(bit)}) != 0")]),
+                    "url": page.requests_url(scoped + [("rule", name)]),
                 }
             )
     timeline = []
