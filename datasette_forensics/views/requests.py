@@ -83,6 +83,7 @@ class Selection:
     batch_rows: int | None  # the batch's imported requests, when ?batch= is given
     needs_path: bool  # a condition reads paths p (joined through uris u)
     plain: set  # the filters given beyond the signature ones, org, scope and status
+    empty: bool  # the filters contradict each other: nothing matches
 
 
 def _rule_bits(args: dict, key: str, by_name: dict) -> int:
@@ -103,8 +104,9 @@ async def _selection(page: Page, rules: list) -> Selection:
     plain = {k for k in FILTERS if k in args and k not in ("sig", "scope", "status")}
     in_scope = scope == "in" or status != "all" or state.org is not None or bool({"rule", "not_by"} & plain)
     out_scope = scope == "out" or bool({"reason", "named_org"} & plain)
-    if in_scope and out_scope:
-        raise BadRequest("Out of scope (?scope=out, ?reason=, ?named_org=) cannot go with an org, a status or a rule: those are in scope.")
+    # Out of scope (scope=out, reason, named_org) with an org, a status or a rule (in
+    # scope) selects nothing: a pivot filtered by an org links its out-of-scope figure so.
+    empty = in_scope and out_scope
     scope = "in" if in_scope else "out" if out_scope else "any"
     if "rule" in args:
         where.append("s.explained & :rule_bits != 0")
@@ -185,12 +187,14 @@ async def _selection(page: Page, rules: list) -> Selection:
         window = (w["w_from"], w["w_to"])
         where.append("r.ts >= :w_from and r.ts < :w_to")
         params.update(w)
-    return Selection(where, params, sigs, state.org, scope, status, window, batch_rows, needs_path, plain)
+    return Selection(where, params, sigs, state.org, scope, status, window, batch_rows, needs_path, plain, empty)
 
 
 async def _count(page: Page, sel: Selection) -> tuple[int | None, bool]:
     """(count, exact): from the aggregates when the filters allow, else bounded."""
     db = page.db
+    if sel.empty:
+        return 0, True
     if not sel.plain and sel.window is None:
         if sel.sigs is not None:
             requests = sum(s[1] for s in sel.sigs)
@@ -274,6 +278,8 @@ async def walk(page: Page, sel: Selection, cursor, size: int, budget: float | No
     searched_to is the time the walk reached when it stopped for the budget before
     the page filled (the next page goes on from there), else None.
     """
+    if sel.empty:
+        return [], None, None
     lo, hi = await _bounds(page, sel)
     if cursor is not None:
         hi = min(hi, cursor[0] + 1)

@@ -198,10 +198,9 @@ async def view(datasette, request):
         )
 
     names: list[str] = []  # the rules of the steps so far: what is left is explained by none of them
-    known = {r["name"] for r in data["rules"]}
     for step in data["waterfall"]:
         before = list(names)
-        if step["rule"] in known:
+        if step["rule"] is not None:
             names.append(step["rule"])
             # What this step newly explained: its rule's requests that no earlier rule explains.
             step["explained_url"] = opened.requests_url(
