@@ -387,12 +387,157 @@ def _time_raw(path: str, runs: int) -> dict:
     return results
 
 
+# --- pages: every link kind of the workbench, at this size (issue #14) -------------------
+
+LINK_P95_MS = 150  # the target: warm p95 of every link kind
+LINK_MAX_MS = 500  # and no single request above this
+
+
+def _requests_links_in(data, found: list) -> list:
+    """Every workbench requests-page or request-page URL in a page's JSON."""
+    if isinstance(data, dict):
+        for value in data.values():
+            _requests_links_in(value, found)
+    elif isinstance(data, list):
+        for value in data:
+            _requests_links_in(value, found)
+    elif isinstance(data, str) and "/-/forensics/requests" in data:
+        found.append(data)
+    return found
+
+
+def _link_kind(url: str) -> str:
+    """A link's kind: the request page, or the requests page's set of filter names."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    split = urlsplit(url)
+    if "/-/forensics/requests/" in split.path:
+        return "request page"
+    keys = sorted({k for k, _ in parse_qsl(split.query)} - {"size"})
+    return "requests " + ("&".join(keys) if keys else "(all)")
+
+
+async def _link_urls(ds, path: str, org: str) -> dict:
+    """The links to time, one (the first found) per kind: collected from the workbench
+    pages' JSON (overview funnel and waterfall, rules page, orgs, org page incl. latest
+    requests, signatures, pivots), plus one URL per filter of the requests page."""
+    import re
+    from urllib.parse import quote
+
+    base = f"/{os.path.splitext(os.path.basename(path))[0]}/-/forensics"
+    kinds: dict[str, str] = {}
+    sources = [
+        ".json", "/orgs.json", f"/orgs/{org}.json", "/signatures.json", "/ips.json", "/ips.json?by=cidr24",
+        "/ips.json?by=cidr16", "/user-agents.json?by=family", "/user-agents.json?by=kind", "/user-agents.json?by=raw",
+    ]
+    for source in sources:
+        data = (await ds.client.get(base + source)).json()
+        for url in _requests_links_in(data, []):
+            kinds.setdefault(f"{source.split('.json')[0] or 'overview'}: {_link_kind(url)}", url)
+    rules_html = (await ds.client.get(base + "/rules")).text
+    for url in re.findall(r'href="([^"]*/-/forensics/requests[^"]*)"', rules_html):
+        url = url.replace("&amp;", "&")
+        kinds.setdefault(f"rules: {_link_kind(url)}", url)
+    first = (await ds.client.get(base + f"/requests.json?org={quote(org)}&size=1")).json()
+    conn = sqlite3.connect(path)
+    ip, ua, cidr24, cidr16, family, sig, batch, day = conn.execute(
+        """select i.ip, a.ua, i.prefix, i.prefix16, a.family, st.sig_id, 1, date(st.last_ts / 1000, 'unixepoch')
+        from sig_stats st join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
+        where st.in_scope > 0 order by st.requests desc limit 1"""
+    ).fetchone()
+    rare_sig = conn.execute("select sig_id from sig_stats order by requests limit 1").fetchone()[0]
+    conn.close()
+    q = quote
+    own = {
+        "requests (all)": "",
+        "requests org": f"org={q(org)}",
+        "requests org&status=unexplained": f"org={q(org)}&status=unexplained",
+        "requests org&status=explained": f"org={q(org)}&status=explained",
+        "requests scope=in": "scope=in",
+        "requests scope=out": "scope=out",
+        "requests status=unexplained": "status=unexplained",
+        "requests rule": "rule=member_current",
+        "requests org&rule": f"org={q(org)}&rule=token_owner",
+        "requests not_by (waterfall)": "not_by=staff,member_current,post_patch_valid,token_owner",
+        "requests sig (busiest)": f"sig={sig}",
+        "requests sig (rarest)": f"sig={rare_sig}",
+        "requests ip": f"ip={q(ip)}",
+        "requests cidr24": f"cidr24={q(cidr24)}",
+        "requests cidr16": f"cidr16={q(cidr16)}",
+        "requests ua": f"ua={q(ua)}",
+        "requests family": f"family={q(family or '')}",
+        "requests kind": "kind=library",
+        "requests kind=bot&scope=in": "kind=bot&scope=in",
+        "requests path prefix": "path=%2Fapi%2F0%2Forganizations%2Fo1",
+        "requests code=404": "code=404",
+        "requests code=2xx&org": f"code=2xx&org={q(org)}",
+        "requests from/to (one day)": f"from={day}&to={day}T23:59:59Z",
+        "requests org&from/to (one day)": f"org={q(org)}&from={day}&to={day}T23:59:59Z",
+        "requests batch": f"batch={batch}",
+        "requests reason": "reason=path_not_in_scope",
+        "requests next page (keyset)": (first["next_url"] or "").split("?", 1)[-1],
+    }
+    for label, query in own.items():
+        kinds[label] = f"{base}/requests" + (f"?{query}" if query else "")
+    kinds["request page"] = f"{base}/requests/{first['rows'][0]['id']}" if first["rows"] else f"{base}/requests/1"
+    kinds["org page (its signatures)"] = f"{base}/orgs/{q(org)}"
+    return kinds
+
+
+async def time_links(path: str, runs: int) -> dict:
+    """Each link kind's HTML page: the first request, then ``runs`` warm ones."""
+    from datasette.app import Datasette
+
+    ds = Datasette([path])
+    await ds.invoke_startup()
+    conn = sqlite3.connect(path)
+    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
+    conn.close()
+    results = {}
+    for label, url in (await _link_urls(ds, path, org)).items():
+        timings = []
+        for _ in range(runs + 1):
+            t = time.perf_counter()
+            response = await ds.client.get(url)
+            timings.append((time.perf_counter() - t) * 1000)
+            if response.status_code != 200:
+                raise SystemExit(f"{label}: {url}: HTTP {response.status_code}\n{response.text[:500]}")
+        warm = timings[1:]
+        results[label] = {
+            "url": url,
+            "first_ms": round(timings[0], 1),
+            "p50_ms": round(statistics.median(warm), 1),
+            "p95_ms": round(_percentile(warm, 0.95), 1),
+            "max_ms": round(max(timings), 1),
+        }
+    return results
+
+
+def report_links(results: dict) -> dict:
+    """Print the link timings; returns the summary against the targets."""
+    print(f"{'link kind':<58} {'first':>8} {'p50':>8} {'p95':>8} {'max':>8}")
+    for label, r in results.items():
+        flag = " !" if r["p95_ms"] > LINK_P95_MS or r["max_ms"] > LINK_MAX_MS else ""
+        print(f"{label[:58]:<58} {r['first_ms']:>8.1f} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} {r['max_ms']:>8.1f}{flag}")
+    p95s = [r["p95_ms"] for r in results.values()]
+    summary = {
+        "kinds": len(results),
+        "worst_p95_ms": max(p95s),
+        "p95_over_target": sorted(k for k, r in results.items() if r["p95_ms"] > LINK_P95_MS),
+        "over_max": sorted(k for k, r in results.items() if r["max_ms"] > LINK_MAX_MS),
+        "target": {"p95_ms": LINK_P95_MS, "max_ms": LINK_MAX_MS},
+    }
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5_000_000)
     parser.add_argument("--runs", type=int, default=20, help="warm requests per page")
     parser.add_argument("--raw-runs", type=int, default=1, help="runs of each raw GROUP BY (slow)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
+    parser.add_argument("--links-only", action="store_true", help="time only the links of the workbench pages")
     args = parser.parse_args(argv)
 
     os.makedirs(OUT, exist_ok=True)
@@ -423,6 +568,12 @@ def main(argv=None) -> None:
         )
     )
     conn.close()
+    if args.links_only:
+        links = asyncio.run(time_links(path, args.runs))
+        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "links": links, "summary": report_links(links)}
+        with open(os.path.join(RESULTS, f"pages-links-{args.requests}.json"), "w") as f:
+            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
+        return
     pages = asyncio.run(_time_pages(path, args.runs))
     raw = _time_raw(path, args.raw_runs)
 

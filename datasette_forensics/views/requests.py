@@ -38,10 +38,11 @@ FILTERS = ("sig", "scope", "status", "rule", "not_by", "reason", "named_org", "c
 STATUSES = ("all", "unexplained", "explained")
 SMALL = 20_000  # a selection of at most this many requests is read whole by its own index, and sorted
 STEP_MS = 3_600_000  # the first time step walked back; it grows while rows are few
-BUDGET_S = 0.3  # time spent walking for one page before it returns what it found
-STEP_LIMIT_MS = 200  # one step's query time limit
-COUNT_LIMIT_MS = 150
-COUNT_CAP = 10_000  # a bounded count stops past this: "at least 10,000"
+BUDGET_S = 0.06  # time spent walking for one page before it returns what it found
+STEP_LIMIT_MS = 50  # one step's query time limit
+# A bounded count: up to the first cap within its time limit, then the second;
+# past a cap (or out of time) it says "at least" the last cap it reached.
+COUNT_STEPS = ((1_000, 30), (10_000, 50))
 CSV_COLUMNS = ["id", "time", "ip", "user_agent", "method", "uri", "status", "org_id", "explained_by", "batch_id", "file", "line_no"]
 
 RULES = "select name, bit, applied from rules order by applied_seq"
@@ -217,17 +218,50 @@ async def _count(page: Page, sel: Selection) -> tuple[int | None, bool]:
         return (await db.execute(sql, p)).first()[0], True
     if sel.plain == {"batch"} and sel.sigs is None and sel.window is None and sel.scope == "any":
         return sel.batch_rows, True
+    if sel.plain and sel.plain <= {"rule", "not_by"} and sel.sigs is None and sel.org is None and sel.window is None and sel.status == "all":
+        n = await _waterfall_count(page, page.state.args)
+        if n is not None:
+            return n, True
     return await _bounded_count(page, sel)
 
 
+WATERFALL = "select rule, remaining, explained from rule_waterfall order by position"
+
+
+async def _waterfall_count(page: Page, args: dict) -> int | None:
+    """A step of the rules waterfall, when it is current: what is left after some
+    rules (``not_by`` = the rules of the first steps), or what a step's rule newly
+    explained (``rule`` = its rule, ``not_by`` = the rules before it)."""
+    steps = [tuple(r) for r in await page.db.execute(WATERFALL)]
+    _, in_scope, unexplained = (await page.db.execute(TOTALS)).first()
+    if not steps or steps[0][1] != in_scope or steps[-1][1] != unexplained:
+        return None
+    before = [n.strip() for n in args.get("not_by", "").split(",") if n.strip()]
+    names = [rule for rule, _, _ in steps[1:]]
+    k = len(before)
+    if names[:k] != before:
+        return None
+    if "rule" not in args:
+        return steps[k][1]
+    if k < len(names) and names[k] == args["rule"]:
+        return steps[k + 1][2]
+    return None
+
+
 async def _bounded_count(page: Page, sel: Selection) -> tuple[int | None, bool]:
+    """(n, True) when the selection holds n requests, counted in time; (at least, False) else."""
     lo, hi = await _bounds(page, sel)
-    sql, params = _driver(sel, (lo, hi), cursor=None, limit=COUNT_CAP + 1)
-    try:
-        n = (await page.db.execute(f"select count(*) from ({sql})", params, custom_time_limit=COUNT_LIMIT_MS)).first()[0]
-    except QueryInterrupted:
-        return None, False
-    return (n, True) if n <= COUNT_CAP else (COUNT_CAP, False)
+    reached = None
+    for cap, limit_ms in COUNT_STEPS:
+        sql, params = _driver(sel, (lo, hi), cursor=None, limit=cap + 1)
+        try:
+            n = (await page.db.execute(f"select count(*) from ({sql})", params, custom_time_limit=limit_ms)).first()[0]
+        except QueryInterrupted:
+            return reached, False
+        if n <= cap:
+            return n, True
+        reached = cap
+    return reached, False
 
 
 def _small(sel: Selection) -> str | None:
@@ -259,14 +293,21 @@ def _driver(sel: Selection, span: tuple[int, int], cursor, limit: int) -> tuple[
     return f"select r.ts, r.id from {source} where {' and '.join(where)} order by r.ts desc, r.id desc limit :limit", params
 
 
+BOUNDS = "select (select min(ts) from requests), (select max(ts) from requests)"
+ORG_BOUNDS = "select first_ts, last_ts from org_stats where org_id = :org"
+SCOPE_BOUNDS = "select min(first_ts), max(last_ts) from org_stats"
+
+
 async def _bounds(page: Page, sel: Selection) -> tuple[int, int]:
-    """The time span the selection's requests lie in (end exclusive)."""
+    """The time span the selection's requests lie in (end exclusive): its signatures',
+    its org's or the in-scope requests' first and last, else the log's."""
     if sel.sigs is not None:
         firsts = [s[4] for s in sel.sigs if s[4] is not None]
         lo, hi = (min(firsts), max(s[5] for s in sel.sigs if s[5] is not None) + 1) if firsts else (0, 0)
     else:
-        row = (await page.db.execute("select (select min(ts) from requests), (select max(ts) from requests)")).first()
-        lo, hi = (row[0] or 0), (row[1] or 0) + 1
+        sql = ORG_BOUNDS if sel.org is not None else SCOPE_BOUNDS if sel.scope == "in" else BOUNDS
+        row = (await page.db.execute(sql, {"org": sel.org})).first()
+        lo, hi = ((row[0] or 0), (row[1] or 0) + 1) if row else (0, 0)
     if sel.window is not None:
         lo, hi = max(lo, sel.window[0]), min(hi, sel.window[1])
     return lo, hi
