@@ -947,3 +947,13 @@ create table raw_chunks (
 ) without rowid;
 """
 ddl_migration("m019_pages_raw_chunks", PAGES_RAW_CHUNKS)
+
+# pages: the requests page's signature filters (/24, /16, family, kind) find their
+# signatures through these instead of scanning a dictionary table.
+PAGES_FILTER_INDEXES = """
+create index ips_prefix on ips(prefix);
+create index ips_prefix16 on ips(prefix16);
+create index user_agents_family on user_agents(family, major);
+create index user_agents_kind on user_agents(kind);
+"""
+ddl_migration("m019_pages_filter_indexes", PAGES_FILTER_INDEXES)

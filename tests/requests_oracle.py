@@ -96,6 +96,23 @@ def oracle(conn, query: str) -> list[int]:
             ]
             where.append("ip in (select value from json_each(?))")
             params.append(json.dumps(ips))
+        elif key == "tag":
+            # The signature, its address, any network holding the address, or its agent carries the tag.
+            live = "select kind, target from notes where deleted_at is null and tag = ?"
+            notes = conn.execute(live, [value]).fetchall()
+            nets = [ipaddress.ip_network(t, strict=False) for k, t in notes if k == "cidr"]
+            ips = {t for k, t in notes if k == "ip"} | {
+                ip for (ip,) in conn.execute("select ip from ips where version is not null")
+                if any(ipaddress.ip_address(ip) in n for n in nets if n.version == ipaddress.ip_address(ip).version)
+            }
+            where.append(
+                "(ip in (select value from json_each(?)) or user_agent in (select value from json_each(?))"
+                " or json_array(ip, user_agent) in (select value from json_each(?)))"
+            )
+            params += [
+                json.dumps(sorted(ips)), json.dumps([t for k, t in notes if k == "user_agent"]),
+                json.dumps([t for k, t in notes if k == "signature"]),
+            ]
         elif key in IGNORED:
             continue
         else:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from datasette_forensics import rawlines
 from datasette_forensics.cli import cli
+from datasette_forensics.views import requests as requests_view
 
 from conftest import make_datasette
 from requests_oracle import build_story_db, every_row, oracle
@@ -51,11 +52,15 @@ def filter_cases(conn) -> list[str]:
         "code=404", "code=2xx", "code=2xx&scope=in", "from=2020-07-10T00:00:00Z", "from=2020-07-04&to=2020-07-12T12:00:00Z",
         f"org={org}&from=2020-07-10T00:00:00Z", f"batch={batch}", "method=POST", "reason=path_not_in_scope",
         "reason=outside_window", f"named_org={named}", f"ip={ip}&status=unexplained&from=2020-07-05",
-        "cidr=192.0.2.0/25", "ua=no+such+agent",
+        "cidr=192.0.2.0/25", "ua=no+such+agent", "family=", f"org={org}&kind=library", f"ip={ip}&ip=192.0.2.1",
+        f"cidr={q(cidr24)}&scope=out", "tag=cloud",
     ]
 
 
-async def test_each_filter_is_a_direct_sql_count_and_pages_by_key(story_db):
+@pytest.mark.parametrize("listed", [2000, 0], ids=["signatures-listed", "signatures-joined"])
+async def test_each_filter_is_a_direct_sql_count_and_pages_by_key(story_db, listed, monkeypatch):
+    # 0: every signature filter checked row by row, as for a whole agent kind at scale.
+    monkeypatch.setattr(requests_view, "SIG_LIST_MAX", listed)
     ds = await datasette(story_db)
     conn = sqlite3.connect(str(story_db))
     base = f"/{story_db.stem}/-/forensics/requests"
@@ -178,3 +183,13 @@ def test_pack_and_read_back_blocks():
     for n, line in zip(nos, lines):
         assert rawlines.raw_line(conn, 9, n) == line
     assert rawlines.raw_line(conn, 9, 2) is None and rawlines.raw_line(conn, 8, 3) is None
+
+
+def test_org_signature_list_is_an_index_range_read(story_db):
+    """The org page reads its signatures in sig_org_rank's order: no sort of them all."""
+    from datasette_forensics.views import org
+
+    conn = sqlite3.connect(str(story_db))
+    sql = org.SIGNATURES.format(conds="1", status="so.unexplained > 0")
+    plan = " ".join(r[-1] for r in conn.execute("explain query plan " + sql, {"org": "101", "cross_tenant": 1, "limit": 500}))
+    assert "sig_org_rank" in plan and "TEMP B-TREE" not in plan, plan

@@ -36,10 +36,11 @@ from .filter_bar import filter_bar
 
 FILTERS = ("sig", "scope", "status", "rule", "not_by", "reason", "named_org", "code", "path", "method", "batch")
 STATUSES = ("all", "unexplained", "explained")
+SIG_LIST_MAX = 2_000  # more signatures than this: filtered row by row through their address and agent
 SMALL = 20_000  # a selection of at most this many requests is read whole by its own index, and sorted
 STEP_MS = 3_600_000  # the first time step walked back; it grows while rows are few
-BUDGET_S = 0.06  # time spent walking for one page before it returns what it found
-STEP_LIMIT_MS = 50  # one step's query time limit
+BUDGET_S = 0.05  # time spent walking for one page before it returns what it found
+STEP_LIMIT_MS = 30  # one step's query time limit
 # A bounded count: up to the first cap within its time limit, then the second;
 # past a cap (or out of time) it says "at least" the last cap it reached.
 COUNT_STEPS = ((1_000, 30), (10_000, 50))
@@ -64,6 +65,7 @@ left join scoped s on s.request_id = r.id
 left join import_batches b on b.id = r.batch_id
 where r.id in (select value from json_each(:ids))
 """
+GROUP = "select requests, in_scope, unexplained from pivot_groups where grouping = :g and gkey = json_array({key})"
 TOTALS = """
 select coalesce(sum(requests), 0), coalesce(sum(in_scope), 0), coalesce(sum(unexplained), 0)
 from pivot_groups where grouping = 'kind'
@@ -85,6 +87,8 @@ class Selection:
     needs_path: bool  # a condition reads paths p (joined through uris u)
     plain: set  # the filters given beyond the signature ones, org, scope and status
     empty: bool  # the filters contradict each other: nothing matches
+    group: tuple | None = None  # (grouping, value) of pivot_groups whose figures the signature filters select
+    sig_join: bool = False  # the signature filters are conditions on ips i and user_agents a, joined per row
 
 
 def _rule_bits(args: dict, key: str, by_name: dict) -> int:
@@ -162,7 +166,7 @@ async def _selection(page: Page, rules: list) -> Selection:
         where.append("u.path_id in (select id from paths where path >= :path and path < :path || char(1114111))")
         params["path"] = args["path"]
         needs_path = True
-    sigs = None
+    sigs, sig_join = None, False
     if state.signature or state.cidr or state.tag or "sig" in args:
         conds, cond_params = state.conditions()
         if "sig" in args:
@@ -176,19 +180,42 @@ async def _selection(page: Page, rules: list) -> Selection:
             cond_params["org"] = state.org
         else:
             figures, org_join = "st.requests, st.in_scope, st.unexplained, st.first_ts, st.last_ts", ""
-        rows = await page.db.execute(SIGS.format(figures=figures, org_join=org_join, conds=" and ".join(conds) or "1"), cond_params)
-        sigs = [tuple(r) for r in rows]
+        sql = SIGS.format(figures=figures, org_join=org_join, conds=" and ".join(conds) or "1") + " limit :sig_cap"
+        sigs = [tuple(r) for r in await page.db.execute(sql, {**cond_params, "sig_cap": SIG_LIST_MAX + 1})]
         if any(len(set(request.args.getlist(key))) > 1 for key in SIGNATURE_FILTERS):
             sigs = []  # one filter given two values: nothing matches
-        where.append("r.sig_id in (select value from json_each(:sig_ids))")
-        params["sig_ids"] = json.dumps([s[0] for s in sigs])
+        if len(sigs) > SIG_LIST_MAX:
+            # Too many to list (a whole agent kind or family): each row's signature is checked.
+            sigs, sig_join = None, True
+            where += [c.replace("st.sig_id", "r.sig_id") for c in conds]
+            params.update(cond_params)
+        else:
+            where.append("r.sig_id in (select value from json_each(:sig_ids))")
+            params["sig_ids"] = json.dumps([s[0] for s in sigs])
     window = None
     if state.window:
         w = state.window_params()
         window = (w["w_from"], w["w_to"])
         where.append("r.ts >= :w_from and r.ts < :w_to")
         params.update(w)
-    return Selection(where, params, sigs, state.org, scope, status, window, batch_rows, needs_path, plain, empty)
+    return Selection(
+        where, params, sigs, state.org, scope, status, window, batch_rows, needs_path, plain, empty,
+        group=_group(state) if "sig" not in args and sigs != [] else None, sig_join=sig_join,
+    )
+
+
+def _group(state) -> tuple | None:
+    """The pivot group (grouping, key value) the signature filters are, when they are one."""
+    keys = set(state.signature) | ({state.cidr_cluster} if state.cidr_cluster else set())
+    if state.tag or (state.cidr and not state.cidr_cluster) or len(keys) != 1:
+        return None
+    (key,) = keys
+    if key == "major":
+        return None
+    value = state.cidr if key == state.cidr_cluster else state.signature[key]
+    if value == "" and not SIGNATURE_FILTERS[key][1]:
+        return None
+    return ("raw" if key == "ua" else key), (None if value == "" else value)
 
 
 async def _count(page: Page, sel: Selection) -> tuple[int | None, bool]:
@@ -196,8 +223,13 @@ async def _count(page: Page, sel: Selection) -> tuple[int | None, bool]:
     db = page.db
     if sel.empty:
         return 0, True
-    if not sel.plain and sel.window is None:
-        if sel.sigs is not None:
+    if not sel.plain and sel.window is None and (sel.sigs is not None or not sel.sig_join or sel.group and sel.org is None):
+        if sel.group is not None and sel.org is None:
+            grouping, value = sel.group
+            key = "(select id from user_agents where ua = :v)" if grouping == "raw" else ":v"
+            row = (await db.execute(GROUP.format(key=key), {"g": grouping, "v": value})).first()
+            requests, in_scope, unexplained = row if row else (0, 0, 0)
+        elif sel.sigs is not None:
             requests = sum(s[1] for s in sel.sigs)
             in_scope = sum(s[2] for s in sel.sigs)
             unexplained = sum(s[3] for s in sel.sigs)
@@ -212,13 +244,14 @@ async def _count(page: Page, sel: Selection) -> tuple[int | None, bool]:
         if sel.status == "explained":
             return in_scope - unexplained, True
         return {"in": in_scope, "out": requests - in_scope, "any": requests}[sel.scope], True
-    if sel.plain <= {"reason", "named_org"} and sel.sigs is None and sel.window is None and sel.org is None:
+    by_signature = sel.sigs is not None or sel.sig_join
+    if sel.plain and sel.plain <= {"reason", "named_org"} and not by_signature and sel.window is None and sel.org is None:
         sql = "select coalesce(sum(n), 0) from out_of_scope_counts where (:reason is null or reason = :reason) and (:named_org is null or org_id = :named_org)"
         p = {"reason": sel.params.get("reason"), "named_org": sel.params.get("named_org")}
         return (await db.execute(sql, p)).first()[0], True
-    if sel.plain == {"batch"} and sel.sigs is None and sel.window is None and sel.scope == "any":
+    if sel.plain == {"batch"} and not by_signature and sel.window is None and sel.scope == "any":
         return sel.batch_rows, True
-    if sel.plain and sel.plain <= {"rule", "not_by"} and sel.sigs is None and sel.org is None and sel.window is None and sel.status == "all":
+    if sel.plain and sel.plain <= {"rule", "not_by"} and not by_signature and sel.org is None and sel.window is None and sel.status == "all":
         n = await _waterfall_count(page, page.state.args)
         if n is not None:
             return n, True
@@ -290,6 +323,8 @@ def _driver(sel: Selection, span: tuple[int, int], cursor, limit: int) -> tuple[
         source = "requests r indexed by requests_ts left join scoped s on s.request_id = r.id"
     if sel.needs_path:
         source += " join uris u on u.id = r.uri_id join paths p on p.id = u.path_id"
+    if sel.sig_join:
+        source += " join signatures g on g.id = r.sig_id join ips i on i.id = g.ip_id join user_agents a on a.id = g.ua_id"
     return f"select r.ts, r.id from {source} where {' and '.join(where)} order by r.ts desc, r.id desc limit :limit", params
 
 
