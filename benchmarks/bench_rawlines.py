@@ -1,16 +1,19 @@
-"""What keeping every request's raw line costs the import (datasette_forensics.rawlines).
+"""What the requests pages' additions cost the import: the raw lines
+(datasette_forensics.rawlines) and the m019_pages indexes.
 
 One import of ``bench_import.py``'s cached N-line combined log (1,000,000 lines by
 default) into a fresh database, exactly as ``ingest.import_logs`` runs it, with the
-raw lines kept (``--raw on``, the product) or not (``--raw off``: ``rawlines.pack``
-replaced by one that packs nothing, before the parse process forks). It prints the
-seconds, the CPU seconds, and with the lines kept, their stored bytes per line
-(the ``raw_chunks`` table's pages, by ``dbstat``, over the lines imported).
+additions (``--pages on``, the product) or without them (``--pages off``:
+``rawlines.pack`` replaced by one that packs nothing, before the parse process
+forks, and the indexes of m019_pages put back as they were before: ``requests_sig``
+on ``sig_id`` alone, no /24, /16, family or kind index). It prints the seconds, the
+CPU seconds, and the raw lines' stored bytes per line (the ``raw_chunks`` table's
+pages, by ``dbstat``, over the lines imported).
 
 Time the two in the same run, in turn, with farm-bench:
 
-    farm-bench -n 3 --timeout 1200 --vs 'python benchmarks/bench_rawlines.py --raw off' \\
-        -- python benchmarks/bench_rawlines.py --raw on
+    farm-bench -n 3 --timeout 1800 --vs 'python benchmarks/bench_rawlines.py --pages off' \\
+        -- python benchmarks/bench_rawlines.py --pages on
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ from bench_import import cached_log  # noqa: E402
 from datasette_forensics import ingest, rawlines, schema  # noqa: E402
 
 
+BEFORE_PAGES = """
+drop index requests_sig;
+create index requests_sig on requests(sig_id);
+drop index ips_prefix;
+drop index ips_prefix16;
+drop index user_agents_family;
+drop index user_agents_kind;
+"""
+
+
 def cpu_seconds() -> float:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
@@ -39,15 +52,17 @@ def cpu_seconds() -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--raw", choices=("on", "off"), default="on")
+    parser.add_argument("--pages", choices=("on", "off"), default="on")
     args = parser.parse_args(argv)
     log = cached_log(args.lines)
-    if args.raw == "off":
+    if args.pages == "off":
         rawlines.pack = lambda batch_id, line_nos, lines: []
     with tempfile.TemporaryDirectory(dir=os.path.join(HERE, "out")) as tmp:
         path = os.path.join(tmp, "import.db")
         started, cpu = time.monotonic(), cpu_seconds()
         db = schema.connect(path)
+        if args.pages == "off":
+            db.executescript(BEFORE_PAGES)
         ingest.import_logs(db, [log])
         db.conn.close()
         seconds, cpu = time.monotonic() - started, cpu_seconds() - cpu
@@ -56,7 +71,7 @@ def main(argv=None) -> None:
         stored = conn.execute("select coalesce(sum(pgsize), 0) from dbstat where name = 'raw_chunks'").fetchone()[0]
         conn.close()
     per_line = stored / imported if imported else 0
-    print(f"raw={args.raw} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f}")
+    print(f"pages={args.pages} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f}")
 
 
 if __name__ == "__main__":

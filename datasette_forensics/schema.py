@@ -957,3 +957,19 @@ create index user_agents_family on user_agents(family, major);
 create index user_agents_kind on user_agents(kind);
 """
 ddl_migration("m019_pages_filter_indexes", PAGES_FILTER_INDEXES)
+
+
+# pages: requests_sig keyed (sig_id, ts), so the requests page walks a few
+# signatures' requests back in time by index ranges (views/requests.py); lookups
+# by sig_id alone read it as before. A first import that has the index deferred
+# builds the new one at its end.
+PAGES_SIG_TIME_INDEX = "create index requests_sig on requests(sig_id, ts)"
+
+
+@migrations()
+def m019_pages_sig_time_index(db: sqlite_utils.Database) -> None:
+    if db.execute("select 1 from deferred_indexes where name = 'requests_sig'").fetchone():
+        db.execute("update deferred_indexes set sql = ? where name = 'requests_sig'", [PAGES_SIG_TIME_INDEX])
+    else:
+        db.execute("drop index if exists requests_sig")
+        db.execute(PAGES_SIG_TIME_INDEX)

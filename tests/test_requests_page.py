@@ -57,7 +57,7 @@ def filter_cases(conn) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("listed", [2000, 0], ids=["signatures-listed", "signatures-joined"])
+@pytest.mark.parametrize("listed", [5000, 0], ids=["signatures-listed", "signatures-joined"])
 async def test_each_filter_is_a_direct_sql_count_and_pages_by_key(story_db, listed, monkeypatch):
     # 0: every signature filter checked row by row, as for a whole agent kind at scale.
     monkeypatch.setattr(requests_view, "SIG_LIST_MAX", listed)

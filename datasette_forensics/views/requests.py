@@ -36,14 +36,14 @@ from .filter_bar import filter_bar
 
 FILTERS = ("sig", "scope", "status", "rule", "not_by", "reason", "named_org", "code", "path", "method", "batch")
 STATUSES = ("all", "unexplained", "explained")
-SIG_LIST_MAX = 2_000  # more signatures than this: filtered row by row through their address and agent
+SIG_LIST_MAX = 5_000  # more signatures than this: filtered row by row through their address and agent
 SMALL = 20_000  # a selection of at most this many requests is read whole by its own index, and sorted
 STEP_MS = 3_600_000  # the first time step walked back; it grows while rows are few
 BUDGET_S = 0.05  # time spent walking for one page before it returns what it found
 STEP_LIMIT_MS = 30  # one step's query time limit
 # A bounded count: up to the first cap within its time limit, then the second;
 # past a cap (or out of time) it says "at least" the last cap it reached.
-COUNT_STEPS = ((1_000, 30), (10_000, 50))
+COUNT_STEPS = ((1_000, 25), (10_000, 40))
 CSV_COLUMNS = ["id", "time", "ip", "user_agent", "method", "uri", "status", "org_id", "explained_by", "batch_id", "file", "line_no"]
 
 RULES = "select name, bit, applied from rules order by applied_seq"
@@ -52,6 +52,10 @@ select st.sig_id, {figures}
 from sig_stats st join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
 {org_join}
 where {conds}
+"""
+ORG_SIGS = """
+select sig_id, requests, requests, unexplained, first_ts, last_ts from sig_org
+where org_id = :org and {predicate} limit :sig_cap
 """
 DETAILS = """
 select r.id, r.ts, i.ip, a.ua, r.method, u.uri, r.status, coalesce(s.org_id, r.org_id) as org_id,
@@ -189,9 +193,23 @@ async def _selection(page: Page, rules: list) -> Selection:
             sigs, sig_join = None, True
             where += [c.replace("st.sig_id", "r.sig_id") for c in conds]
             params.update(cond_params)
-        else:
-            where.append("r.sig_id in (select value from json_each(:sig_ids))")
-            params["sig_ids"] = json.dumps([s[0] for s in sigs])
+    elif state.org is not None and (status != "all" or "rule" in args):
+        # An org's unexplained (or explained) requests: those of its signatures that have some, when few.
+        predicate = "unexplained > 0" if status == "unexplained" else "unexplained < requests"
+        rows = await page.db.execute(ORG_SIGS.format(predicate=predicate), {"org": state.org, "sig_cap": SIG_LIST_MAX + 1})
+        sigs = [tuple(r) for r in rows]
+        if len(sigs) > SIG_LIST_MAX:
+            sigs = None
+    if sigs is not None:
+        # Only the signatures with some of what the status asks for (their figures say so).
+        if status == "unexplained":
+            sigs = [s for s in sigs if s[3] > 0]
+        elif status == "explained" or "rule" in args:
+            sigs = [s for s in sigs if s[2] > s[3]]
+        elif scope == "in":
+            sigs = [s for s in sigs if s[2] > 0]
+        where.append("r.sig_id in (select value from json_each(:sig_ids))")
+        params["sig_ids"] = json.dumps([s[0] for s in sigs])
     window = None
     if state.window:
         w = state.window_params()
@@ -314,8 +332,9 @@ def _driver(sel: Selection, span: tuple[int, int], cursor, limit: int) -> tuple[
         where.append("r.ts <= :c_ts and (r.ts < :c_ts or r.id < :c_id)")
         params["c_ts"], params["c_id"] = cursor
     small = _small(sel)
-    if small:
-        source = f"requests r indexed by {small} left join scoped s on s.request_id = r.id"
+    if small or sel.sigs is not None:
+        # A few signatures: their index ranges (sig_id, ts), or a small batch's lines.
+        source = f"requests r indexed by {small or 'requests_sig'} left join scoped s on s.request_id = r.id"
     elif sel.org is not None:
         source = "scoped s indexed by scoped_org join requests r on r.id = s.request_id"
         where = [w.replace("r.ts", "s.ts") for w in where]
