@@ -37,10 +37,11 @@ from .filter_bar import filter_bar
 FILTERS = ("sig", "scope", "status", "rule", "not_by", "reason", "named_org", "code", "path", "method", "batch")
 STATUSES = ("all", "unexplained", "explained")
 SIG_LIST_MAX = 5_000  # more signatures than this: filtered row by row through their address and agent
+DENSE_SIGS, DENSE_SHARE = 100, 0.02  # more signatures than this with this share of the requests: see Selection.dense
 SMALL = 20_000  # a selection of at most this many requests is read whole by its own index, and sorted
 STEP_MS = 3_600_000  # the first time step walked back; it grows while rows are few
 BUDGET_S = 0.05  # time spent walking for one page before it returns what it found
-STEP_LIMIT_MS = 30  # one step's query time limit
+STEP_LIMIT_MS = 40  # one step's query time limit
 # A bounded count: up to the first cap within its time limit, then the second;
 # past a cap (or out of time) it says "at least" the last cap it reached.
 COUNT_STEPS = ((1_000, 25), (10_000, 40))
@@ -93,6 +94,7 @@ class Selection:
     empty: bool  # the filters contradict each other: nothing matches
     group: tuple | None = None  # (grouping, value) of pivot_groups whose figures the signature filters select
     sig_join: bool = False  # the signature filters are conditions on ips i and user_agents a, joined per row
+    dense: bool = False  # many signatures, holding a good share of the log: the time index finds their rows soonest
 
 
 def _rule_bits(args: dict, key: str, by_name: dict) -> int:
@@ -219,7 +221,15 @@ async def _selection(page: Page, rules: list) -> Selection:
     return Selection(
         where, params, sigs, state.org, scope, status, window, batch_rows, needs_path, plain, empty,
         group=_group(state) if "sig" not in args and sigs != [] else None, sig_join=sig_join,
+        dense=sigs is not None and len(sigs) > DENSE_SIGS and await _share(page, sigs, scope) >= DENSE_SHARE,
     )
+
+
+async def _share(page: Page, sigs: list, scope: str) -> float:
+    """The share of the log's (or the in-scope) requests these signatures hold."""
+    requests, in_scope, _ = (await page.db.execute(TOTALS)).first()
+    column, total = (2, in_scope) if scope == "in" else (1, requests)
+    return sum(s[column] for s in sigs) / total if total else 0.0
 
 
 def _group(state) -> tuple | None:
@@ -332,19 +342,21 @@ def _driver(sel: Selection, span: tuple[int, int], cursor, limit: int) -> tuple[
         where.append("r.ts <= :c_ts and (r.ts < :c_ts or r.id < :c_id)")
         params["c_ts"], params["c_id"] = cursor
     small = _small(sel)
-    if small or sel.sigs is not None:
+    key = "r.ts desc, r.id desc"
+    if small or (sel.sigs is not None and not sel.dense):
         # A few signatures: their index ranges (sig_id, ts), or a small batch's lines.
         source = f"requests r indexed by {small or 'requests_sig'} left join scoped s on s.request_id = r.id"
     elif sel.org is not None:
         source = "scoped s indexed by scoped_org join requests r on r.id = s.request_id"
-        where = [w.replace("r.ts", "s.ts") for w in where]
+        where = [w.replace("r.ts", "s.ts").replace("r.id", "s.request_id") for w in where]
+        key = "s.ts desc, s.request_id desc"
     else:
         source = "requests r indexed by requests_ts left join scoped s on s.request_id = r.id"
     if sel.needs_path:
         source += " join uris u on u.id = r.uri_id join paths p on p.id = u.path_id"
     if sel.sig_join:
         source += " join signatures g on g.id = r.sig_id join ips i on i.id = g.ip_id join user_agents a on a.id = g.ua_id"
-    return f"select r.ts, r.id from {source} where {' and '.join(where)} order by r.ts desc, r.id desc limit :limit", params
+    return f"select r.ts, r.id from {source} where {' and '.join(where)} order by {key} limit :limit", params
 
 
 BOUNDS = "select (select min(ts) from requests), (select max(ts) from requests)"
@@ -362,6 +374,9 @@ async def _bounds(page: Page, sel: Selection) -> tuple[int, int]:
         sql = ORG_BOUNDS if sel.org is not None else SCOPE_BOUNDS if sel.scope == "in" else BOUNDS
         row = (await page.db.execute(sql, {"org": sel.org})).first()
         lo, hi = ((row[0] or 0), (row[1] or 0) + 1) if row else (0, 0)
+    if sel.scope == "in" and sel.org is None:
+        first, last = (await page.db.execute(SCOPE_BOUNDS)).first()
+        lo, hi = max(lo, first or 0), min(hi, (last or 0) + 1)
     if sel.window is not None:
         lo, hi = max(lo, sel.window[0]), min(hi, sel.window[1])
     return lo, hi
@@ -392,7 +407,7 @@ async def walk(page: Page, sel: Selection, cursor, size: int, budget: float | No
         try:
             found = [tuple(r) for r in await page.db.execute(sql, params, custom_time_limit=STEP_LIMIT_MS)]
         except QueryInterrupted:
-            step = max(1000, step // 8)
+            step = max(1000, step // 2)
         else:
             keys += found
             top = bottom
