@@ -12,7 +12,7 @@ import time
 
 import click
 
-from . import clickhouse, demo as demo_module, evidence, proxies, preview, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
+from . import clickhouse, demo as demo_module, evidence, proxies, rdns, preview, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
 from .derived import scope
 from .rules import actions
 from .errors import ForensicsError
@@ -222,6 +222,51 @@ def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where
     click.echo(terminal.safe(clickhouse.summary(result)))
     if result.message:
         raise ForensicsError(result.message)
+
+
+@cli.command(name="enrich-rdns")
+@db_argument
+@click.option("--resolver", metavar="IP[:PORT]", help="The DNS resolver to ask (default: this machine's first nameserver).")
+@click.option(
+    "--concurrency", type=click.IntRange(1, rdns.MAX_CONCURRENCY), default=rdns.DEFAULT_CONCURRENCY,
+    show_default=True, help="Queries in flight at once.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(0, 60, min_open=True), default=rdns.DEFAULT_TIMEOUT,
+    show_default=True, help="Seconds to wait for each answer.",
+)
+@click.option("--retry-failed", is_flag=True, help="Also look up again the addresses whose earlier look-up gave no name.")
+@user_errors
+def enrich_rdns(db, resolver, concurrency, timeout, retry_failed):
+    """Look up the reverse DNS (PTR) names of the stored addresses that have none.
+
+    Only this command queries DNS, and only the resolver given. Each outcome and
+    its time are stored, a few dozen at a time, so an interruption keeps what was
+    looked up; addresses that got no name are asked again only with --retry-failed.
+
+    Example:
+
+        datasette-forensics enrich-rdns incident.db --resolver 192.0.2.53 --concurrency 32
+    """
+    import os
+
+    where = rdns.parse_resolver(resolver)  # refused before DB is opened
+    if not os.path.exists(db):
+        raise ForensicsError(f"No such database: {db}")
+    database = open_db(db)
+    todo = database.execute(rdns.TODO_COUNT, {"retry": int(retry_failed)}).fetchone()[0]
+    bar = None
+    if sys.stderr.isatty() and todo:
+        bar = click.progressbar(length=todo, label="PTR look-ups", file=sys.stderr)
+        bar.__enter__()
+    try:
+        summary = rdns.enrich(database, where, concurrency, timeout, retry_failed, bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(terminal.safe(summary.line()))
+    if summary.stopped:
+        raise ForensicsError(summary.stopped)
 
 
 @cli.command(name="clickhouse-scope")
