@@ -22,7 +22,7 @@ left join org_stats s on s.org_id = x.org_id
 """
 SLUGS = "select slug, valid_from, valid_to from org_slugs where org_id = :org order by valid_from"
 SIGNATURES = """
-select so.sig_id, i.ip, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
+select so.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
     st.cross_tenant, st.orgs, p.path
 from sig_org so
 join sig_stats st on st.sig_id = so.sig_id
@@ -76,7 +76,7 @@ STATUS = {
     "explained": ("so.unexplained < so.requests", "s.explained != 0"),
 }
 LATEST = """
-select r.ts, i.ip, a.ua, r.method, p.path, r.status, s.explained
+select r.ts, i.ip, i.network, i.country, i.provider, a.ua, r.method, p.path, r.status, s.explained
 from scoped s
 join requests r on r.id = s.request_id
 join signatures g on g.id = r.sig_id
@@ -139,6 +139,9 @@ async def view(datasette, request):
         signatures.append(
             {
                 "ip": r["ip"],
+                "network": r["network"],
+                "country": r["country"],
+                "provider": r["provider"],
                 "user_agent": r["ua"],
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),
@@ -195,6 +198,9 @@ async def view(datasette, request):
         {
             "time": ms_iso(r["ts"]),
             "ip": r["ip"],
+            "network": r["network"],
+            "country": r["country"],
+            "provider": r["provider"],
             "user_agent": r["ua"],
             "method": r["method"],
             "path": r["path"],
