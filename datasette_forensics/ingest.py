@@ -18,12 +18,12 @@ import json
 import operator
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import derived, importers, pipeline, processes
+from . import derived, importers, pipeline, processes, rawlines
 from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
@@ -182,6 +182,7 @@ class Chunk:
     per row. ``raw_rows`` keep the bytes of imported lines that are not valid
     UTF-8. ``new_rows`` are the dictionaries' new rows, in dependency order, and
     the ids in the rows are the reader's (provisional: see dictionaries.py).
+    ``raw_chunks`` are the imported lines themselves, packed by rawlines.pack.
     """
 
     requests: list[tuple]
@@ -192,6 +193,7 @@ class Chunk:
     new_rows: list[list[tuple]]
     last_line: int  # the number of the chunk's last counted line
     progress: int  # bytes read so far (files) or rows (queries)
+    raw_chunks: list[tuple] = field(default_factory=list)
 
     @property
     def lines(self) -> int:
@@ -234,12 +236,14 @@ class ChunkReader:
         self.rejected: list[tuple] = []
         self.rejected_hashes: list[int] = []
         self.raw_rows: list[tuple] = []
+        self.raw_lines: list[bytes] = []  # each request's raw line (the caller of add_record appends it)
 
     def take(self, last_line: int, progress: int) -> Chunk:
         """The chunk read since the last take (or start), and begin the next."""
         chunk = Chunk(
             self.requests, self.request_hashes, self.rejected, self.rejected_hashes, self.raw_rows,
             [d.take_rows() for d in self.dictionaries], last_line, progress,
+            rawlines.pack(self.batch_id, [r[1] for r in self.requests], self.raw_lines),
         )  # fmt: skip
         self.start()
         return chunk
@@ -341,6 +345,7 @@ class BatchWriter:
                 )
             if raw_rows:
                 conn.executemany("insert into raw_bytes values (?, ?, ?)", raw_rows)
+            rawlines.store(conn, chunk.raw_chunks)
             imported = len(requests)
             n_rejected = len(rejected)
             conn.execute(
@@ -596,6 +601,7 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                     reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
                 else:
                     reader.add_record(line_no, line_hash(raw), rec, bad)
+                    reader.raw_lines.append(raw)
                 if reader.lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
                     yield reader.take(last_line, log.consumed)
                     reader.resume()
@@ -617,6 +623,7 @@ def _row_chunks(rows: Iterator[tuple], chunk_rows: int, reader: ChunkReader) -> 
                 reader.add_rejected(line_no, line_hash(raw), raw, reason, False)
             else:
                 reader.add_record(line_no, line_hash(raw), rec, None)
+                reader.raw_lines.append(raw)
             last_line = line_no
             if reader.lines >= chunk_rows or chunk_bytes >= CHUNK_BYTES:
                 yield reader.take(last_line, last_line)

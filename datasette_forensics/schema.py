@@ -933,6 +933,26 @@ def m018_case_out_of_scope(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_REQUESTS_VIEW)
 
 
+# pages: the raw line of every imported request, compressed per block of a chunk's
+# lines (datasette_forensics.rawlines), for the request page (views/request.py).
+PAGES_RAW_CHUNKS = """
+create table raw_chunks (
+    batch_id integer not null,
+    first_line integer not null,
+    last_line integer not null,
+    meta blob not null,         -- zlib of uint32s: each line's offset from first_line, then each line's length
+    lines blob not null,        -- zlib of the lines' bytes, concatenated
+    primary key (batch_id, first_line)
+) without rowid;
+"""
+
+
+@migrations()
+def m019_pages_raw_chunks(db: sqlite_utils.Database) -> None:
+    """Requests imported before this keep no raw line: their request page says so."""
+    db.executescript(PAGES_RAW_CHUNKS)
+
+
 # Who owns each client address (MODEL §7; ipinfo.py fills these, geo.py and rdns.py
 # supply them): the network kind, country and owner name from the data geoip2fast
 # ships, and the PTR name enrich-rdns looked up, with its outcome and time. ip_info
