@@ -504,36 +504,35 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
     if dry_run and not apply_:
         raise ForensicsError("--dry-run goes with --apply.")
     if dry_run:
-        for name in rules.resolve_names(database, apply_):
-            result = preview.preview_apply(database, name)
-            if result["already"]:
-                click.echo(f"{name}: already applied")
-                continue
-            click.echo(f"{name} (dry run, nothing changed): would explain {result['requests_explained']:,} requests")
-            for line in _org_changes(database, result["orgs_changed"]):
-                click.echo(line)
+        previews = (preview.preview_apply(database, name) for name in rules.resolve_names(database, apply_))
+        _echo_rule_changes(database, previews, "already applied",
+                           "{rule} (dry run, nothing changed): would explain {requests_explained:,} requests")
         return
     if apply_:
-        for result in actions.apply_all(database, rules.resolve_names(database, apply_), actor):
-            name = result["rule"]
-            if result["already"]:
-                click.echo(f"{name}: already applied")
-                continue
-            click.echo(f"{name}: {result['requests_explained']:,} requests newly explained")
-            for line in _org_changes(database, result["orgs_changed"]):
-                click.echo(line)
+        applied = actions.apply_all(database, rules.resolve_names(database, apply_), actor)
+        _echo_rule_changes(database, applied, "already applied", "{rule}: {requests_explained:,} requests newly explained")
         return
     names = (
         [n for n in reversed(rules.applied_names(database)) if n not in {r.NAME for r in rules.SYSTEM}]
         if undo.strip() == "all"
         else [n for n in rules.resolve_names(database, undo)]
     )
-    for result in actions.undo_all(database, names, actor):
-        name = result["rule"]
+    _echo_rule_changes(database, actions.undo_all(database, names, actor), "not applied",
+                       "{rule}: undone, {requests_unexplained:,} requests no longer explained")
+
+
+def _echo_rule_changes(database, results, already: str, done: str) -> None:
+    """Print each rule change (applied, undone or previewed) and the org statuses it moves.
+
+    Args:
+        already: what to say of a rule that needed no change.
+        done: a format string over the result's fields (its name is ``rule``).
+    """
+    for result in results:
         if result["already"]:
-            click.echo(f"{name}: not applied")
+            click.echo(f"{result['rule']}: {already}")
             continue
-        click.echo(f"{name}: undone, {result['requests_unexplained']:,} requests no longer explained")
+        click.echo(done.format(**result))
         for line in _org_changes(database, result["orgs_changed"]):
             click.echo(line)
 
