@@ -128,9 +128,12 @@ def main(argv=None) -> None:
         outcomes = ", ".join(f"{n:,} {k}" for k, n in sorted(r["outcomes"].items()))
         print(f"| {r['concurrency']} | {r['addresses']:,} | {r['seconds']:.1f} | {r['per_second']:,} | {outcomes} | {r['load_average'][0]:.1f}–{r['load_average'][1]:.1f} |")
     os.makedirs(RESULTS, exist_ok=True)
-    out = os.path.join(RESULTS, f"rdns-{args.addresses}.json")
+    out = os.path.join(RESULTS, f"rdns-{args.addresses}" + (f"-silent{args.silent:g}" if args.silent else "") + ".json")
     with open(out, "w") as f:
-        json.dump({"command": " ".join(["python", "benchmarks/bench_rdns.py"] + (argv or sys.argv[1:])), "results": rows}, f, indent=2)
+        json.dump({
+            "command": " ".join(["python", "benchmarks/bench_rdns.py"] + (argv or sys.argv[1:])),
+            "cores": os.cpu_count(), "results": rows,
+        }, f, indent=2)  # fmt: skip
         f.write("\n")
     print(f"\nwritten to {os.path.relpath(out)}")
 
