@@ -14,7 +14,8 @@ import ipaddress
 import os
 
 DATA_FILE = "geoip2fast-asn-ipv6.dat.gz"
-#: Set to skip the shipped data (owner and country stay empty; the network kind is still given).
+#: Set (to anything) to skip this enrichment altogether: the benchmark's "without" side
+#: (benchmarks/bench_import.py, contender full_no_geo). The owner columns stay empty.
 DISABLE_ENV = "FORENSICS_NO_GEO"
 
 NETWORK_KINDS = ("public", "private", "loopback", "link_local", "cgnat", "documentation", "multicast", "reserved")
@@ -72,7 +73,7 @@ def _kind(address) -> str:
 
 
 def enabled() -> bool:
-    """Whether the shipped data is used (FORENSICS_NO_GEO unset)."""
+    """Whether addresses are enriched (FORENSICS_NO_GEO unset)."""
     return not os.environ.get(DISABLE_ENV)
 
 
@@ -103,11 +104,11 @@ def lookup(value: str) -> tuple[str | None, str | None, str | None]:
         (network, country, as_name): only a public address gets a country (ISO 3166
         alpha-2) and an owner name from the shipped data, where it has them.
     """
-    address = _address(value)
+    address = _address(value) if enabled() else None
     if address is None:
         return None, None, None
     kind = _kind(address)
-    if kind != "public" or not enabled():
+    if kind != "public":
         return kind, None, None
     found = _reader().lookup(str(address))
     country = found.country_code if found.country_code and found.country_code != "--" else None

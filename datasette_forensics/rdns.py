@@ -8,11 +8,13 @@ without a name is looked up once: the name, the outcome (``ok``, ``nxdomain``,
 unless an ``ip_info`` record names it (ipinfo.py). Look-ups that gave no name
 are tried again only with ``retry_failed``.
 
-Results are stored a few dozen at a time, each group in its own transaction, so
-an interruption keeps what was looked up. A group to which the resolver gave no
-DNS answer at all (every query timed out, got garbage or could not be sent)
-stops the run before it is stored: a resolver that is down, or is not a DNS
-server, is not recorded as a thousand failed names. Nothing here runs unless
+Queries are kept in flight ``concurrency`` at a time (a slow one holds one
+worker, not the others), and results are stored a few dozen at a time, each
+group in its own transaction, so an interruption keeps what was looked up. A run
+of look-ups without any DNS answer (timeouts, garbage, queries that could not be
+sent) as long as a group (as long as the number of workers before the first
+answer) stops the run, and that run is not stored: a resolver that is down, or is
+not a DNS server, is not recorded as a thousand failed names. Nothing here runs unless
 the command is given: an import never makes a network call.
 """
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,11 +44,10 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_TIMEOUT = 2.0
 MAX_CONCURRENCY = 256
 # Look-ups stored per transaction, per worker: small groups keep what an
-# interruption would otherwise lose small, and the first group (one look-up per
-# worker) tells quickly whether the resolver answers at all.
+# interruption would lose small. A run of silent look-ups this long stops a run.
 GROUP_PER_WORKER = 4
-# Outcomes in which the resolver said nothing DNS could read: a group of only
-# these stops the run.
+# Outcomes in which the resolver said nothing DNS could read: a run of these as
+# long as a group stops the run.
 SILENT = ("timeout", "garbage", "unreachable")
 TODO = """
 select id, ip from ips
@@ -189,6 +190,10 @@ def enrich(
         retry_failed: also the addresses whose earlier look-up gave no name.
         on_progress: called with the number of look-ups of each stored group.
 
+    A run of silent look-ups (no DNS answer) as long as a group stops the run
+    unstored (one per worker before the resolver's first answer); a shorter one
+    at the end is stored as the failures it is.
+
     Returns:
         the Summary; ``stopped`` says why the run ended early (the resolver went
         silent), the groups before it being stored.
@@ -196,28 +201,74 @@ def enrich(
     params = {"retry": int(retry_failed)}
     summary = Summary(todo=db.execute(TODO_COUNT, params).fetchone()[0])
     started = time.monotonic()
-    after = 0
-    size = concurrency  # the first group: one look-up per worker
+    group = concurrency * GROUP_PER_WORKER
+    pending: list[Lookup] = []  # looked up, in the order they finished, not stored yet
+    silent = 0  # how many of the latest look-ups in a row got no DNS answer
+    answered = False
+
+    def store(results: list[Lookup]) -> None:
+        if not results:
+            return
+        _store(db, results)
+        summary.looked_up += len(results)
+        for r in results:
+            summary.outcomes[r.stored_status] = summary.outcomes.get(r.stored_status, 0) + 1
+        if on_progress:
+            on_progress(len(results))
+
+    rows = _todo(db, params)
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        inflight: set = set()
         while True:
-            rows = db.execute(TODO, dict(params, after=after, limit=size)).fetchall()
-            if not rows:
+            # A window of `concurrency` queries: a slow one holds one worker, not the rest.
+            while len(inflight) < concurrency:
+                row = next(rows, None)
+                if row is None:
+                    break
+                inflight.add(pool.submit(_lookup, row, resolver, timeout))
+            if not inflight:
                 break
-            group = list(pool.map(lambda row: _lookup(row, resolver, timeout), rows))
-            if all(r.status in SILENT for r in group):
-                summary.stopped = _silence(group, resolver, timeout, summary.looked_up)
+            done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
+            stopping = False
+            for future in done:
+                result = future.result()
+                pending.append(result)
+                if result.status in SILENT:
+                    silent += 1
+                else:
+                    silent, answered = 0, True
+                # Until the resolver has answered once, one silent look-up per worker is enough.
+                stopping = silent >= (group if answered else concurrency)
+                if stopping:
+                    break  # what else finished is asked again by the next run
+            if stopping:
+                store(pending[:-silent])
+                summary.stopped = _silence(pending[-silent:], resolver, timeout, summary.looked_up)
+                for future in inflight:
+                    future.cancel()
                 break
-            _store(db, group)
-            summary.looked_up += len(group)
-            for r in group:
-                summary.outcomes[r.stored_status] = summary.outcomes.get(r.stored_status, 0) + 1
-            if on_progress:
-                on_progress(len(group))
-            after = rows[-1][0]
-            size = concurrency * GROUP_PER_WORKER
+            if len(pending) - silent >= group:  # a silent run stays pending: it may yet stop the run
+                store(pending[: len(pending) - silent])
+                del pending[: len(pending) - silent]
+    if summary.stopped is None:
+        if pending and not answered:  # fewer addresses than workers, and not one answer
+            summary.stopped = _silence(pending, resolver, timeout, 0)
+        else:
+            store(pending)
     summary.seconds = time.monotonic() - started
     derived.finish(db)  # regroup the addresses by their new names
     return summary
+
+
+def _todo(db: sqlite_utils.Database, params: dict, page: int = 1000):
+    """The addresses to look up, a page of ids at a time."""
+    after = 0
+    while True:
+        rows = db.execute(TODO, dict(params, after=after, limit=page)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
 
 
 def _lookup(row, resolver, timeout) -> Lookup:

@@ -969,6 +969,13 @@ alter table ips add column ptr_status text;   -- ok, nxdomain, no_answer, timeou
 alter table ips add column ptr_at text;       -- when enrich-rdns looked it up (UTC)
 drop view if exists requests_view;
 """
+# The owner columns start empty: derived.finish fills them (in batches of ids), and
+# the pivot groups they feed, before anything reads, when there are addresses.
+GEO_FILL = """
+insert or replace into derived_state (work, reason, since)
+select 'ip_owners', 'addresses'' owners to fill', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+where exists (select 1 from ips);
+"""
 GEO_REQUESTS_VIEW = """
 create view requests_view as
 select
@@ -1051,14 +1058,4 @@ left join scoped s on s.request_id = r.id
 """
 
 
-@migrations()
-def m021_geo_ip_owners(db: sqlite_utils.Database) -> None:
-    """The owner columns start empty: derived.finish fills them (in batches of ids) and
-    the pivot groups they feed, before anything reads, if there are addresses."""
-    db.executescript(GEO_IP_OWNERS)
-    db.executescript(GEO_REQUESTS_VIEW)
-    if db.execute("select exists (select 1 from ips)").fetchone()[0]:
-        db.execute(
-            "insert or replace into derived_state (work, reason, since) values ('ip_owners', ?, ?)",
-            ["addresses' owners to fill", utcnow()],
-        )
+ddl_migration("m021_geo_ip_owners", GEO_IP_OWNERS + GEO_REQUESTS_VIEW + ";" + GEO_FILL)

@@ -59,9 +59,9 @@ def test_only_public_addresses_get_an_owner():
     assert geo.lookup("crawler.example.com") == (None, None, None)
 
 
-def test_the_switch_skips_the_shipped_data(monkeypatch):
+def test_the_benchmark_switch_skips_the_enrichment(monkeypatch):
     monkeypatch.setenv(geo.DISABLE_ENV, "1")
-    assert geo.lookup("8.8.8.8") == ("public", None, None)
+    assert geo.lookup("8.8.8.8") == (None, None, None)
 
 
 def test_data_source_is_dated():
@@ -240,3 +240,7 @@ async def test_country_network_and_provider_groupings(tmp_path):
     assert [(r["ip"], r["network"]) for r in data["rows"]] == [("100.64.0.1", "cgnat")]
     html = (await ds.client.get("/g/-/forensics/ips?by=network")).text
     assert "Network kind" in html and "documentation" in html
+    html = (await ds.client.get("/g/-/forensics/signatures?ip=8.8.8.8")).text
+    assert "public · US · GOOGLE" in html
+    data = await get_json(ds, "/g/-/forensics/signatures.json?ip=8.8.8.8")
+    assert [(r["network"], r["country"], r["provider"]) for r in data["rows"]] == [("public", "US", "GOOGLE")]

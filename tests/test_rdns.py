@@ -134,17 +134,31 @@ def test_an_unreachable_resolver(db_path):
 
 
 def test_a_resolver_that_stops_answering_keeps_what_was_looked_up(db_path):
-    """One look-up, then four per group: the server answers five queries and then goes silent."""
+    """The server answers two queries, then goes silent: four silent look-ups in a row
+    (a group, with one worker) stop the run; the two answers are stored, nothing else."""
     table = {ip: f"n{k}.example" for k, ip in enumerate(TABLE)}
-    with DnsServer(table, answer_first=5) as server:
+    with DnsServer(table, answer_first=2) as server:
         result = enrich(db_path, server, "--concurrency", "1")
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
-        f"Error: The resolver {server.address} did not answer any of 3 PTR queries within 0.3 s: "
-        "the 5 look-ups before are stored; run the command again to go on."
+        f"Error: The resolver {server.address} did not answer any of 4 PTR queries within 0.3 s: "
+        "the 2 look-ups before are stored; run the command again to go on."
     )
+    assert len(server.queries) == 6  # the last two addresses were never asked
     statuses = [status for _, status, _ in ptrs(db_path).values()]
-    assert statuses.count("ok") == 5 and statuses.count(None) == 5  # 3 not stored + ip_info's + the host name
+    assert statuses.count("ok") == 2 and statuses.count(None) == 8
+
+
+def test_a_few_timeouts_do_not_hold_the_others(db_path):
+    """A slow answer holds one worker: with four workers, one silent address among
+    seven answered ones costs about one timeout, not one per group."""
+    with DnsServer({**{ip: "x.example" for ip in TABLE}, "192.0.2.3": SILENT}) as server:
+        result = CliRunner().invoke(
+            cli, ["enrich-rdns", db_path, "--resolver", server.address, "--timeout", "1", "--concurrency", "4"]
+        )
+    assert result.exit_code == 0, result.output
+    assert "8 of 8 addresses looked up" in result.output and "7 ok, 1 timeout" in result.output
+    assert ptrs(db_path)["192.0.2.3"] == [None, "timeout", None]
 
 
 @pytest.mark.parametrize(
