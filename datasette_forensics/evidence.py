@@ -18,6 +18,7 @@ import sqlite_utils
 from .errors import ForensicsError
 from .rules import rules_breakdown
 from .derived.scope import get_incident
+from .request_rows import REQUEST_JOINS
 from .terminal import visible
 from .timeparse import format_ms, utcnow
 
@@ -33,15 +34,12 @@ left join orgs o on o.id = x.org_id
 left join org_stats s on s.org_id = x.org_id
 """
 # The org's unexplained requests, pair by pair along scoped's key, oldest first.
-UNEXPLAINED = """
+UNEXPLAINED = f"""
 select s.ts, i.ip, a.ua, r.method, u.uri, r.status, b.source, r.line_no, st.orgs
 from sig_org so
 cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
 join requests r on r.id = s.request_id
-join signatures g on g.id = r.sig_id
-join ips i on i.id = g.ip_id
-join user_agents a on a.id = g.ua_id
-join uris u on u.id = r.uri_id
+{REQUEST_JOINS}
 join sig_stats st on st.sig_id = s.sig_id
 left join import_batches b on b.id = r.batch_id
 where so.org_id = :org and so.unexplained > 0 and s.explained = 0

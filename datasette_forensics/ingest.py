@@ -208,8 +208,9 @@ class ChunkReader:
     one). ``add_record`` and ``add_rejected`` take one line each.
     """
 
-    def __init__(self, conn: sqlite3.Connection, batch_id: int):
+    def __init__(self, conn: sqlite3.Connection, batch_id: int, proxies=None):
         self.batch_id = batch_id
+        self.proxies = proxies  # proxies.TrustedProxies: the client behind a trusted peer, or None
         self.paths = Dictionary(conn, "paths", ["path"])
         self.uris = Dictionary(
             conn, "uris", ["uri"], enrich=lambda uri: (self.paths.id(uri.split("?", 1)[0]),),
@@ -270,6 +271,8 @@ class ChunkReader:
 
     def add_record(self, line_no: int, h: int, rec: dict, bad: bytes | None) -> None:
         """Add a parsed line; ``bad`` is its raw bytes when they are not valid UTF-8."""
+        if self.proxies is not None:
+            rec = self.proxies.resolve(rec)
         ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = _record_fields(rec)
         # New values get their ids in line order, and within a line in the order
         # ip, user agent, signature, uri, referer.
@@ -460,6 +463,7 @@ def import_file(
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
     finish: Callable[[FileResult], None] | None = None,
+    proxies=None,
 ) -> FileResult:
     """Import one prepared input (a file, or rows from a query) as one batch.
 
@@ -493,7 +497,7 @@ def import_file(
     indexes.settle(conn)
     with write_transaction(db):
         indexes.defer(conn, batch_id)  # a first import: built by a sort when the batch closes
-    reader = ChunkReader(conn, batch_id)
+    reader = ChunkReader(conn, batch_id, proxies)
     writer = BatchWriter(db, batch_id, reader.dictionaries)
     db_file = conn.execute("pragma database_list").fetchone()[2]
 
@@ -675,8 +679,11 @@ def import_rows(
     batch_name: str | None = None,
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
+    proxies=None,
 ) -> FileResult:
     """Import a RowSource (rows already parsed, e.g. from ClickHouse) as one batch.
+
+    ``proxies`` (a proxies.TrustedProxies) finds the client behind a trusted peer.
 
     Returns:
         the FileResult; 'incomplete' when the source failed mid-stream.
@@ -684,7 +691,7 @@ def import_rows(
     first_ip_id = db.execute("select coalesce(max(id), 0) + 1 from ips").fetchone()[0]
     return import_file(
         db, source, batch_name, command, on_progress,
-        finish=lambda result: _after_batch(db, result, first_ip_id),
+        finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
     )
 
 
@@ -696,8 +703,11 @@ def import_logs(
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
     on_start: Callable[[PreparedInput], None] | None = None,
+    proxies=None,
 ) -> list[FileResult]:
     """Import log files, each as one batch; every input is checked before any is stored.
+
+    ``proxies`` (a proxies.TrustedProxies) finds the client behind a trusted peer.
 
     Raises:
         ForensicsError: an input is not importable (nothing is stored then).
@@ -718,7 +728,7 @@ def import_logs(
         try:
             result = import_file(
                 db, p, batch_name, command, on_progress,
-                finish=lambda result: _after_batch(db, result, first_ip_id),
+                finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
             )
         except BaseException:
             for rest in prepared[index + 1 :]:

@@ -22,8 +22,9 @@ from datasette_forensics.timeparse import parse_time
 SIGNATURE_COLUMNS = {
     "ip": "ip", "cidr24": "cidr24", "cidr16": "cidr16", "ua": "user_agent", "kind": "ua_kind",
     "asn": "asn", "provider": "provider", "rdns": "rdns", "family": "ua_family", "major": "ua_major", "os": "ua_os",
+    "country": "country", "network": "network",
 }
-NULLABLE = {"asn", "provider", "rdns", "family", "major", "os"}
+NULLABLE = {"asn", "provider", "rdns", "family", "major", "os", "country", "network"}
 IGNORED = {"size", "next", "page", "sort", "by"}
 
 
@@ -144,3 +145,14 @@ async def every_row(ds, url: str, size: int = 7) -> list[int]:
         ids += [r["id"] for r in response.json()["rows"]]
         next_url = response.json()["next_url"]
     return ids
+
+
+def generous_time(monkeypatch) -> None:
+    """The requests page's time budgets, raised for tests of what it shows: on a
+    loaded machine a 50 ms walk or a 25 ms count may stop early, which is right at
+    scale but would make a correctness test flaky (the budgets have their own test)."""
+    from datasette_forensics.views import requests
+
+    monkeypatch.setattr(requests, "BUDGET_S", 10.0)
+    monkeypatch.setattr(requests, "STEP_LIMIT_MS", 5_000)
+    monkeypatch.setattr(requests, "COUNT_STEPS", ((1_000, 5_000), (10_000, 5_000)))

@@ -17,9 +17,14 @@ from datasette_forensics.cli import cli
 from datasette_forensics.views import requests as requests_view
 
 from conftest import make_datasette
-from requests_oracle import build_story_db, every_row, oracle
+from requests_oracle import build_story_db, every_row, generous_time, oracle
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(autouse=True)
+def _generous_time(monkeypatch):
+    generous_time(monkeypatch)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def filter_cases(conn) -> list[str]:
         f"org={org}&status=unexplained", f"org={org}&status=explained", "rule=staff", "rule=verdict",
         f"org={org}&rule=member_current", "not_by=staff,member_current", "rule=token_owner&not_by=staff",
         f"sig={sig}", f"sig={sig}&scope=in", f"ip={ip}", f"cidr24={q(cidr24)}", f"cidr16={q(cidr16)}",
-        f"ua={q(ua)}", f"family={q(family)}", "kind=library", "kind=bot&scope=in", "path=%2Fapi%2F0%2Forganizations%2F",
+        f"ua={q(ua)}", f"family={q(family)}", "kind=library", "kind=bot&scope=in", "network=documentation", "country=", "network=private&status=unexplained", "path=%2Fapi%2F0%2Forganizations%2F",
         "code=404", "code=2xx", "code=2xx&scope=in", "from=2020-07-10T00:00:00Z", "from=2020-07-04&to=2020-07-12T12:00:00Z",
         f"org={org}&from=2020-07-10T00:00:00Z", f"batch={batch}", "method=POST", "reason=path_not_in_scope",
         "reason=outside_window", f"named_org={named}", f"ip={ip}&status=unexplained&from=2020-07-05",
@@ -193,3 +198,18 @@ def test_org_signature_list_is_an_index_range_read(story_db):
     sql = org.SIGNATURES.format(conds="1", status="so.unexplained > 0")
     plan = " ".join(r[-1] for r in conn.execute("explain query plan " + sql, {"org": "101", "cross_tenant": 1, "limit": 500}))
     assert "sig_org_rank" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_a_page_cut_short_by_its_budget_goes_on_from_there(story_db, monkeypatch):
+    """No time at all: each page walks one step, says how far it searched and links on;
+    following the links still gives every row once, in order."""
+    monkeypatch.setattr(requests_view, "BUDGET_S", 0.0)
+    monkeypatch.setattr(requests_view, "STEP_MS", 600_000)
+    ds = await datasette(story_db)
+    conn = sqlite3.connect(str(story_db))
+    base = f"/{story_db.stem}/-/forensics/requests"
+    for query in ("scope=in", "status=unexplained", "code=404", "org=101"):
+        first = (await ds.client.get(f"{base}.json?{query}")).json()
+        assert first["searched_to"] and first["next_url"], query
+        assert "go on from there" in (await ds.client.get(f"{base}?{query}")).text
+        assert await every_row(ds, f"{base}?{query}", 5) == oracle(conn, query), query

@@ -44,6 +44,8 @@ SIGNATURE_FILTERS = {
     "asn": ("i.asn", True, "asn"),
     "provider": ("i.provider", True, "provider"),
     "rdns": ("i.rdns", True, "rdns"),
+    "country": ("i.country", True, "country"),
+    "network": ("i.network", True, "network"),
     "family": ("a.family", True, "ua_family"),
     "major": ("a.major", True, "ua_major"),
     "os": ("a.os", True, "ua_os"),

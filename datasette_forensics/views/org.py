@@ -9,6 +9,7 @@ from datasette.utils import tilde_decode
 
 from ..derived.status import status_sql
 from . import case_parts, chart
+from ..request_rows import REQUEST_JOINS
 from .common import DAY_MS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
 
@@ -26,7 +27,7 @@ SLUGS = "select slug, valid_from, valid_to from org_slugs where org_id = :org or
 # read however many signatures the org has, never a sort of all of them.
 SIGNATURES_SHOWN = 500
 SIGNATURES = """
-select so.sig_id, i.ip, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
+select so.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
     st.cross_tenant, st.orgs, p.path
 from sig_org so indexed by sig_org_rank
 join sig_stats st on st.sig_id = so.sig_id
@@ -79,16 +80,12 @@ STATUS = {
     "unexplained": ("so.unexplained > 0", "s.explained = 0"),
     "explained": ("so.unexplained < so.requests", "s.explained != 0"),
 }
-LATEST = """
-select r.id, r.ts, i.ip, a.ua, r.method, p.path, r.status, s.explained
+LATEST = f"""
+select r.id, r.ts, i.ip, i.network, i.country, i.provider, a.ua, r.method, p.path, r.status, s.explained
 from scoped s
 join requests r on r.id = s.request_id
-join signatures g on g.id = r.sig_id
-join ips i on i.id = g.ip_id
-join user_agents a on a.id = g.ua_id
-join uris u on u.id = r.uri_id
-join paths p on p.id = u.path_id
-where s.org_id = :org and s.ts >= :w_from and s.ts < :w_to and {conds} and {status}
+{REQUEST_JOINS}
+where s.org_id = :org and s.ts >= :w_from and s.ts < :w_to and {{conds}} and {{status}}
 order by s.ts desc limit 20
 """
 
@@ -149,6 +146,9 @@ async def view(datasette, request):
         signatures.append(
             {
                 "ip": r["ip"],
+                "network": r["network"],
+                "country": r["country"],
+                "provider": r["provider"],
                 "user_agent": r["ua"],
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),
@@ -205,6 +205,9 @@ async def view(datasette, request):
         {
             "time": ms_iso(r["ts"]),
             "ip": r["ip"],
+            "network": r["network"],
+            "country": r["country"],
+            "provider": r["provider"],
             "user_agent": r["ua"],
             "method": r["method"],
             "path": r["path"],

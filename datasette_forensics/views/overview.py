@@ -71,7 +71,7 @@ select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by b
 """
 
 PIVOTS = [
-    ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, reverse DNS"),
+    ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, country, network kind, reverse DNS"),
     ("user-agents", "User-agent groups", "by exact user agent, family, family and major version, OS, kind"),
     ("orgs", "Orgs", "exposure per org: exposed, review, cleared"),
     ("signatures", "Signatures", "address and user agent pairs, cross-tenant first, with their activity after the patch"),

@@ -7,20 +7,18 @@ import json
 from datasette import NotFound
 
 from .. import rawlines
+from ..request_rows import REQUEST_JOINS
 from .common import ms_iso, open_page, page_view
 
-REQUEST = """
+REQUEST = f"""
 select r.id, r.ts, r.batch_id, r.line_no, r.sig_id, i.ip, i.prefix as cidr24, i.prefix16 as cidr16,
-    i.asn, i.provider, i.rdns, a.ua, a.family, a.major, a.os, a.kind, r.method, u.uri, p.path,
+    i.asn, i.provider, i.rdns, i.network, i.country, i.as_name, json_extract(r.extra, '$.peer') as peer,
+    a.ua, a.family, a.major, a.os, a.kind, r.method, u.uri, p.path,
     r.status, r.bytes, rf.referer, r.token_id, r.org_id as logged_org_id, r.extra,
     s.org_id as scope_org_id, s.explained, s.request_id is not null as in_scope,
     b.name as batch_name, b.source as file, b.format, b.started_at, o.slug as org_slug
 from requests r
-join signatures g on g.id = r.sig_id
-join ips i on i.id = g.ip_id
-join user_agents a on a.id = g.ua_id
-join uris u on u.id = r.uri_id
-join paths p on p.id = u.path_id
+{REQUEST_JOINS}
 left join referers rf on rf.id = r.referer_id
 left join scoped s on s.request_id = r.id
 left join import_batches b on b.id = r.batch_id
@@ -63,6 +61,10 @@ async def view(datasette, request):
         "asn": r["asn"],
         "provider": r["provider"],
         "rdns": r["rdns"],
+        "network": r["network"],
+        "country": r["country"],
+        "as_name": r["as_name"],
+        "peer": r["peer"],
         "user_agent": r["ua"],
         "ua_family": r["family"],
         "ua_major": r["major"],

@@ -31,6 +31,7 @@ from datasette.utils.asgi import AsgiStream, BadRequest
 
 from ..derived.out_of_scope import ORG_OF_REQUEST, REASON_SQL, REASONS
 from ..report import neutralise
+from ..request_rows import REQUEST_JOINS
 from .common import Page, SIGNATURE_FILTERS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
 
@@ -58,14 +59,12 @@ ORG_SIGS = """
 select sig_id, requests, requests, unexplained, first_ts, last_ts from sig_org
 where org_id = :org and {predicate} limit :sig_cap
 """
-DETAILS = """
-select r.id, r.ts, i.ip, a.ua, r.method, u.uri, r.status, coalesce(s.org_id, r.org_id) as org_id,
-    s.explained, s.request_id is not null as in_scope, r.batch_id, r.line_no, b.source as file
+DETAILS = f"""
+select r.id, r.ts, i.ip, i.network, i.country, i.provider, a.ua, r.method, u.uri, r.status,
+    coalesce(s.org_id, r.org_id) as org_id, s.explained, s.request_id is not null as in_scope,
+    r.batch_id, r.line_no, b.source as file
 from requests r
-join signatures g on g.id = r.sig_id
-join ips i on i.id = g.ip_id
-join user_agents a on a.id = g.ua_id
-join uris u on u.id = r.uri_id
+{REQUEST_JOINS}
 left join scoped s on s.request_id = r.id
 left join import_batches b on b.id = r.batch_id
 where r.id in (select value from json_each(:ids))
@@ -382,12 +381,14 @@ async def _bounds(page: Page, sel: Selection) -> tuple[int, int]:
     return lo, hi
 
 
-async def walk(page: Page, sel: Selection, cursor, size: int, budget: float | None = BUDGET_S):
+async def walk(page: Page, sel: Selection, cursor, size: int, limited: bool = True):
     """One page of (ts, id) keys below the cursor: (keys, next cursor, searched_to).
 
     searched_to is the time the walk reached when it stopped for the budget before
-    the page filled (the next page goes on from there), else None.
+    the page filled (the next page goes on from there), else None. ``limited``:
+    within BUDGET_S (the CSV walks on until the page is full).
     """
+    budget = BUDGET_S if limited else None
     if sel.empty:
         return [], None, None
     lo, hi = await _bounds(page, sel)
@@ -437,6 +438,9 @@ async def details(page: Page, keys: list, rules: list) -> list[dict]:
                 "id": r["id"],
                 "time": ms_iso(r["ts"]),
                 "ip": r["ip"],
+                "network": r["network"],
+                "country": r["country"],
+                "provider": r["provider"],
                 "user_agent": r["ua"],
                 "method": r["method"],
                 "uri": r["uri"],
@@ -518,7 +522,7 @@ def _csv(page: Page, sel: Selection, rules: list) -> AsgiStream:
         w.writerow(CSV_COLUMNS)
         cursor = None
         while True:
-            keys, cursor, _ = await walk(page, sel, cursor, 1000, budget=None)
+            keys, cursor, _ = await walk(page, sel, cursor, 1000, limited=False)
             for r in await details(page, keys, rules):
                 w.writerow([_cell(r, c) for c in CSV_COLUMNS])
             await writer.write(out.getvalue())
