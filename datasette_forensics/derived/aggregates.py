@@ -7,9 +7,9 @@ Four tables, all derived (they can be dropped and rebuilt with :func:`refresh`):
   activity at or after ``patched_at``, its in-scope reach and unexplained requests.
 - ``pivot_groups``: the same figures summed per group for every grouping of the IP
   and user-agent pages (``ip``, ``cidr24``, ``cidr16``, ``asn``, ``provider``,
-  ``rdns``, ``country``, ``network``, ``raw``, ``family``, ``family_major``, ``os``, ``kind``), with distinct
-  orgs, signatures, addresses and user agents, the requests of each user-agent
-  kind, the top user agent and the latest URI.
+  ``rdns``, ``country``, ``network``, ``raw``, ``family``, ``family_major``, ``os``,
+  ``kind``), with distinct orgs, signatures, addresses and user agents, the
+  requests of each user-agent kind, the top user agent and the latest URI.
 - ``org_stats``: per org with in-scope requests, the figures its status comes from.
 - ``scope_days``: in-scope and unexplained requests per (org, UTC day).
 
