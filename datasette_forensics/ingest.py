@@ -675,9 +675,13 @@ def _add_digests(reader: ChunkReader, digests: list[bytes]) -> None:
 
 
 class _Times:
-    """``time_local`` texts to epoch milliseconds, each distinct text parsed once (bounded)."""
+    """``time_local`` texts to epoch milliseconds, each distinct text parsed once (bounded).
 
-    LIMIT = 100_000
+    A log's lines of one second mostly come together, so a few thousand texts
+    suffice (100,000 would hold some 15 MB).
+    """
+
+    LIMIT = 4096
 
     def __init__(self):
         self.ms: dict[str, int] = {}
