@@ -25,6 +25,9 @@ and a fresh database file, so that the peak memory is that contender's own:
   runs: accounting, duplicate detection, dictionaries, enrichment, and the
   ip_info, scope and aggregate updates after the batch. It reads and parses in a
   child process (``datasette_forensics.pipeline``) while it stores.
+- ``full_no_geo``: ``full`` with ``FORENSICS_NO_GEO=1``: without the addresses'
+  network kind, country and owner (geo.py), so ``full/full_no_geo`` is what that
+  enrichment costs the import (MODEL §7 holds it under 5%).
 
 ``bare`` and ``full`` use the pragmas of ``schema.tune`` too. Seconds are
 wall-clock time from opening the database to the last commit; CPU seconds (user +
@@ -43,6 +46,7 @@ Example:
     python benchmarks/bench_import.py --lines 1000000
     python benchmarks/bench_import.py --lines 1000000 --only full --only goaccess --repeat 3
     python benchmarks/bench_import.py --lines 5000000 --only full
+    python benchmarks/bench_import.py --lines 1000000 --only full --only full_no_geo --repeat 3
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ import memory  # noqa: E402
 
 OUT = os.path.join(HERE, "out")
 RESULTS = os.path.join(HERE, "results")
-CONTENDERS = ("bare", "insert_all", "insert_all_wal", "floor", "goaccess", "full")
+CONTENDERS = ("bare", "insert_all", "insert_all_wal", "floor", "goaccess", "full", "full_no_geo")
 GOACCESS = "goaccess"  # Debian's package, 1.7 when measured
 GENERATOR_VERSION = 1
 CHUNK = 20_000
@@ -457,8 +461,11 @@ def child(contender: str, log: str, db: str) -> None:
         "insert_all": run_insert_all,
         "insert_all_wal": lambda log, db: run_insert_all(log, db, tuned=True),
         "full": run_full,
+        "full_no_geo": run_full,
         "floor": run_floor,
     }[contender]
+    if contender == "full_no_geo":
+        os.environ["FORENSICS_NO_GEO"] = "1"
     started, cpu = time.perf_counter(), cpu_seconds()
     lines = run(log, db)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from . import clickhouse, demo as demo_module, evidence, preview, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
+from . import clickhouse, demo as demo_module, evidence, proxies, rdns, preview, importers, incident, ingest, notes, notify, permissions, records, report as report_module, rules, schema, terminal, verdicts
 from .derived import scope
 from .rules import actions
 from .errors import ForensicsError
@@ -135,8 +135,13 @@ class _Progress:
     "--map", "maps", metavar="NAME=COLUMN", multiple=True,
     help="With --from-clickhouse: read jsonl field NAME from COLUMN (repeatable), e.g. remote_addr=client_ip.",
 )
+@click.option(
+    "--trusted-proxy", "trusted", metavar="CIDR", multiple=True,
+    help="A load balancer's range (repeatable): behind it, the client is the right-most "
+    "X-Forwarded-For address outside every trusted range; the peer is kept as peer.",
+)
 @user_errors
-def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps):
+def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps, trusted):
     """Import access logs (plain, .gz, .bz2, or - for standard input) into DB.
 
     Every line is accounted for: imported, rejected with its reason, or skipped
@@ -151,9 +156,12 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
     \b
         datasette-forensics import-logs incident.db \\
           --from-clickhouse clickhouse://ch:9000/logs --table access
+
+        datasette-forensics import-logs incident.db access.jsonl --trusted-proxy 10.0.0.0/8
     """
+    trusted_proxies = proxies.TrustedProxies.from_cidrs(trusted)  # refused before DB is opened
     if clickhouse_url is not None or query is not None or table is not None or where is not None or maps:
-        _import_from_clickhouse(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps)
+        _import_from_clickhouse(db, files, fmt, batch_name, clickhouse_url, query, table, where, maps, trusted_proxies)
         return
     if not files:
         raise ForensicsError("Give the log FILES to import, or --from-clickhouse URL with --query or --table.")
@@ -165,7 +173,7 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
     try:
         results = ingest.import_logs(
             database, files, fmt=fmt, batch_name=batch_name, command=command,
-            on_progress=progress.update, on_start=progress.start,
+            on_progress=progress.update, on_start=progress.start, proxies=trusted_proxies,
         )
     finally:
         progress.finish()
@@ -178,7 +186,7 @@ def import_logs(db, files, fmt, batch_name, clickhouse_url, query, table, where,
         raise ForensicsError(failed)
 
 
-def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where, maps) -> None:
+def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where, maps, trusted_proxies) -> None:
     """import-logs --from-clickhouse: check the options, pull, report the counts."""
     if importlib.util.find_spec("clickhouse_driver") is None:  # optional: the [clickhouse] extra
         raise ForensicsError(
@@ -206,12 +214,59 @@ def _import_from_clickhouse(db, files, fmt, batch_name, url, query, table, where
     progress = _Progress()
     progress.start_rows(source.display)
     try:
-        result = ingest.import_rows(database, source, batch_name=batch_name, command=sql, on_progress=progress.update)
+        result = ingest.import_rows(
+            database, source, batch_name=batch_name, command=sql, on_progress=progress.update, proxies=trusted_proxies
+        )
     finally:
         progress.finish()
     click.echo(terminal.safe(clickhouse.summary(result)))
     if result.message:
         raise ForensicsError(result.message)
+
+
+@cli.command(name="enrich-rdns")
+@db_argument
+@click.option("--resolver", metavar="IP[:PORT]", help="The DNS resolver to ask (default: this machine's first nameserver).")
+@click.option(
+    "--concurrency", type=click.IntRange(1, rdns.MAX_CONCURRENCY), default=rdns.DEFAULT_CONCURRENCY,
+    show_default=True, help="Queries in flight at once.",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(0, 60, min_open=True), default=rdns.DEFAULT_TIMEOUT,
+    show_default=True, help="Seconds to wait for each answer.",
+)
+@click.option("--retry-failed", is_flag=True, help="Also look up again the addresses whose earlier look-up gave no name.")
+@user_errors
+def enrich_rdns(db, resolver, concurrency, timeout, retry_failed):
+    """Look up the reverse DNS (PTR) names of the stored addresses that have none.
+
+    Only this command queries DNS, and only the resolver given. Each outcome and
+    its time are stored, a few dozen at a time, so an interruption keeps what was
+    looked up; addresses that got no name are asked again only with --retry-failed.
+
+    Example:
+
+        datasette-forensics enrich-rdns incident.db --resolver 192.0.2.53 --concurrency 32
+    """
+    import os
+
+    where = rdns.parse_resolver(resolver)  # refused before DB is opened
+    if not os.path.exists(db):
+        raise ForensicsError(f"No such database: {db}")
+    database = open_db(db)
+    todo = database.execute(rdns.TODO_COUNT, {"retry": int(retry_failed)}).fetchone()[0]
+    bar = None
+    if sys.stderr.isatty() and todo:
+        bar = click.progressbar(length=todo, label="PTR look-ups", file=sys.stderr)
+        bar.__enter__()
+    try:
+        summary = rdns.enrich(database, where, concurrency, timeout, retry_failed, bar.update if bar else None)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    click.echo(terminal.safe(summary.line()))
+    if summary.stopped:
+        raise ForensicsError(summary.stopped)
 
 
 @cli.command(name="clickhouse-scope")
@@ -449,36 +504,35 @@ def rules_command(db, list_, apply_, undo, add, filter_, sql, description, delet
     if dry_run and not apply_:
         raise ForensicsError("--dry-run goes with --apply.")
     if dry_run:
-        for name in rules.resolve_names(database, apply_):
-            result = preview.preview_apply(database, name)
-            if result["already"]:
-                click.echo(f"{name}: already applied")
-                continue
-            click.echo(f"{name} (dry run, nothing changed): would explain {result['requests_explained']:,} requests")
-            for line in _org_changes(database, result["orgs_changed"]):
-                click.echo(line)
+        previews = (preview.preview_apply(database, name) for name in rules.resolve_names(database, apply_))
+        _echo_rule_changes(database, previews, "already applied",
+                           "{rule} (dry run, nothing changed): would explain {requests_explained:,} requests")
         return
     if apply_:
-        for result in actions.apply_all(database, rules.resolve_names(database, apply_), actor):
-            name = result["rule"]
-            if result["already"]:
-                click.echo(f"{name}: already applied")
-                continue
-            click.echo(f"{name}: {result['requests_explained']:,} requests newly explained")
-            for line in _org_changes(database, result["orgs_changed"]):
-                click.echo(line)
+        applied = actions.apply_all(database, rules.resolve_names(database, apply_), actor)
+        _echo_rule_changes(database, applied, "already applied", "{rule}: {requests_explained:,} requests newly explained")
         return
     names = (
         [n for n in reversed(rules.applied_names(database)) if n not in {r.NAME for r in rules.SYSTEM}]
         if undo.strip() == "all"
         else [n for n in rules.resolve_names(database, undo)]
     )
-    for result in actions.undo_all(database, names, actor):
-        name = result["rule"]
+    _echo_rule_changes(database, actions.undo_all(database, names, actor), "not applied",
+                       "{rule}: undone, {requests_unexplained:,} requests no longer explained")
+
+
+def _echo_rule_changes(database, results, already: str, done: str) -> None:
+    """Print each rule change (applied, undone or previewed) and the org statuses it moves.
+
+    Args:
+        already: what to say of a rule that needed no change.
+        done: a format string over the result's fields (its name is ``rule``).
+    """
+    for result in results:
         if result["already"]:
-            click.echo(f"{name}: not applied")
+            click.echo(f"{result['rule']}: {already}")
             continue
-        click.echo(f"{name}: undone, {result['requests_unexplained']:,} requests no longer explained")
+        click.echo(done.format(**result))
         for line in _org_changes(database, result["orgs_changed"]):
             click.echo(line)
 

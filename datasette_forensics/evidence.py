@@ -18,6 +18,7 @@ import sqlite_utils
 from .errors import ForensicsError
 from .rules import rules_breakdown
 from .derived.scope import get_incident
+from .terminal import visible
 from .timeparse import format_ms, utcnow
 
 # The most unexplained requests one file lists; the rest are counted.
@@ -52,6 +53,9 @@ _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
+    # Log- and record-derived text shows its control, bidi and invisible characters as
+    # visible escapes (\x1b, \u202e), as the pages and the command line do.
+    finalize=lambda value: visible(value) if isinstance(value, str) else value,
 )
 
 

@@ -19,12 +19,12 @@ import operator
 import os
 import sqlite3
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import derived, importers, pipeline, processes
+from . import derived, importers, pipeline, processes, rawlines
 from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
@@ -186,6 +186,7 @@ class Chunk:
     per row. ``raw_rows`` keep the bytes of imported lines that are not valid
     UTF-8. ``new_rows`` are the dictionaries' new rows, in dependency order, and
     the ids in the rows are the reader's (provisional: see dictionaries.py).
+    ``raw_chunks`` are the imported lines themselves, packed by rawlines.pack.
     """
 
     requests: list[tuple]
@@ -196,6 +197,7 @@ class Chunk:
     new_rows: list[list[tuple]]
     last_line: int  # the number of the chunk's last counted line
     progress: int  # bytes read so far (files) or rows (queries)
+    raw_chunks: list[tuple] = field(default_factory=list)
 
     @property
     def lines(self) -> int:
@@ -210,8 +212,9 @@ class ChunkReader:
     one). ``add_record`` and ``add_rejected`` take one line each.
     """
 
-    def __init__(self, conn: sqlite3.Connection, batch_id: int):
+    def __init__(self, conn: sqlite3.Connection, batch_id: int, proxies=None):
         self.batch_id = batch_id
+        self.proxies = proxies  # proxies.TrustedProxies: the client behind a trusted peer, or None
         self.paths = Dictionary(conn, "paths", ["path"])
         self.uris = Dictionary(
             conn, "uris", ["uri"], enrich=lambda uri: (self.paths.id(uri.split("?", 1)[0]),),
@@ -237,12 +240,14 @@ class ChunkReader:
         self.rejected: list[tuple] = []
         self.rejected_hashes: list[int] = []
         self.raw_rows: list[tuple] = []
+        self.raw_lines: list[bytes] = []  # each request's raw line (the caller of add_record appends it)
 
     def take(self, last_line: int, progress: int) -> Chunk:
         """The chunk read since the last take (or start), and begin the next."""
         chunk = Chunk(
             self.requests, self.request_hashes, self.rejected, self.rejected_hashes, self.raw_rows,
             [d.take_rows() for d in self.dictionaries], last_line, progress,
+            rawlines.pack(self.batch_id, [r[1] for r in self.requests], self.raw_lines),
         )  # fmt: skip
         self.start()
         return chunk
@@ -270,6 +275,8 @@ class ChunkReader:
 
     def add_record(self, line_no: int, h: int, rec: dict, bad: bytes | None) -> None:
         """Add a parsed line; ``bad`` is its raw bytes when they are not valid UTF-8."""
+        if self.proxies is not None:
+            rec = self.proxies.resolve(rec)
         ts, ip, ua, uri, method, status, size, referer, token_id, org_id, extra = _record_fields(rec)
         # New values get their ids in line order, and within a line in the order
         # ip, user agent, signature, uri, referer.
@@ -342,6 +349,7 @@ class BatchWriter:
                 )
             if raw_rows:
                 conn.executemany("insert into raw_bytes values (?, ?, ?)", raw_rows)
+            rawlines.store(conn, chunk.raw_chunks)
             imported = len(requests)
             n_rejected = len(rejected)
             conn.execute(
@@ -459,6 +467,7 @@ def import_file(
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
     finish: Callable[[FileResult], None] | None = None,
+    proxies=None,
 ) -> FileResult:
     """Import one prepared input (a file, or rows from a query) as one batch.
 
@@ -492,7 +501,7 @@ def import_file(
     indexes.settle(conn)
     with write_transaction(db):
         indexes.defer(conn, batch_id)  # a first import: built by a sort when the batch closes
-    reader = ChunkReader(conn, batch_id)
+    reader = ChunkReader(conn, batch_id, proxies)
     writer = BatchWriter(db, batch_id, reader.dictionaries)
     db_file = conn.execute("pragma database_list").fetchone()[2]
 
@@ -566,14 +575,16 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     fast path: the pattern's groups go straight to a request row, with no record
     built, exactly the row ``add_record`` would make of ``parse``'s record (the
     per-line work is written out here: the calls it saves were most of its cost).
-    Every other line is parsed and added one by one.
+    Every other line is parsed and added one by one. Each imported line's bytes go
+    to ``reader.raw_lines`` (rawlines.py), from either path.
 
     Returns:
         the SHA-256 of the whole input.
     """
     parser = prepared.format.Parser()
     parse = parser.parse
-    plain = getattr(parser, "plain", None)
+    # A plain line's address is the peer's: with trusted proxies, add_record finds the client.
+    plain = getattr(parser, "plain", None) if reader.proxies is None else None
     parse_error = importers.ParseError
     line_no = chunk_bytes = chunk_lines = 0
     last_line = skip_until
@@ -593,7 +604,7 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     # The plain lines' hashes wait as digests, turned into integers all at once
     # (line_hash's value) before a general line's or the chunk's end.
     digests: list[bytes] = []
-    add_request, add_digest = reader.requests.append, digests.append
+    add_request, add_digest, add_raw = reader.requests.append, digests.append, reader.raw_lines.append
     try:
         for block in log.blocks():
             for raw in block:  # blocks() strips the line endings
@@ -626,6 +637,7 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                         None if referer == "-" else ref_id(referer) or ref_new(referer), None, None, None,
                     ))  # fmt: skip
                     add_digest(blake2b(raw, digest_size=8).digest())
+                    add_raw(raw)
                 else:
                     if not raw or raw.isspace():
                         continue
@@ -649,13 +661,14 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                     else:
                         _add_digests(reader, digests)
                         reader.add_record(line_no, line_hash(raw), rec, bad)
+                        add_raw(raw)
                 last_line = line_no
                 chunk_bytes += len(raw)
                 chunk_lines += 1
                 if chunk_lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
                     _add_digests(reader, digests)
                     yield reader.take(last_line, log.consumed)
-                    add_request = reader.requests.append
+                    add_request, add_raw = reader.requests.append, reader.raw_lines.append
                     reader.resume()
                     chunk_bytes = chunk_lines = 0
     except DamagedInput:
@@ -709,6 +722,7 @@ def _row_chunks(rows: Iterator[tuple], chunk_rows: int, reader: ChunkReader) -> 
                 reader.add_rejected(line_no, line_hash(raw), raw, reason, False)
             else:
                 reader.add_record(line_no, line_hash(raw), rec, None)
+                reader.raw_lines.append(raw)
             last_line = line_no
             if reader.lines >= chunk_rows or chunk_bytes >= CHUNK_BYTES:
                 yield reader.take(last_line, last_line)
@@ -764,8 +778,11 @@ def import_rows(
     batch_name: str | None = None,
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
+    proxies=None,
 ) -> FileResult:
     """Import a RowSource (rows already parsed, e.g. from ClickHouse) as one batch.
+
+    ``proxies`` (a proxies.TrustedProxies) finds the client behind a trusted peer.
 
     Returns:
         the FileResult; 'incomplete' when the source failed mid-stream.
@@ -773,7 +790,7 @@ def import_rows(
     first_ip_id = db.execute("select coalesce(max(id), 0) + 1 from ips").fetchone()[0]
     return import_file(
         db, source, batch_name, command, on_progress,
-        finish=lambda result: _after_batch(db, result, first_ip_id),
+        finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
     )
 
 
@@ -785,8 +802,11 @@ def import_logs(
     command: str | None = None,
     on_progress: Callable[[FileResult, int], None] | None = None,
     on_start: Callable[[PreparedInput], None] | None = None,
+    proxies=None,
 ) -> list[FileResult]:
     """Import log files, each as one batch; every input is checked before any is stored.
+
+    ``proxies`` (a proxies.TrustedProxies) finds the client behind a trusted peer.
 
     Raises:
         ForensicsError: an input is not importable (nothing is stored then).
@@ -807,7 +827,7 @@ def import_logs(
         try:
             result = import_file(
                 db, p, batch_name, command, on_progress,
-                finish=lambda result: _after_batch(db, result, first_ip_id),
+                finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
             )
         except BaseException:
             for rest in prepared[index + 1 :]:

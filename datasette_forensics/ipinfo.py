@@ -1,9 +1,17 @@
-"""Network owner and reverse DNS of client addresses, from the ``ip_info`` records.
+"""Who owns each client address: the shipped data, overridden by the ``ip_info`` records.
 
-Each address in ``ips`` takes ``asn``, ``provider`` and ``rdns`` from the ``ip_info``
-row with the longest prefix that contains it (a /32 or /128 names one address).
+This module owns the derived columns of ``ips`` (MODEL §7): ``network``,
+``country`` and ``as_name`` from the data an installed package ships (geo.py),
+and ``asn``, ``provider`` and ``rdns``, which the ``ip_info`` row with the longest
+prefix containing the address gives (a /32 or /128 names one address). Where
+that row leaves a field empty, or no row contains the address, ``provider`` is
+the shipped owner name, ``asn`` stays empty (the shipped data has no AS numbers)
+and ``rdns`` is the PTR name ``enrich-rdns`` looked up (``ips.ptr``, rdns.py).
+
 The networks are grouped by prefix length, so matching one address is at most one
 dict lookup per distinct length, longest first: a million addresses take seconds.
+Each address is looked up once: when a log batch adds it, and again only when the
+``ip_info`` records change (or an upgrade fills the columns).
 """
 
 from __future__ import annotations
@@ -11,6 +19,8 @@ from __future__ import annotations
 import ipaddress
 
 import sqlite_utils
+
+from . import geo
 
 CHUNK = 50_000
 _BITS = {4: 32, 6: 128}
@@ -71,7 +81,10 @@ def _mask(bits: int, length: int) -> int:
 
 
 def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> int:
-    """Fill ``ips.asn``, ``ips.provider`` and ``ips.rdns`` by longest-prefix match.
+    """Fill the owner columns of ``ips``: shipped data, then ``ip_info`` by longest-prefix match.
+
+    Reads the addresses in batches of CHUNK ids, so a database of any size is
+    filled in bounded memory.
 
     Runs inside the caller's transaction when there is one, else in its own.
 
@@ -99,33 +112,46 @@ def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> in
     return changed
 
 
+OWNER_COLUMNS = ("network", "country", "as_name", "asn", "provider", "rdns")
+
+
 def _apply(conn, min_ip_id: int | None) -> int:
     networks = NetworkTable(conn.execute("select cidr, asn, provider, rdns from ip_info"))
-    if not networks:
-        if min_ip_id is not None:
-            return 0  # new rows start empty
-        return conn.execute(
-            """update ips set asn = null, provider = null, rdns = null
-            where asn is not null or provider is not null or rdns is not null"""
-        ).rowcount
     last_id = -1 if min_ip_id is None else min_ip_id
     changed = 0
-    lookup = networks.lookup
-    none = (None, None, None)
-    while True:
-        rows = conn.execute(
-            """select id, ip, version, asn, provider, rdns from ips
-            where id > ? order by id limit ?""",
-            [last_id, CHUNK],
-        ).fetchall()
-        if not rows:
-            return changed
-        updates = []
-        for id_, ip, version, asn, provider, rdns in rows:
-            info = (lookup(ip) if version is not None else None) or none
-            if info != (asn, provider, rdns):
-                updates.append((*info, id_))
-        if updates:
-            conn.executemany("update ips set asn = ?, provider = ?, rdns = ? where id = ?", updates)
-            changed += len(updates)
-        last_id = rows[-1][0]
+    match = networks.lookup if networks else (lambda ip: None)
+    try:
+        while True:
+            rows = conn.execute(
+                f"""select id, ip, version, ptr, {', '.join(OWNER_COLUMNS)} from ips
+                where id > ? order by id limit ?""",
+                [last_id, CHUNK],
+            ).fetchall()
+            if not rows:
+                return changed
+            updates = []
+            for id_, ip, version, ptr, *stored in rows:
+                values = owner(ip, match(ip) if version is not None else None, ptr)
+                if values != tuple(stored):
+                    updates.append((*values, id_))
+            if updates:
+                conn.executemany(
+                    f"update ips set {', '.join(c + ' = ?' for c in OWNER_COLUMNS)} where id = ?", updates
+                )
+                changed += len(updates)
+            last_id = rows[-1][0]
+    finally:
+        geo.release()
+
+
+def owner(ip: str, info: Info | None, ptr: str | None) -> tuple:
+    """The owner columns of one address (OWNER_COLUMNS, in order).
+
+    Args:
+        ip: the address as logged (or a host name).
+        info: (asn, provider, rdns) of the longest ``ip_info`` network holding it, or None.
+        ptr: the PTR name enrich-rdns found for it, or None.
+    """
+    network, country, as_name = geo.lookup(ip)
+    asn, provider, rdns = info or (None, None, None)
+    return network, country, as_name, asn or None, provider or as_name, rdns or ptr

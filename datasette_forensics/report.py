@@ -15,6 +15,7 @@ from .derived import out_of_scope
 from .derived.scope import get_incident
 from .derived.status import ORG_FIGURES, STATUS_ORDER
 from .rules import SYSTEM, applied_names, rules_breakdown
+from .terminal import visible
 
 ORGS = f"""
 select f.org_id, o.slug, o.name, f.status, f.in_scope_requests, f.unexplained_requests,
@@ -114,10 +115,13 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(value):
-    """Keep a spreadsheet from evaluating a cell: prefix formula-like text with a quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    """A CSV cell an analyst can trust: control, bidi and invisible characters shown as
+    visible escapes (as on the pages), and formula-like text prefixed with a quote so a
+    spreadsheet does not evaluate it."""
+    if not isinstance(value, str):
+        return value
+    value = visible(value)
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 def notification_csv(db: sqlite_utils.Database) -> str:

@@ -20,6 +20,12 @@ from .timeparse import utcnow
 
 migrations = Migrations("datasette_forensics")
 
+
+def ddl_migration(name: str, ddl: str) -> None:
+    """Register migration ``name``: frozen DDL text, run as it is written."""
+    migrations(name=name)(lambda db: db.executescript(ddl))
+
+
 # Times of requests are integer milliseconds since the epoch, UTC. Times in the
 # account records are kept as normalised ISO 8601 text (YYYY-MM-DDTHH:MM:SS.mmmZ),
 # which sorts and compares like the instant it names.
@@ -653,9 +659,7 @@ create table line_counts_suspended (
 """
 
 
-@migrations()
-def m010_line_counts_suspended(db: sqlite_utils.Database) -> None:
-    db.executescript(LINE_COUNTS_SUSPENDED)
+ddl_migration("m010_line_counts_suspended", LINE_COUNTS_SUSPENDED)
 
 
 # Per unfinished batch and dictionary table, the id below which every row the
@@ -671,9 +675,7 @@ create table dictionary_watermarks (
 """
 
 
-@migrations()
-def m011_dictionary_watermarks(db: sqlite_utils.Database) -> None:
-    db.executescript(DICTIONARY_WATERMARKS)
+ddl_migration("m011_dictionary_watermarks", DICTIONARY_WATERMARKS)
 
 
 # owner: derived work that must be finished before anything is read. A row says
@@ -743,9 +745,7 @@ create table deferred_indexes (
 """
 
 
-@migrations()
-def m014_perf_write_protocol(db: sqlite_utils.Database) -> None:
-    db.executescript(WRITE_PROTOCOL)
+ddl_migration("m014_perf_write_protocol", WRITE_PROTOCOL)
 
 
 # Notes and tags (MODEL §6.4, datasette_forensics.notes): a note is about one
@@ -782,9 +782,7 @@ create index note_history_note on note_history(note_id);
 """
 
 
-@migrations()
-def m015_case_notes(db: sqlite_utils.Database) -> None:
-    db.executescript(CASE_NOTES)
+ddl_migration("m015_case_notes", CASE_NOTES)
 
 
 # Verdicts (MODEL §6.3, datasette_forensics.verdicts): one signature, for one org
@@ -806,9 +804,7 @@ create index verdicts_signature on verdicts(ip, user_agent);
 """
 
 
-@migrations()
-def m016_case_verdicts(db: sqlite_utils.Database) -> None:
-    db.executescript(CASE_VERDICTS)
+ddl_migration("m016_case_verdicts", CASE_VERDICTS)
 
 
 # Notification records (MODEL §6.6, datasette_forensics.notify): one row per
@@ -829,9 +825,7 @@ create index notifications_org on notifications(org_id, id);
 """
 
 
-@migrations()
-def m017_case_notifications(db: sqlite_utils.Database) -> None:
-    db.executescript(CASE_NOTIFICATIONS)
+ddl_migration("m017_case_notifications", CASE_NOTIFICATIONS)
 
 
 # Why each request is out of scope (MODEL §6.1, derived/out_of_scope.py), and
@@ -847,23 +841,221 @@ create table out_of_scope_counts (
     primary key (org_id, reason)
 ) without rowid;
 """
-CASE_REQUESTS_VIEW = REQUESTS_VIEW.replace(
-    "    r.sig_id,\n",
-    f"""    case when s.request_id is not null then coalesce((
+# Frozen text (the requests_view of m007 with the three case columns added).
+CASE_REQUESTS_VIEW = """
+
+create view requests_view as
+select
+    r.id,
+    strftime('%Y-%m-%dT%H:%M:%S', r.ts / 1000, 'unixepoch') || printf('.%03dZ', r.ts % 1000) as time,
+    r.ts,
+    i.ip,
+    i.prefix as cidr24,
+    i.prefix16 as cidr16,
+    i.asn,
+    i.provider,
+    i.rdns,
+    a.ua as user_agent,
+    a.family as ua_family,
+    a.major as ua_major,
+    a.os as ua_os,
+    a.kind as ua_kind,
+    r.method,
+    u.uri,
+    p.path,
+    r.status,
+    r.bytes,
+    rf.referer,
+    r.token_id,
+    coalesce(s.org_id, r.org_id) as org_id,
+    cast(s.request_id is not null as integer) as in_scope,
+    s.explained,
+    cast(case when s.request_id is null then null when s.explained = 0 then 1 else 0 end as integer) as unexplained,
+    case when s.request_id is not null then coalesce((
         select group_concat(name, ',') from (
             select name from rules where applied = 1 and (s.explained & bit) != 0 order by applied_seq
         )), '') end as explained_by,
-    case when s.request_id is null then {derived.out_of_scope.REASON_SQL} end as out_of_scope,
-    case when s.request_id is null then {derived.out_of_scope.ORG_OF_REQUEST} end as named_org_id,
-    r.sig_id,\n""",
-    1,
-)
+    case when s.request_id is null then (
+    select case
+        when r.ts < x.introduced_ms or r.ts >= x.patched_ms then 'outside_window'
+        when coalesce(p.scope_match, 0) = 0 then 'path_not_in_scope'
+        when r.org_id is null and p.slug is null then 'no_org'
+        when o.org_id is null or o.org_id not in (select id from orgs) then 'unknown_org'
+        when x.require_integration and not exists (
+            select 1 from integration_windows i
+            where i.org_id = o.org_id and i.from_ms <= r.ts and (i.to_ms is null or r.ts < i.to_ms)
+        ) then 'no_live_integration'
+    end
+    from incident x, (select 
+coalesce(
+    r.org_id,
+    case when p.slug_timed then (
+        select w.org_id from slug_windows w
+        where w.slug = p.slug and w.from_ms <= r.ts and (w.to_ms is null or r.ts < w.to_ms)
+        order by w.from_ms desc limit 1
+    ) end,
+    p.org_static
+) as org_id) o
+) end as out_of_scope,
+    case when s.request_id is null then 
+coalesce(
+    r.org_id,
+    case when p.slug_timed then (
+        select w.org_id from slug_windows w
+        where w.slug = p.slug and w.from_ms <= r.ts and (w.to_ms is null or r.ts < w.to_ms)
+        order by w.from_ms desc limit 1
+    ) end,
+    p.org_static
+) end as named_org_id,
+    r.sig_id,
+    r.batch_id,
+    r.line_no
+from requests r
+join signatures g on g.id = r.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+join uris u on u.id = r.uri_id
+join paths p on p.id = u.path_id
+left join referers rf on rf.id = r.referer_id
+left join scoped s on s.request_id = r.id;
+"""
 
 
 @migrations()
 def m018_case_out_of_scope(db: sqlite_utils.Database) -> None:
     db.executescript(CASE_OUT_OF_SCOPE)
     if db.execute("select exists (select 1 from requests)").fetchone()[0]:
-        derived.mark_stale(db, "out_of_scope_counts to fill")
+        db.execute(
+            "insert or replace into derived_state (work, reason, since) values ('all', ?, ?)",
+            ["out_of_scope_counts to fill", utcnow()],
+        )
     db.execute("drop view if exists requests_view")
-    db.executescript(CASE_REQUESTS_VIEW + ";")
+    db.executescript(CASE_REQUESTS_VIEW)
+
+
+# pages: the raw line of every imported request, compressed per block of a chunk's
+# lines (datasette_forensics.rawlines), for the request page (views/request.py).
+PAGES_RAW_CHUNKS = """
+create table raw_chunks (
+    batch_id integer not null,
+    first_line integer not null,
+    last_line integer not null,
+    meta blob not null,         -- zlib of uint32s: each line's offset from first_line, then each line's length
+    lines blob not null,        -- zlib of the lines' bytes, concatenated
+    primary key (batch_id, first_line)
+) without rowid;
+"""
+
+
+@migrations()
+def m019_pages_raw_chunks(db: sqlite_utils.Database) -> None:
+    """Requests imported before this keep no raw line: their request page says so."""
+    db.executescript(PAGES_RAW_CHUNKS)
+
+
+# Who owns each client address (MODEL §7; ipinfo.py fills these, geo.py and rdns.py
+# supply them): the network kind, country and owner name from the data geoip2fast
+# ships, and the PTR name enrich-rdns looked up, with its outcome and time. ip_info
+# still gives asn, provider and rdns, which fall back to the shipped owner name and
+# the PTR name. requests_view gains them, and the peer address a request came
+# through when --trusted-proxy made a forwarded address its client (extra.peer).
+# The view is m018's, frozen here as text.
+GEO_IP_OWNERS = """
+alter table ips add column network text;      -- public, private, loopback, link_local, cgnat, documentation, multicast, reserved
+alter table ips add column country text;      -- ISO 3166 alpha-2, from the shipped data (public addresses)
+alter table ips add column as_name text;      -- the owner's registered network name, from the shipped data
+alter table ips add column ptr text;          -- the PTR name enrich-rdns found
+alter table ips add column ptr_status text;   -- ok, nxdomain, no_answer, timeout, error
+alter table ips add column ptr_at text;       -- when enrich-rdns looked it up (UTC)
+drop view if exists requests_view;
+"""
+# The owner columns start empty: derived.finish fills them (in batches of ids), and
+# the pivot groups they feed, before anything reads, when there are addresses.
+GEO_FILL = """
+insert or replace into derived_state (work, reason, since)
+select 'ip_owners', 'addresses'' owners to fill', strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+where exists (select 1 from ips);
+"""
+GEO_REQUESTS_VIEW = """
+create view requests_view as
+select
+    r.id,
+    strftime('%Y-%m-%dT%H:%M:%S', r.ts / 1000, 'unixepoch') || printf('.%03dZ', r.ts % 1000) as time,
+    r.ts,
+    i.ip,
+    json_extract(r.extra, '$.peer') as peer,
+    i.prefix as cidr24,
+    i.prefix16 as cidr16,
+    i.asn,
+    i.provider,
+    i.rdns,
+    i.as_name,
+    i.country,
+    i.network,
+    a.ua as user_agent,
+    a.family as ua_family,
+    a.major as ua_major,
+    a.os as ua_os,
+    a.kind as ua_kind,
+    r.method,
+    u.uri,
+    p.path,
+    r.status,
+    r.bytes,
+    rf.referer,
+    r.token_id,
+    coalesce(s.org_id, r.org_id) as org_id,
+    cast(s.request_id is not null as integer) as in_scope,
+    s.explained,
+    cast(case when s.request_id is null then null when s.explained = 0 then 1 else 0 end as integer) as unexplained,
+    case when s.request_id is not null then coalesce((
+        select group_concat(name, ',') from (
+            select name from rules where applied = 1 and (s.explained & bit) != 0 order by applied_seq
+        )), '') end as explained_by,
+    case when s.request_id is null then (
+    select case
+        when r.ts < x.introduced_ms or r.ts >= x.patched_ms then 'outside_window'
+        when coalesce(p.scope_match, 0) = 0 then 'path_not_in_scope'
+        when r.org_id is null and p.slug is null then 'no_org'
+        when o.org_id is null or o.org_id not in (select id from orgs) then 'unknown_org'
+        when x.require_integration and not exists (
+            select 1 from integration_windows i
+            where i.org_id = o.org_id and i.from_ms <= r.ts and (i.to_ms is null or r.ts < i.to_ms)
+        ) then 'no_live_integration'
+    end
+    from incident x, (select 
+coalesce(
+    r.org_id,
+    case when p.slug_timed then (
+        select w.org_id from slug_windows w
+        where w.slug = p.slug and w.from_ms <= r.ts and (w.to_ms is null or r.ts < w.to_ms)
+        order by w.from_ms desc limit 1
+    ) end,
+    p.org_static
+) as org_id) o
+) end as out_of_scope,
+    case when s.request_id is null then 
+coalesce(
+    r.org_id,
+    case when p.slug_timed then (
+        select w.org_id from slug_windows w
+        where w.slug = p.slug and w.from_ms <= r.ts and (w.to_ms is null or r.ts < w.to_ms)
+        order by w.from_ms desc limit 1
+    ) end,
+    p.org_static
+) end as named_org_id,
+    r.sig_id,
+    r.batch_id,
+    r.line_no
+from requests r
+join signatures g on g.id = r.sig_id
+join ips i on i.id = g.ip_id
+join user_agents a on a.id = g.ua_id
+join uris u on u.id = r.uri_id
+join paths p on p.id = u.path_id
+left join referers rf on rf.id = r.referer_id
+left join scoped s on s.request_id = r.id
+"""
+
+
+ddl_migration("m021_geo_ip_owners", GEO_IP_OWNERS + GEO_REQUESTS_VIEW + ";" + GEO_FILL)

@@ -38,12 +38,13 @@ def test_evidence_for_an_org_reached_by_a_cross_tenant_signature_names_no_other_
 
 def test_evidence_counts_rules_and_verdicts_and_escapes_log_strings(db, tmp_path):
     verdicts.make(db, *BOT1, EPS, "their bot", "a")
-    db.execute("update user_agents set ua = ? where ua = ?", ["<b>p2</b>", P2[1]])
+    db.execute("update user_agents set ua = ? where ua = ?", ["<b>p2</b>\x1b[2J\u202eexe", P2[1]])
     path = tmp_path / "eps.html"
     evidence.write(db, EPS, str(path))
     text = path.read_text()
     assert "an analyst&#39;s verdict</td><td class=\"num\">1<" in text
-    assert "<b>p2</b>" not in text and html.escape("<b>p2</b>") in text
+    assert "<b>p2</b>" not in text and html.escape("<b>p2</b>") + "\\x1b[2J\\u202eexe" in text
+    assert "\x1b" not in text and "\u202e" not in text  # shown as visible escapes, never raw
     assert len(re.findall(r"<tr><td>2020-", text)) == 3
 
 

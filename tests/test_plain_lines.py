@@ -63,8 +63,9 @@ def _dump(path) -> dict:
         "select lines_read, lines_imported, lines_rejected, lines_duplicate from import_batches order by id"
     ).fetchall()
     counts = conn.execute("select h, n from line_counts order by h").fetchall()
+    raw = conn.execute("select * from raw_chunks order by batch_id, first_line").fetchall()
     conn.close()
-    return {"requests": requests, "rejected": rejected, "batch": batch, "counts": counts}
+    return {"requests": requests, "rejected": rejected, "batch": batch, "counts": counts, "raw_chunks": raw}
 
 
 def _import(tmp_path, name: str, data: bytes, fmt: str) -> dict:
@@ -89,6 +90,7 @@ def test_fast_path_stores_what_the_general_path_stores(tmp_path, monkeypatch, fm
     (read, imported, rejected, duplicates), again = fast["batch"]
     assert imported >= 10 and rejected >= 2 and duplicates == 0 and again == (read, 0, 0, read)
     assert any(r[15] for r in fast["requests"]) and any(r[10] is None for r in fast["requests"])
+    assert fast["raw_chunks"], "every imported line's bytes are kept (rawlines.py)"
 
 
 _ODD = st.text(st.sampled_from('ab -"\\[]/:?=+0123456789\ufeffé\u0663'), max_size=12)

@@ -13,7 +13,8 @@ dictionaries (log batches), account records, the incident, and the rules table
 - :mod:`.waterfall`: ``rule_waterfall``.
 - :mod:`.out_of_scope`: ``out_of_scope_counts``, why the other requests are out (MODEL §6.1).
 - :mod:`.status`: the one rule that turns an org's figures into its status.
-- ``ips.asn``, ``provider`` and ``rdns``, from the ``ip_info`` records
+- the owner columns of ``ips`` (``network``, ``country``, ``as_name``, ``asn``,
+  ``provider``, ``rdns``), from the shipped data and the ``ip_info`` records
   (:mod:`datasette_forensics.ipinfo`).
 - :mod:`.line_counts`: ``line_counts``, ``line_counts_staged`` and
   ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
@@ -77,10 +78,25 @@ def finish(db: sqlite_utils.Database) -> bool:
     if not is_stale(db):
         return False
     with write_transaction(db):
-        if db.execute("select exists (select 1 from derived_state)").fetchone()[0]:
+        works = {row[0] for row in db.execute("select work from derived_state")}
+        if "ip_owners" in works:  # before the aggregates read them
+            ipinfo.apply_ip_info(db)
+        if "all" in works:
             recompute(db)
-            db.execute("delete from derived_state")
+        elif works & {"ip_owners", "ip_groups"}:
+            aggregates.refresh_ip_owner_groups(db)
+        db.execute("delete from derived_state")
     return True
+
+
+def after_ptr_names(db: sqlite_utils.Database) -> None:
+    """enrich-rdns stored PTR names (ipinfo.py makes them rdns where ip_info gives none):
+    mark the owner groups stale in the same transaction; :func:`finish` regroups them
+    when the look-ups end (or before the next reading, after an interruption)."""
+    db.execute(
+        "insert or ignore into derived_state (work, reason, since) values ('ip_groups', ?, ?)",
+        ["reverse DNS names to group", utcnow()],
+    )
 
 
 def after_incident(db: sqlite_utils.Database) -> None:

@@ -7,7 +7,7 @@ Four tables, all derived (they can be dropped and rebuilt with :func:`refresh`):
   activity at or after ``patched_at``, its in-scope reach and unexplained requests.
 - ``pivot_groups``: the same figures summed per group for every grouping of the IP
   and user-agent pages (``ip``, ``cidr24``, ``cidr16``, ``asn``, ``provider``,
-  ``rdns``, ``raw``, ``family``, ``family_major``, ``os``, ``kind``), with distinct
+  ``rdns``, ``country``, ``network``, ``raw``, ``family``, ``family_major``, ``os``, ``kind``), with distinct
   orgs, signatures, addresses and user agents, the requests of each user-agent
   kind, the top user agent and the latest URI.
 - ``org_stats``: per org with in-scope requests, the figures its status comes from.
@@ -32,13 +32,17 @@ GROUPINGS = {
     "asn": ("i.asn", ("i.asn",)),
     "provider": ("i.provider", ("i.provider",)),
     "rdns": ("i.rdns", ("i.rdns",)),
+    "country": ("i.country", ("i.country",)),
+    "network": ("i.network", ("i.network",)),
     "raw": ("a.id", ("a.ua",)),
     "family": ("a.family", ("a.family",)),
     "family_major": ("a.family, a.major", ("a.family", "a.major")),
     "os": ("a.os", ("a.os",)),
     "kind": ("a.kind", ("a.kind",)),
 }
-IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns")
+IP_GROUPINGS = ("ip", "cidr24", "cidr16", "asn", "provider", "rdns", "country", "network")
+# The groupings of the owner columns ipinfo.py fills (MODEL §7).
+IP_OWNER_GROUPINGS = ("asn", "provider", "rdns", "country", "network")
 KINDS = ("browser", "library", "bot", "unknown")
 
 # The values a grouping's stored key (pivot_groups.gkey) is made of, when not its
@@ -349,6 +353,11 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
 def after_records(db: sqlite_utils.Database, kind: str) -> None:
     """Account records changed: ip_info moves addresses between asn/provider/rdns groups."""
     if kind == "ip_info":
-        with db.atomic():
-            for grouping in ("asn", "provider", "rdns"):
-                refresh_grouping(db, grouping, None)
+        refresh_ip_owner_groups(db)
+
+
+def refresh_ip_owner_groups(db: sqlite_utils.Database) -> None:
+    """The owner columns of ips changed (ip_info, an upgrade, PTR names): regroup them."""
+    with db.atomic():
+        for grouping in IP_OWNER_GROUPINGS:
+            refresh_grouping(db, grouping, None)

@@ -7,6 +7,7 @@ from . import rules_page  # noqa: E402
 ROUTES.append((r"^/(?P<database>[^/]+)/-/forensics/rules(?P<format>\.json)?$", rules_page.view))
 
 from . import chart, ips, org, orgs, overview, report_download, signatures, user_agents  # noqa: E402
+from . import request, requests  # noqa: E402
 
 _DB = r"^/(?P<database>[^/]+)/-/forensics"
 ROUTES += [
@@ -16,6 +17,8 @@ ROUTES += [
     (_DB + r"/orgs(?P<format>\.json)?$", orgs.view),
     (_DB + r"/orgs/(?P<org_id>[^/]+?)(?P<format>\.json)?$", org.view),
     (_DB + r"/signatures(?P<format>\.json)?$", signatures.view),
+    (_DB + r"/requests(?P<format>\.json|\.csv)?$", requests.view),
+    (_DB + r"/requests/(?P<request_id>[0-9]+)(?P<format>\.json)?$", request.view),
     (_DB + r"/report(?P<format>\.json|\.csv)$", report_download.view),
     (r"^/-/forensics-chart$", chart.view),
 ]

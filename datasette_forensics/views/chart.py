@@ -122,10 +122,10 @@ def category_bars(element_id: str, title: str, axis_title: str, categories: list
             **_requests_axis("x", rows),
             **_marks(parts),
         },
-        "height": 20 * len(categories),
+        "height": max(22 * len(categories), 160),
         "autosize": {"type": "fit", "contains": "padding"},
     }
-    return _chart(element_id, title, spec, _figures_table([axis_title, *parts], table), bool(rows), 20 * len(categories) + 60)
+    return _chart(element_id, title, spec, _figures_table([axis_title, *parts], table), bool(rows), spec["height"] + 60)
 
 
 def time_bars(element_id: str, title: str, buckets: list[dict], unit_ms: int, parts=("unexplained", "explained")) -> dict:

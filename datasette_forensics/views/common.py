@@ -44,6 +44,8 @@ SIGNATURE_FILTERS = {
     "asn": ("i.asn", True, "asn"),
     "provider": ("i.provider", True, "provider"),
     "rdns": ("i.rdns", True, "rdns"),
+    "country": ("i.country", True, "country"),
+    "network": ("i.network", True, "network"),
     "family": ("a.family", True, "ua_family"),
     "major": ("a.major", True, "ua_major"),
     "os": ("a.os", True, "ua_os"),
@@ -206,8 +208,13 @@ class Page:
     # Links ---------------------------------------------------------------------
 
     def requests_url(self, params: list[tuple[str, str]]) -> str:
-        """Datasette's own page for requests_view with these filters."""
-        return self.table_url("requests_view", params)
+        """The workbench requests page (views/requests.py) for these requests_view
+        filters (or the page's own parameters, which pass as they are)."""
+        return self.page_url("requests", requests_filters(params, self.state))
+
+    def requests_view_url(self, params: list[tuple[str, str]] | None = None) -> str:
+        """Datasette's own requests_view table, for ad-hoc filtering and export: no count, no facet suggestions."""
+        return self.table_url("requests_view", list(params or []) + [("_nocount", "1")])
 
     def table_url(self, table: str, params: list[tuple[str, str]] | None = None) -> str:
         return self.datasette.urls.table(self.db.name, table) + "?" + urlencode(list(params or []) + [("_nosuggest", "1")])
@@ -232,7 +239,8 @@ class Page:
         path = self.request.path
         if path.endswith(".json"):
             path = path[: -len(".json")]
-        return path + (".json" if fmt else "") + ("?" + urlencode([(k, args[k]) for k in STATE_KEYS if k in args]) if args else "")
+        ordered = [(k, args[k]) for k in STATE_KEYS if k in args] + [(k, v) for k, v in args.items() if k not in STATE_KEYS]
+        return path + (".json" if fmt else "") + ("?" + urlencode(ordered) if args else "")
 
     async def saved_views_here(self) -> list[dict]:
         """The saved views of this page (same path, any filters)."""
@@ -292,6 +300,57 @@ async def open_page(datasette, request, name: str, tables: tuple = ()) -> Page:
         raise NotFound(f"{db.name} is not a forensics database.")
     await permissions.ensure_view_tables(datasette, actor, db.name, permissions.LOG_TABLES + tuple(tables))
     return Page(datasette, request, db, name)
+
+
+# The requests page's own parameters (views/requests.py): they pass through requests_filters.
+REQUESTS_PAGE_KEYS = (
+    "org", "cidr", *SIGNATURE_FILTERS, "tag", "from", "to",
+    "sig", "scope", "status", "rule", "not_by", "reason", "named_org", "code", "path", "method", "batch",
+)
+# requests_view filters as the pages build them -> (requests page parameter, value map).
+VIEW_TO_PAGE = {
+    "sig_id": ("sig", None),
+    "org_id": ("org", None),
+    "in_scope": ("scope", {"1": "in", "0": "out"}),
+    "unexplained": ("status", {"1": "unexplained", "0": "explained"}),
+    "out_of_scope": ("reason", None),
+    "named_org_id": ("named_org", None),
+    "batch_id": ("batch", None),
+    **{column: (key, None) for key, (_, _, column) in SIGNATURE_FILTERS.items()},
+}
+
+
+def requests_filters(params: list[tuple[str, str]], state: State) -> list[tuple[str, str]]:
+    """requests_view filters (as the pages build them) as the requests page's parameters.
+
+    Raises:
+        ValueError: a filter the requests page has no equivalent for (a programming error).
+    """
+    columns = {column: key for key, (_, _, column) in SIGNATURE_FILTERS.items()}
+    out = []
+    for column, value in params:
+        if column in VIEW_TO_PAGE:
+            key, values = VIEW_TO_PAGE[column]
+            out.append((key, values[value] if values else value))
+        elif column in REQUESTS_PAGE_KEYS:
+            out.append((column, value))
+        elif column.endswith("__isnull") and column[: -len("__isnull")] in columns:
+            out.append((columns[column[: -len("__isnull")]], ""))
+        elif column == "ip__in":
+            out.append(("cidr", state.cidr))
+        elif column in ("ts__gte", "ts__lt"):
+            out.append(("from" if column == "ts__gte" else "to", format_ms(int(value))))
+        elif column == "status__gte" and value == "200":
+            out.append(("code", "2xx"))
+        elif column in ("status__lt", "_sort_desc", "_nocount"):
+            continue  # the 2xx class's upper bound; the page is latest first and counts cheaply anyway
+        else:
+            raise ValueError(f"no requests page filter for requests_view's {column!r}")
+    # org, status and rule imply scope=in: keep the URL short.
+    keys = {k for k, _ in out}
+    if keys & {"org", "status", "rule", "not_by"}:
+        out = [(k, v) for k, v in out if (k, v) != ("scope", "in")]
+    return list(dict.fromkeys(out))
 
 
 def choice(request, key: str, allowed, default: str) -> str:

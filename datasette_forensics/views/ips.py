@@ -1,4 +1,4 @@
-"""IP clusters: /DB/-/forensics/ips?by=ip|cidr24|cidr16|asn|provider|rdns."""
+"""IP clusters: /DB/-/forensics/ips?by=ip|cidr24|cidr16|asn|provider|country|network|rdns."""
 
 from __future__ import annotations
 

@@ -21,18 +21,22 @@ left join orgs o on o.id = x.org_id
 left join org_stats s on s.org_id = x.org_id
 """
 SLUGS = "select slug, valid_from, valid_to from org_slugs where org_id = :org order by valid_from"
+# Cross-tenant signatures first, then the others, each read in the order of the
+# sig_org_rank index (org, unexplained desc, requests desc, sig_id): a bounded range
+# read however many signatures the org has, never a sort of all of them.
+SIGNATURES_SHOWN = 500
 SIGNATURES = """
-select so.sig_id, i.ip, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
+select so.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, so.requests, so.unexplained, so.first_ts, so.last_ts,
     st.cross_tenant, st.orgs, p.path
-from sig_org so
+from sig_org so indexed by sig_org_rank
 join sig_stats st on st.sig_id = so.sig_id
 join ips i on i.id = st.ip_id
 join user_agents a on a.id = st.ua_id
 left join uris u on u.id = st.last_uri_id
 left join paths p on p.id = u.path_id
-where so.org_id = :org and {conds} and {status}
-order by st.cross_tenant desc, so.unexplained desc, so.requests desc, so.sig_id
-limit 500
+where so.org_id = :org and st.cross_tenant = :cross_tenant and {conds} and {status}
+order by so.unexplained desc, so.requests desc, so.sig_id
+limit :limit
 """
 MEMBERS = """
 select m.user_id, u.email, u.name, u.is_staff, m.role, m.joined_at, m.left_at,
@@ -76,7 +80,7 @@ STATUS = {
     "explained": ("so.unexplained < so.requests", "s.explained != 0"),
 }
 LATEST = """
-select r.ts, i.ip, a.ua, r.method, p.path, r.status, s.explained
+select r.id, r.ts, i.ip, i.network, i.country, i.provider, a.ua, r.method, p.path, r.status, s.explained
 from scoped s
 join requests r on r.id = s.request_id
 join signatures g on g.id = r.sig_id
@@ -134,11 +138,20 @@ async def view(datasette, request):
     }
     slugs = [] if await page.withhold("org_slugs", "Slug history") else [dict(r) for r in await db.execute(SLUGS, params)]
     signatures = []
-    for r in await db.execute(SIGNATURES.format(status=sig_status, **filtered), params):
+    listed = []
+    for cross_tenant in (1, 0):
+        limit = SIGNATURES_SHOWN - len(listed)
+        if limit > 0:
+            sql = SIGNATURES.format(status=sig_status, **filtered)
+            listed += await db.execute(sql, {**params, "cross_tenant": cross_tenant, "limit": limit})
+    for r in listed:
         sig = [("sig_id", str(r["sig_id"]))]
         signatures.append(
             {
                 "ip": r["ip"],
+                "network": r["network"],
+                "country": r["country"],
+                "provider": r["provider"],
                 "user_agent": r["ua"],
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),
@@ -171,7 +184,7 @@ async def view(datasette, request):
                 {
                     "rule": name,
                     "requests": sum(n for mask, n in masks if mask & bit),
-                    "url": page.requests_url(scoped + [("_where", f"(explained & {int(bit)}) != 0")]),
+                    "url": page.requests_url(scoped + [("rule", name)]),
                 }
             )
     timeline = []
@@ -195,11 +208,15 @@ async def view(datasette, request):
         {
             "time": ms_iso(r["ts"]),
             "ip": r["ip"],
+            "network": r["network"],
+            "country": r["country"],
+            "provider": r["provider"],
             "user_agent": r["ua"],
             "method": r["method"],
             "path": r["path"],
             "status": r["status"],
             "explained": r["explained"] != 0,
+            "url": page.page_url(f"requests/{r['id']}"),
         }
         for r in await db.execute(LATEST.format(status=request_status, **filtered), params)
     ]

@@ -71,7 +71,7 @@ select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by b
 """
 
 PIVOTS = [
-    ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, reverse DNS"),
+    ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, country, network kind, reverse DNS"),
     ("user-agents", "User-agent groups", "by exact user agent, family, family and major version, OS, kind"),
     ("orgs", "Orgs", "exposure per org: exposed, review, cleared"),
     ("signatures", "Signatures", "address and user agent pairs, cross-tenant first, with their activity after the patch"),
@@ -201,18 +201,15 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
         steps = [{"rule": None, "remaining": funnel["in_scope"], "explained": None}]
         for name, _, explained in await db.execute(APPLIED):
             steps.append({"rule": name, "remaining": steps[-1]["remaining"] - (explained or 0), "explained": explained})
-    mask = before = 0
+    names: list[str] = []  # the rules of the steps so far: what is left is explained by none of them
     for step in steps:
-        if step["rule"] is not None:
-            mask |= bits.get(step["rule"], 0)
-        where = [("in_scope", "1")] + ([("_where", f"(explained & {mask}) = 0")] if mask else [])
-        if step["rule"] is not None:
-            bit = bits.get(step["rule"], 0)
+        before = list(names)
+        if step["rule"] is not None and step["rule"] in bits:
+            names.append(step["rule"])
             step["explained_url"] = page.requests_url(
-                [("in_scope", "1"), ("_where", f"(explained & {before}) = 0 and (explained & {bit}) != 0")]
+                [("in_scope", "1"), ("rule", step["rule"])] + ([("not_by", ",".join(before))] if before else [])
             )
-        before = mask
-        step["url"] = page.requests_url(where)
+        step["url"] = page.requests_url([("in_scope", "1")] + ([("not_by", ",".join(names))] if names else []))
     return steps, source
 
 

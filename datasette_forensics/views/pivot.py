@@ -22,6 +22,8 @@ GROUPING_KEYS = {
     "asn": ("ASN", ("asn",), ("asn",), ("asn",)),
     "provider": ("Provider", ("provider",), ("provider",), ("provider",)),
     "rdns": ("Reverse DNS", ("rdns",), ("rdns",), ("rdns",)),
+    "country": ("Country", ("country",), ("country",), ("country",)),
+    "network": ("Network kind", ("network_kind",), ("network",), ("network",)),
     "raw": ("User agent", ("user_agent",), ("user_agent",), ("ua",)),
     "family": ("Family", ("family",), ("ua_family",), ("family",)),
     "family_major": ("Family and major version", ("family", "major"), ("ua_family", "ua_major"), ("family", "major")),
@@ -32,7 +34,7 @@ GROUPING_KEYS = {
 # page -> (title, groupings, default grouping, template)
 IP_INFO_GROUPINGS = ("asn", "provider", "rdns")
 PIVOTS = {
-    "ips": ("IP clusters", ("ip", "cidr24", "cidr16", "asn", "provider", "rdns"), "ip"),
+    "ips": ("IP clusters", ("ip", "cidr24", "cidr16", "asn", "provider", "country", "network", "rdns"), "ip"),
     "user-agents": ("User-agent groups", ("raw", "family", "family_major", "os", "kind"), "raw"),
 }
 

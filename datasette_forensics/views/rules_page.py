@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from urllib.parse import urlencode
 
 import sqlite_utils
 from datasette import Response
@@ -198,25 +197,16 @@ async def view(datasette, request):
             }
         )
 
-    database_url = datasette.urls.database(db.name)
-
-    def query_url(mask: int) -> str:
-        if mask == 0:
-            return f"{database_url}/requests_view?" + urlencode({"in_scope": 1})
-        return f"{database_url}?" + urlencode(
-            {"sql": "select * from requests_view where in_scope and (explained & :mask) = 0", "mask": mask}
-        )
-
-    before = 0
+    names: list[str] = []  # the rules of the steps so far: what is left is explained by none of them
     for step in data["waterfall"]:
-        step["url"] = query_url(step["mask"])
+        before = list(names)
         if step["rule"] is not None:
+            names.append(step["rule"])
             # What this step newly explained: its rule's requests that no earlier rule explains.
-            step["explained_url"] = f"{database_url}?" + urlencode({
-                "sql": "select * from requests_view where in_scope and (explained & :before) = 0 and (explained & :bit) != 0",
-                "before": before, "bit": step["mask"] & ~before,
-            })
-        before = step["mask"]
+            step["explained_url"] = opened.requests_url(
+                [("rule", step["rule"])] + ([("not_by", ",".join(before))] if before else [])
+            )
+        step["url"] = opened.requests_url([("in_scope", "1")] + ([("not_by", ",".join(names))] if names else []))
     for rule in data["rules"]:
         rule["definition_text"] = (
             None if rule["definition"] is None else json.dumps(rule["definition"], ensure_ascii=False)
@@ -232,7 +222,7 @@ async def view(datasette, request):
                 can_write=can_write,
                 withheld=opened.withheld,
                 in_scope=data["waterfall"][0]["remaining"],
-                unexplained_url=f"{database_url}/requests_view?" + urlencode({"unexplained": 1}),
+                unexplained_url=opened.requests_url([("in_scope", "1"), ("unexplained", "1")]),
                 filter_fields=list(FILTER_FORM),
                 ua_kinds=custom.UA_KINDS,
                 ledger_limit=LEDGER_LIMIT,

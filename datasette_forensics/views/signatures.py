@@ -33,7 +33,7 @@ TIEBREAK = "{t}unexplained desc, {t}in_scope desc, {t}requests desc, st.sig_id"
 
 # Unfiltered: sig_stats in its rank index order, then the page's strings.
 PAGE = """
-select st.sig_id, i.ip, a.ua, a.kind, st.requests, st.in_scope, st.unexplained, st.first_ts,
+select st.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, st.requests, st.in_scope, st.unexplained, st.first_ts,
     st.last_ts, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok, p.path
 from (
     select * from sig_stats st where {status} and {cross} order by {order} limit :limit offset :offset
@@ -48,7 +48,7 @@ COUNT = "select count(*) from sig_stats st where {status} and {cross}"
 # Filtered: the signatures of this state (figures of the org or window when given).
 FILTERED = """
 with src as ({sigs})
-select st.sig_id, i.ip, a.ua, a.kind, src.requests, src.in_scope, src.unexplained, src.first_ts,
+select st.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, src.requests, src.in_scope, src.unexplained, src.first_ts,
     src.last_ts, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok, p.path,
     count(*) over () as total
 from src
@@ -133,6 +133,9 @@ async def view(datasette, request):
         out.append(
             {
                 "ip": r["ip"],
+                "network": r["network"],
+                "country": r["country"],
+                "provider": r["provider"],
                 "user_agent": r["ua"],
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),

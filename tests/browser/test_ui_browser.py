@@ -19,7 +19,7 @@ import pytest
 
 from browser.conftest import serve_database
 from datasette_forensics import demo, ingest, schema
-from browser.test_journey import SCREENSHOTS, datasette_rows, number, screenshot
+from browser.test_journey import SCREENSHOTS, number, requests_rows, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -27,6 +27,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 PAGES = [
     "", "/ips", "/ips?by=cidr24", "/ips?by=rdns", "/user-agents", "/user-agents?by=family_major",
     "/orgs", "/signatures", "/signatures?cross_tenant=1", "/orgs/101", "/orgs/111", "/rules",
+    "/requests", "/requests?org=101&status=unexplained", "/requests/1",
 ]
 WIDTHS = """() => {
     const root = document.scrollingElement;
@@ -133,13 +134,13 @@ def test_a_chart_mark_opens_the_requests_behind_it(demo_server, tab, watch, path
     biggest = max(range(len(boxes)), key=lambda i: boxes[i]["width"] * boxes[i]["height"])
     with tab.expect_navigation():
         marks.nth(biggest).click()
-    assert f"/{demo_server.name}/requests_view?" in tab.url
+    assert f"/{demo_server.name}/-/forensics/requests?" in tab.url
     hrefs = {r["href"] for r in spec["data"]["values"]}
     landed = tab.url.split(demo_server.base, 1)[1]
     assert landed in hrefs
     row = next(r for r in spec["data"]["values"] if r["href"] == landed)
     figure = (row.get("x1", 0) - row.get("x0", 0)) or (row["y1"] - row["y0"])
-    assert datasette_rows(tab) == figure
+    assert requests_rows(tab) == figure
     watch.check()
 
 

@@ -1,0 +1,180 @@
+"""The requests page (every filter against a direct SQL count, keyset paging, the CSV
+stream) and the request page (the raw line as imported, from a file and from standard
+input, after the file is gone; hostile text escaped)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from datasette_forensics import rawlines
+from datasette_forensics.cli import cli
+
+from conftest import make_datasette
+from requests_oracle import build_story_db, every_row, oracle
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture(scope="module")
+def story_db(tmp_path_factory):
+    return build_story_db(tmp_path_factory.mktemp("requests") / "story.db")
+
+
+async def datasette(path):
+    ds = make_datasette([path])
+    await ds.invoke_startup()
+    return ds
+
+
+def filter_cases(conn) -> list[str]:
+    """One query string per filter kind, with values the story holds."""
+    org = conn.execute("select org_id from org_stats order by unexplained desc limit 1").fetchone()[0]
+    sig, ip, ua, cidr24, cidr16, family = conn.execute(
+        """select r.sig_id, ip, user_agent, cidr24, cidr16, ua_family from requests_view r
+        where in_scope = 1 group by sig_id order by count(*) desc limit 1"""
+    ).fetchone()
+    batch = conn.execute("select max(id) from import_batches where source like '%.log'").fetchone()[0]
+    named = conn.execute("select named_org_id from requests_view where named_org_id is not null limit 1").fetchone()[0]
+    q = lambda s: s.replace("/", "%2F").replace(" ", "+").replace(";", "%3B").replace("(", "%28").replace(")", "%29")
+    return [
+        "", f"org={org}", "scope=in", "scope=out", "status=unexplained", "status=explained",
+        f"org={org}&status=unexplained", f"org={org}&status=explained", "rule=staff", "rule=verdict",
+        f"org={org}&rule=member_current", "not_by=staff,member_current", "rule=token_owner&not_by=staff",
+        f"sig={sig}", f"sig={sig}&scope=in", f"ip={ip}", f"cidr24={q(cidr24)}", f"cidr16={q(cidr16)}",
+        f"ua={q(ua)}", f"family={q(family)}", "kind=library", "kind=bot&scope=in", "path=%2Fapi%2F0%2Forganizations%2F",
+        "code=404", "code=2xx", "code=2xx&scope=in", "from=2020-07-10T00:00:00Z", "from=2020-07-04&to=2020-07-12T12:00:00Z",
+        f"org={org}&from=2020-07-10T00:00:00Z", f"batch={batch}", "method=POST", "reason=path_not_in_scope",
+        "reason=outside_window", f"named_org={named}", f"ip={ip}&status=unexplained&from=2020-07-05",
+        "cidr=192.0.2.0/25", "ua=no+such+agent",
+    ]
+
+
+async def test_each_filter_is_a_direct_sql_count_and_pages_by_key(story_db):
+    ds = await datasette(story_db)
+    conn = sqlite3.connect(str(story_db))
+    base = f"/{story_db.stem}/-/forensics/requests"
+    nonempty = 0
+    for query in filter_cases(conn):
+        expected = oracle(conn, query)
+        response = await ds.client.get(f"{base}.json?{query}")
+        assert response.status_code == 200, (query, response.text[:300])
+        data = response.json()
+        assert data["count_exact"] and data["count"] == len(expected), (query, data["count"], len(expected))
+        # Keyset pages of 4: every row once, none lost, in (time, id) order, latest first.
+        assert await every_row(ds, f"{base}?{query}", 4) == expected, query
+        nonempty += bool(expected)
+        html = await ds.client.get(f"{base}?{query}")
+        assert html.status_code == 200 and "<table" in html.text
+    assert nonempty >= 30
+
+
+async def test_pages_never_use_offset_and_say_the_filters(story_db):
+    ds = await datasette(story_db)
+    base = f"/{story_db.stem}/-/forensics/requests"
+    first = (await ds.client.get(f"{base}.json?size=5&scope=in")).json()
+    assert "next=" in first["next_url"] and "page=" not in first["next_url"] and "offset" not in first["next_url"]
+    second = (await ds.client.get(first["next_url"])).json()
+    assert not {r["id"] for r in first["rows"]} & {r["id"] for r in second["rows"]}
+    assert second["first_url"] and "next=" not in second["first_url"]
+    html = (await ds.client.get(f"{base}?scope=in&kind=library")).text
+    assert 'name="kind" value="library" checked' in html  # the filter bar shows the state
+    assert "_nocount=1&amp;_nosuggest=1" in html  # Datasette's own table, for ad-hoc filtering
+
+
+@pytest.mark.parametrize(
+    "query, sentence",
+    [("code=abc", "?code= must be"), ("rule=nope", "?rule= must name rules"), ("batch=x", "?batch= must be"),
+     ("next=zz", "?next= must be"), ("scope=sideways", "?scope= must be one of"), ("reason=why", "?reason= must be")],
+)
+async def test_bad_filters_are_one_sentence(story_db, query, sentence):
+    ds = await datasette(story_db)
+    response = await ds.client.get(f"/{story_db.stem}/-/forensics/requests?{query}")
+    assert response.status_code == 400 and sentence in response.text
+
+
+async def test_csv_streams_every_matching_request(story_db):
+    ds = await datasette(story_db)
+    conn = sqlite3.connect(str(story_db))
+    for query in ("scope=in", "kind=library&code=2xx", ""):
+        response = await ds.client.get(f"/{story_db.stem}/-/forensics/requests.csv?{query}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+        table = list(csv.reader(io.StringIO(response.text)))
+        assert table[0][:3] == ["id", "time", "ip"]
+        assert [int(r[0]) for r in table[1:]] == oracle(conn, query), query
+
+
+def import_cli(db: Path, *args, input=None):
+    result = CliRunner().invoke(cli, ["import-logs", str(db), *map(str, args)], input=input)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+HOSTILE_UA = "<script>alert(1)</script>\x1b[31m\u202eevil"
+LINES = [
+    f'192.0.2.{i} - - [01/Jul/2020:02:00:0{i} +0000] "GET /api/0/items/{i}/?q=<b>x</b> HTTP/1.1" 200 {i} "-" "{HOSTILE_UA if i == 3 else "curl/7.68.0"}"'
+    for i in range(1, 8)
+]
+
+
+async def test_raw_line_from_a_deleted_file_and_from_standard_input(tmp_path):
+    db = tmp_path / "raw.db"
+    log = tmp_path / "a.log"
+    log.write_bytes(("\n".join(LINES[:4]) + "\n").encode())
+    import_cli(db, log)
+    log.unlink()  # the file is gone: the request page still has its lines
+    import_cli(db, "-", input=("\n".join(LINES[4:]) + "\n").encode())
+    conn = sqlite3.connect(str(db))
+    ds = await datasette(db)
+    stored = conn.execute(
+        "select r.id, r.batch_id, r.line_no, b.source from requests r join import_batches b on b.id = r.batch_id order by r.id"
+    ).fetchall()
+    assert len(stored) == 7 and {s[3] for s in stored} == {str(log), "-"} | ({"<stdin>"} & {s[3] for s in stored})
+    for (request_id, batch_id, line_no, _), line in zip(stored, LINES):
+        assert rawlines.raw_line(conn, batch_id, line_no) == line.encode()
+        data = (await ds.client.get(f"/{db.stem}/-/forensics/requests/{request_id}.json")).json()
+        assert data["raw_line"] == line and data["raw_line_kept"]
+        assert data["provenance"]["line_no"] == line_no and data["provenance"]["batch_id"] == batch_id
+    # Hostile text: escaped as HTML, and shown with visible escapes, on both pages.
+    hostile_id = stored[2][0]
+    page = (await ds.client.get(f"/{db.stem}/-/forensics/requests/{hostile_id}")).text
+    listing = (await ds.client.get(f"/{db.stem}/-/forensics/requests")).text
+    for text in (page, listing):
+        assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "\x1b" not in text and "\u202e" not in text and "\\x1b" in text
+    assert "&lt;b&gt;x&lt;/b&gt;" in page
+    missing = await ds.client.get(f"/{db.stem}/-/forensics/requests/999999")
+    assert missing.status_code == 404
+
+
+async def test_request_page_of_a_database_without_raw_lines_says_so(tmp_path):
+    db = tmp_path / "old.db"
+    (tmp_path / "a.log").write_text(LINES[0] + "\n")
+    import_cli(db, tmp_path / "a.log")
+    conn = sqlite3.connect(str(db))
+    conn.execute("delete from raw_chunks")  # as imported before raw lines were kept
+    conn.commit()
+    ds = await datasette(db)
+    data = (await ds.client.get(f"/{db.stem}/-/forensics/requests/1.json")).json()
+    assert data["raw_line"] is None and not data["raw_line_kept"] and data["uri"] == "/api/0/items/1/?q=<b>x</b>"
+    assert "before raw lines were kept" in (await ds.client.get(f"/{db.stem}/-/forensics/requests/1")).text
+
+
+def test_pack_and_read_back_blocks():
+    nos = list(range(3, 3 + 1200, 1))
+    lines = [f"line {n} \xe9".encode() if n % 7 else b"" for n in nos]
+    rows = rawlines.pack(9, nos, lines)
+    assert len(rows) == 3 and rows[0][1:3] == (3, 3 + rawlines.BLOCK_LINES - 1)
+    conn = sqlite3.connect(":memory:")
+    from datasette_forensics.schema import PAGES_RAW_CHUNKS
+
+    conn.executescript(PAGES_RAW_CHUNKS)
+    rawlines.store(conn, rows)
+    for n, line in zip(nos, lines):
+        assert rawlines.raw_line(conn, 9, n) == line
+    assert rawlines.raw_line(conn, 9, 2) is None and rawlines.raw_line(conn, 8, 3) is None
