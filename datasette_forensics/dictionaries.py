@@ -123,28 +123,38 @@ class Dictionary:
 
     def miss(self, key: Hashable) -> int:
         """The id of a value the current cache generation does not hold (a new one if unknown)."""
+        bloom = self.bloom
+        if bloom is not None:
+            # Test and set the filter's two bits at once: a value it has never
+            # seen is new, with no other lookup (most misses, once the cache
+            # has overflowed, are new values).
+            h = hash(key)
+            a, b = h & BLOOM_MASK, (h >> 32) & BLOOM_MASK
+            byte_a, bit_a, byte_b, bit_b = a >> 3, 1 << (a & 7), b >> 3, 1 << (b & 7)
+            if not (bloom[byte_a] & bit_a and bloom[byte_b] & bit_b):
+                bloom[byte_a] |= bit_a
+                bloom[byte_b] |= bit_b
+                return self._new(key)
         found = self.old.get(key) or self.inflight.get(key)
         if found is not None:
             self._remember(key, found)
             return found
-        params = (key,) if self.single else key
         if not self.complete:
-            bloom = self.bloom
-            if bloom is not None:
-                seen = _bloom_has(bloom, key)
-                if not seen:
-                    _bloom_add(bloom, key)
-            if bloom is None or seen:
-                row = self.conn.execute(self.lookup_sql + " and id < ?", (*params, self.bound)).fetchone()
-                if row is not None:
-                    self._remember(key, row[0])
-                    return row[0]
+            params = (key,) if self.single else key
+            row = self.conn.execute(self.lookup_sql + " and id < ?", (*params, self.bound)).fetchone()
+            if row is not None:
+                self._remember(key, row[0])
+                return row[0]
+        return self._new(key)
+
+    def _new(self, key: Hashable) -> int:
+        """Hand out the next id to a value this batch has not met (its row is stored with the chunk)."""
         new_id = self.next_id
         self.next_id = new_id + 1
         if self.enrich is None:
-            self.pending.append((new_id, *params))
+            self.pending.append((new_id, key) if self.single else (new_id, *key))
         else:
-            self.pending.append((new_id, *params, *self.enrich(*params)))
+            self.pending.append((new_id, key, *self.enrich(key)) if self.single else (new_id, *key, *self.enrich(*key)))
         cache = self.cache
         if len(cache) < self.generation:
             cache[key] = new_id

@@ -18,6 +18,7 @@ import json
 import operator
 import os
 import sqlite3
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -28,7 +29,7 @@ from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
-from .timeparse import utcnow
+from .timeparse import TimeError, parse_time_local, utcnow
 from .transaction import write_transaction
 from .readers import DamagedInput, LogInput, looks_binary, open_input, strip_line_ending
 
@@ -42,7 +43,7 @@ CHUNK_LINES = int(os.environ.get("FORENSICS_CHUNK_LINES") or 50_000)
 # reader holds its own memory meanwhile, and both together stay under 400 MB even
 # for a log where every line brings a new user agent; at 5M lines it costs 10-17%
 # (99 s with 64 MiB; 109 and 116 s with 32 MiB, in two runs).
-STORE_CACHE_KIB = 32 << 10
+STORE_CACHE_KIB = int(os.environ.get("FORENSICS_STORE_CACHE_KIB") or 32 << 10)
 # A chunk also ends after this many bytes of lines, so that huge lines (a 10 MB
 # user agent) travel and wait one or two at a time, not fifty thousand.
 CHUNK_BYTES = 16 << 20
@@ -52,6 +53,9 @@ DETECT_LINES = 20
 # the line counts) is copied back to the database once per 40 MB of log, not per 4 MB.
 CHECKPOINT_PAGES = 10_000
 
+
+# Signatures the fast path of _file_chunks remembers by their texts (a few MB at most).
+SIGNATURE_TEXTS = 20_000
 
 # One str object per common method, rather than one per line while a chunk waits.
 _METHODS = {m: m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
@@ -566,51 +570,146 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     again. A damaged input yields the lines before the damage, then raises
     DamagedInput.
 
+    A format's plain lines (a parser's ``plain`` pattern: see
+    importers.combined.PLAIN), nearly every line of a usual access log, take a
+    fast path: the pattern's groups go straight to a request row, with no record
+    built, exactly the row ``add_record`` would make of ``parse``'s record (the
+    per-line work is written out here: the calls it saves were most of its cost).
+    Every other line is parsed and added one by one. Each imported line's bytes go
+    to ``reader.raw_lines`` (rawlines.py), from either path.
+
     Returns:
         the SHA-256 of the whole input.
     """
-    parse = prepared.format.Parser().parse
+    parser = prepared.format.Parser()
+    parse = parser.parse
+    # A plain line's address is the peer's: with trusted proxies, add_record finds the client.
+    plain = getattr(parser, "plain", None) if reader.proxies is None else None
     parse_error = importers.ParseError
-    line_no = chunk_bytes = 0
+    line_no = chunk_bytes = chunk_lines = 0
     last_line = skip_until
     log = prepared.input
+    batch_id = reader.batch_id
+    times = _Times()
+    ip_id, ip_new = reader.ips.cache.get, reader.ips.miss
+    ua_id, ua_new = reader.uas.cache.get, reader.uas.miss
+    sig_id, sig_new = reader.signatures.cache.get, reader.signatures.miss
+    uri_id, uri_new = reader.uris.cache.get, reader.uris.miss
+    ref_id, ref_new = reader.referers.cache.get, reader.referers.miss
+    methods = _METHODS.get
+    # (address, user agent) texts to their signature's id: one lookup a line, not three.
+    signatures: dict[tuple[str, str], int] = {}
+    signature = signatures.get
+    blake2b = hashlib.blake2b
+    # The plain lines' hashes wait as digests, turned into integers all at once
+    # (line_hash's value) before a general line's or the chunk's end.
+    digests: list[bytes] = []
+    add_request, add_digest, add_raw = reader.requests.append, digests.append, reader.raw_lines.append
     try:
         for block in log.blocks():
             for raw in block:  # blocks() strips the line endings
                 line_no += 1
-                if not raw or raw.isspace():
-                    continue
-                try:
-                    text, bad = raw.decode(), None
-                except UnicodeDecodeError:
-                    text, bad = raw.decode("utf-8", "backslashreplace"), raw
-                try:
-                    rec = parse(text)
-                except parse_error as exc:
-                    rec, reason = None, str(exc) or "unparseable line"
-                except Exception as exc:  # a parser must never stop an import
-                    rec, reason = None, f"unparseable line ({type(exc).__name__})"
+                m = None
+                if plain is not None and line_no > skip_until:
+                    try:
+                        m = plain(raw.decode())
+                    except UnicodeDecodeError:
+                        pass
+                    if m is not None:
+                        ip, time, method, uri, _protocol, status, size, referer, ua = m.groups()
+                        ts = times.get(time) or times.parse(time)
+                        if ts is None:  # parse() rejects the line
+                            m = None
+                if m is not None:
+                    if ua == "-":
+                        ua = ""
+                    pair = (ip, ua)
+                    sig = signature(pair)
+                    if sig is None:
+                        key = (ip_id(ip) or ip_new(ip), ua_id(ua) or ua_new(ua))
+                        sig = sig_id(key) or sig_new(key)
+                        if len(signatures) >= SIGNATURE_TEXTS:
+                            signatures.clear()
+                        signatures[pair] = sig
+                    add_request((
+                        batch_id, line_no, ts, sig, uri_id(uri) or uri_new(uri), methods(method, method),
+                        None if status == "-" else int(status), None if size == "-" else int(size),
+                        None if referer == "-" else ref_id(referer) or ref_new(referer), None, None, None,
+                    ))  # fmt: skip
+                    add_digest(blake2b(raw, digest_size=8).digest())
+                    add_raw(raw)
                 else:
-                    if rec is None:
+                    if not raw or raw.isspace():
                         continue
-                if line_no <= skip_until:
-                    continue
+                    try:
+                        text, bad = raw.decode(), None
+                    except UnicodeDecodeError:
+                        text, bad = raw.decode("utf-8", "backslashreplace"), raw
+                    try:
+                        rec = parse(text)
+                    except parse_error as exc:
+                        rec, reason = None, str(exc) or "unparseable line"
+                    except Exception as exc:  # a parser must never stop an import
+                        rec, reason = None, f"unparseable line ({type(exc).__name__})"
+                    else:
+                        if rec is None:
+                            continue
+                    if line_no <= skip_until:
+                        continue
+                    if rec is None:
+                        reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
+                    else:
+                        _add_digests(reader, digests)
+                        reader.add_record(line_no, line_hash(raw), rec, bad)
+                        add_raw(raw)
                 last_line = line_no
                 chunk_bytes += len(raw)
-                if rec is None:
-                    reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
-                else:
-                    reader.add_record(line_no, line_hash(raw), rec, bad)
-                    reader.raw_lines.append(raw)
-                if reader.lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
+                chunk_lines += 1
+                if chunk_lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
+                    _add_digests(reader, digests)
                     yield reader.take(last_line, log.consumed)
+                    add_request, add_raw = reader.requests.append, reader.raw_lines.append
                     reader.resume()
-                    chunk_bytes = 0
+                    chunk_bytes = chunk_lines = 0
     except DamagedInput:
+        _add_digests(reader, digests)
         yield reader.take(last_line, log.consumed)
         raise
+    _add_digests(reader, digests)
     yield reader.take(last_line, log.consumed)
     return log.sha256
+
+
+def _add_digests(reader: ChunkReader, digests: list[bytes]) -> None:
+    """Add the hashes of plain lines (their 8-byte digests) to the chunk's, as line_hash gives them."""
+    if digests:
+        reader.request_hashes.extend(struct.unpack(f">{len(digests)}q", b"".join(digests)))
+        digests.clear()
+
+
+class _Times:
+    """``time_local`` texts to epoch milliseconds, each distinct text parsed once (bounded).
+
+    A log's lines of one second mostly come together, so a few thousand texts
+    suffice (100,000 would hold some 15 MB).
+    """
+
+    LIMIT = 4096
+
+    def __init__(self):
+        self.ms: dict[str, int] = {}
+        self.get = self.ms.get
+
+    def parse(self, text: str) -> int | None:
+        """The milliseconds of a text not seen yet, or None when it is not a valid time."""
+        try:
+            ms = parse_time_local(text)
+        except TimeError:
+            return None
+        if len(self.ms) >= self.LIMIT:
+            self.ms.clear()
+        self.ms[text] = ms
+        return ms
 
 
 def _row_chunks(rows: Iterator[tuple], chunk_rows: int, reader: ChunkReader) -> Iterator[Chunk]:
