@@ -43,6 +43,8 @@ def load_incident(path: str) -> dict:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ForensicsError(f"{source} is not valid TOML: {exc}.") from None
+    except ValueError as exc:  # a value TOML allows but Python will not convert (a 5,000-digit number)
+        raise ForensicsError(f"{source} could not be read: {str(exc).split(';')[0]}.") from None
     unknown = [key for key in data if key not in KEYS]
     if unknown:
         raise ForensicsError(

@@ -354,6 +354,15 @@ def _header(fields: list, records: RecordFile, line: int) -> list:
     return columns
 
 
+def _json_reason(exc: Exception) -> str:
+    """Why json.loads refused a text, in a few words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "too deeply nested"
+    return str(exc).split(";")[0]  # a 5,000-digit number: Python's integer conversion limit
+
+
 def _read_jsonl(text: str, records: RecordFile) -> None:
     source = records.source
     for line, raw in enumerate(text.splitlines(), start=1):
@@ -362,8 +371,7 @@ def _read_jsonl(text: str, records: RecordFile) -> None:
         try:
             obj = json.loads(raw)
         except (ValueError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "too deeply nested"
-            raise ForensicsError(f"{source} line {line} is not valid JSON ({reason}).") from None
+            raise ForensicsError(f"{source} line {line} is not valid JSON ({_json_reason(exc)}).") from None
         if not isinstance(obj, dict):
             raise ForensicsError(f"{source} line {line} is not a JSON object.")
         _add_object(obj, records, line)
@@ -378,7 +386,7 @@ def _read_json_array(text: str, records: RecordFile) -> None:
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, json.JSONDecodeError):
             raise ForensicsError(f"{source} line {exc.lineno} is not valid JSON ({exc.msg}).") from None
-        raise ForensicsError(f"{source} is not valid JSON (too deeply nested).") from None
+        raise ForensicsError(f"{source} is not valid JSON ({_json_reason(exc)}).") from None
     if not isinstance(items, list):
         raise ForensicsError(f"{source} is not a JSON array of objects.")
     records.unit = "item"

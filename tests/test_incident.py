@@ -143,6 +143,8 @@ BAD = [
     pytest.param(GOOD + "name = 'again'\n",
                  ["is not valid TOML", "line 7"], id="bad-toml"),
     pytest.param('name = "x\n', ["is not valid TOML", "line 1"], id="unterminated-string"),
+    pytest.param(GOOD + "n = " + "9" * 5000 + "\n",
+                 ["could not be read: Exceeds the limit (4300 digits) for integer string conversion"], id="huge-number"),
 ]
 
 
