@@ -186,10 +186,23 @@ def test_the_empty_states_read_as_described(logs_only_server, tab, watch):
 
 def test_screenshots_of_the_pages(demo_server, tab, watch):
     """The pages the journey does not photograph, with every chart drawn."""
-    for path, name in (("/ips?by=cidr24", "ips-cidr24"), ("/signatures", "signatures-1280")):
+    for path, name in (
+        ("/ips?by=cidr24", "ips-cidr24"),
+        ("/signatures", "signatures-1280"),
+        ("/requests?org=101&status=unexplained", "requests"),
+    ):
         tab.goto(demo_server.workbench + path, wait_until="networkidle")
         screenshot(tab, name)
-    assert (SCREENSHOTS / "ips-cidr24.png").exists()
+    # The first request listed, on its own page: every field and the raw line as imported.
+    tab.goto(demo_server.workbench + "/requests?org=101&status=unexplained", wait_until="networkidle")
+    first = tab.locator("a[href*='/-/forensics/requests/']").first
+    first.click()
+    tab.wait_for_load_state("networkidle")
+    assert re.search(r"/-/forensics/requests/\d+$", tab.url)
+    assert tab.locator("p.forensics-raw").count() == 1  # the demo's import kept its raw lines
+    assert "/api/" in tab.locator("p.forensics-raw").inner_text()  # the line as the server wrote it
+    screenshot(tab, "request")
+    assert (SCREENSHOTS / "ips-cidr24.png").exists() and (SCREENSHOTS / "request.png").exists()
     watch.check()
 
 
