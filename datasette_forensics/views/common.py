@@ -81,6 +81,18 @@ def ms_iso(ms) -> str | None:
     return None if ms is None else format_ms(ms)
 
 
+def address_and_agent(r) -> dict:
+    """A row's address with its owner (what ``m.owner`` shows beside it: network kind,
+    country, provider) and its user agent, as every list of requests or signatures shows them."""
+    return {
+        "ip": r["ip"],
+        "network": r["network"],
+        "country": r["country"],
+        "provider": r["provider"],
+        "user_agent": r["ua"],
+    }
+
+
 def to_json_text(data) -> str:
     """JSON with <, > and & escaped, so log strings never appear as markup even if sniffed."""
     return (

@@ -10,7 +10,7 @@ from datasette.utils import tilde_decode
 from ..derived.status import status_sql
 from . import case_parts, chart
 from ..request_rows import REQUEST_JOINS
-from .common import DAY_MS, choice, ms_iso, open_page, page_view, parse_state
+from .common import address_and_agent, DAY_MS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
 
 ORG = f"""
@@ -145,11 +145,7 @@ async def view(datasette, request):
         sig = [("sig_id", str(r["sig_id"]))]
         signatures.append(
             {
-                "ip": r["ip"],
-                "network": r["network"],
-                "country": r["country"],
-                "provider": r["provider"],
-                "user_agent": r["ua"],
+                **address_and_agent(r),
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),
                 "orgs": r["orgs"],
@@ -204,11 +200,7 @@ async def view(datasette, request):
     latest = [
         {
             "time": ms_iso(r["ts"]),
-            "ip": r["ip"],
-            "network": r["network"],
-            "country": r["country"],
-            "provider": r["provider"],
-            "user_agent": r["ua"],
+            **address_and_agent(r),
             "method": r["method"],
             "path": r["path"],
             "status": r["status"],

@@ -32,7 +32,7 @@ from datasette.utils.asgi import AsgiStream, BadRequest
 from ..derived.out_of_scope import ORG_OF_REQUEST, REASON_SQL, REASONS
 from ..report import neutralise
 from ..request_rows import REQUEST_JOINS
-from .common import Page, SIGNATURE_FILTERS, choice, ms_iso, open_page, page_view, parse_state
+from .common import address_and_agent, Page, SIGNATURE_FILTERS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
 
 FILTERS = ("sig", "scope", "status", "rule", "not_by", "reason", "named_org", "code", "path", "method", "batch")
@@ -437,11 +437,7 @@ async def details(page: Page, keys: list, rules: list) -> list[dict]:
             {
                 "id": r["id"],
                 "time": ms_iso(r["ts"]),
-                "ip": r["ip"],
-                "network": r["network"],
-                "country": r["country"],
-                "provider": r["provider"],
-                "user_agent": r["ua"],
+                **address_and_agent(r),
                 "method": r["method"],
                 "uri": r["uri"],
                 "status": r["status"],

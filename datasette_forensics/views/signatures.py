@@ -10,7 +10,7 @@ import sqlite_utils
 from .. import notes
 from . import case_parts, sources
 from .filter_bar import filter_bar
-from .common import choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
+from .common import address_and_agent, choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
 
 STATUS = {
     "all": "1",
@@ -132,11 +132,7 @@ async def view(datasette, request):
             links["after_patch_ok"] = page.requests_url(after_patch + [("status__gte", "200"), ("status__lt", "300")])
         out.append(
             {
-                "ip": r["ip"],
-                "network": r["network"],
-                "country": r["country"],
-                "provider": r["provider"],
-                "user_agent": r["ua"],
+                **address_and_agent(r),
                 "kind": r["kind"],
                 "cross_tenant": bool(r["cross_tenant"]),
                 "orgs": r["orgs"],
