@@ -352,22 +352,29 @@ async def _time_pages(path: str, runs: int) -> dict:
     results = {}
     for label, page, _ in CASES:
         url = f"/{name}/-/forensics" + page.format(org=org)
-        timings = []
-        for i in range(runs + 1):
-            t = time.perf_counter()
-            response = await ds.client.get(url)
-            elapsed = (time.perf_counter() - t) * 1000
-            if response.status_code != 200:
-                raise SystemExit(f"{url}: HTTP {response.status_code}\n{response.text[:500]}")
-            timings.append(elapsed)
-        warm = timings[1:]
-        results[label] = {
-            "url": url,
-            "first_ms": round(timings[0], 1),
-            "p50_ms": round(statistics.median(warm), 1),
-            "p95_ms": round(_percentile(warm, 0.95), 1),
-        }
+        results[label] = await _time_url(ds, url, runs)
     return results
+
+
+async def _time_url(ds, url: str, runs: int, label: str = "") -> dict:
+    """``url`` requested ``runs`` + 1 times through ``ds.client``: the first (cold) one
+    apart, the p50 and p95 of the warm ones, and the slowest of all; any answer but
+    200 stops the benchmark."""
+    timings = []
+    for _ in range(runs + 1):
+        t = time.perf_counter()
+        response = await ds.client.get(url)
+        timings.append((time.perf_counter() - t) * 1000)
+        if response.status_code != 200:
+            raise SystemExit(f"{label + ': ' if label else ''}{url}: HTTP {response.status_code}\n{response.text[:500]}")
+    warm = timings[1:]
+    return {
+        "url": url,
+        "first_ms": round(timings[0], 1),
+        "p50_ms": round(statistics.median(warm), 1),
+        "p95_ms": round(_percentile(warm, 0.95), 1),
+        "max_ms": round(max(timings), 1),
+    }
 
 
 def _time_raw(path: str, runs: int) -> dict:
@@ -495,21 +502,7 @@ async def time_links(path: str, runs: int) -> dict:
     conn.close()
     results = {}
     for label, url in (await _link_urls(ds, path, org)).items():
-        timings = []
-        for _ in range(runs + 1):
-            t = time.perf_counter()
-            response = await ds.client.get(url)
-            timings.append((time.perf_counter() - t) * 1000)
-            if response.status_code != 200:
-                raise SystemExit(f"{label}: {url}: HTTP {response.status_code}\n{response.text[:500]}")
-        warm = timings[1:]
-        results[label] = {
-            "url": url,
-            "first_ms": round(timings[0], 1),
-            "p50_ms": round(statistics.median(warm), 1),
-            "p95_ms": round(_percentile(warm, 0.95), 1),
-            "max_ms": round(max(timings), 1),
-        }
+        results[label] = await _time_url(ds, url, runs, label)
     return results
 
 

@@ -26,6 +26,8 @@ SIGNATURE_COLUMNS = {
 }
 NULLABLE = {"asn", "provider", "rdns", "family", "major", "os", "country", "network"}
 IGNORED = {"size", "next", "page", "sort", "by"}
+# Filters that are one column's equality: parameter -> (requests_view column, its type).
+EQUALS = {"sig": ("sig_id", int), "batch": ("batch_id", int), "method": ("method", str)}
 
 
 def oracle(conn, query: str) -> list[int]:
@@ -45,9 +47,10 @@ def oracle(conn, query: str) -> list[int]:
                 params.append(value)
         elif key == "q":
             continue  # the filter bar's search, which the page turns into ip/cidr/ua
-        elif key == "sig":
-            where.append("sig_id = ?")
-            params.append(int(value))
+        elif key in EQUALS:
+            column, convert = EQUALS[key]
+            where.append(f"{column} = ?")
+            params.append(convert(value))
         elif key == "org":
             where.append("org_id = ?")
             params.append(value)
@@ -80,12 +83,6 @@ def oracle(conn, query: str) -> list[int]:
             lo = int(value[0]) * 100 if value.endswith("xx") else int(value)
             where.append("status >= ? and status < ?")
             params += [lo, lo + (100 if value.endswith("xx") else 1)]
-        elif key == "batch":
-            where.append("batch_id = ?")
-            params.append(int(value))
-        elif key == "method":
-            where.append("method = ?")
-            params.append(value)
         elif key == "path":
             where.append("substr(path, 1, length(?)) = ?")
             params += [value, value]
