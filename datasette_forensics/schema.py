@@ -14,7 +14,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import derived
-from .derived import indexes
+from .derived import indexes, window_days
 from .errors import ForensicsError
 from .timeparse import utcnow
 
@@ -1081,3 +1081,15 @@ left join scoped s on s.request_id = r.id
 
 
 ddl_migration("m021_geo_ip_owners", GEO_IP_OWNERS + GEO_REQUESTS_VIEW + ";" + GEO_FILL)
+
+
+@migrations()
+def m022_win2_window_days(db: sqlite_utils.Database) -> None:
+    """Time windows read whole days from window_days (derived/window_days.py); an
+    older database's cells are counted once, before anything reads them."""
+    db.executescript(window_days.WINDOW_DAYS)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        db.execute(
+            "insert or ignore into derived_state (work, reason, since) values ('window_days', ?, ?)",
+            ["window_days to count", utcnow()],
+        )

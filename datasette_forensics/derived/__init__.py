@@ -10,6 +10,7 @@ dictionaries (log batches), account records, the incident, and the rules table
   unexplained counts they move.
 - :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
   ``org_stats`` and ``scope_days``.
+- :mod:`.window_days`: ``window_days``, requests per (day, signature, org) for time windows.
 - :mod:`.waterfall`: ``rule_waterfall``.
 - :mod:`.out_of_scope`: ``out_of_scope_counts``, why the other requests are out (MODEL §6.1).
 - :mod:`.status`: the one rule that turns an org's figures into its status.
@@ -39,7 +40,7 @@ import sqlite_utils
 from .. import ipinfo
 from ..timeparse import utcnow
 from ..transaction import write_transaction
-from . import aggregates, explanations, out_of_scope, scope, waterfall
+from . import aggregates, explanations, out_of_scope, scope, waterfall, window_days
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -85,6 +86,8 @@ def finish(db: sqlite_utils.Database) -> bool:
             recompute(db)
         elif works & {"ip_owners", "ip_groups"}:
             aggregates.refresh_ip_owner_groups(db)
+        if "window_days" in works and "all" not in works:
+            window_days.refresh(db)
         db.execute("delete from derived_state")
     return True
 

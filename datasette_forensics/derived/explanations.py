@@ -14,7 +14,7 @@ import contextlib
 import sqlite_utils
 
 from ..rules import applied_names, load_rules
-from . import aggregates, waterfall
+from . import aggregates, waterfall, window_days
 from .status import statuses_of
 
 # Page cache for the bulk writes of apply, undo and reevaluate (KiB, negative as in
@@ -109,6 +109,7 @@ def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
     touched = "select distinct org_id from temp.rule_delta"
     before = statuses_of(db, touched)
     aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new group by 1, 2", sign)
+    window_days.move(db, "select sig_id, org_id, day, n from temp.rule_new", sign)
     moved = sign * aggregates.move_unexplained(
         db, f"select sig_id, org_id, {'' if sign > 0 else '-'}n as n from temp.rule_delta"
     )

@@ -168,7 +168,7 @@ async def view(datasette, request):
         "status": status,
         "sort": sort,
         "filters": state.filter_params(),
-        "source": "requests" if state.window else ("sig_org" if filtered else "org_stats"),
+        "source": "window_days" if state.window else ("sig_org" if filtered else "org_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,

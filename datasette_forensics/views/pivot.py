@@ -231,7 +231,7 @@ async def pivot_view(datasette, request, page_name: str):
 
 def _source(state) -> str:
     """What a filtered page grouped: the requests of a window, an org's pairs, or signatures."""
-    return "requests" if state.window else "sig_org" if state.org else "sig_stats"
+    return "window_days" if state.window else "sig_org" if state.org else "sig_stats"
 
 
 def _row(page: Page, by: str, r: dict) -> dict:

@@ -161,7 +161,7 @@ async def view(datasette, request):
         "sort": sort,
         "patched_at": ms_iso(patched_ms),
         "filters": state.filter_params(),
-        "source": "requests" if state.window else ("sig_org" if state.org else "sig_stats"),
+        "source": "window_days" if state.window else ("sig_org" if state.org else "sig_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,

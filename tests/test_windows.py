@@ -1,0 +1,246 @@
+"""Time windows: ``?from=``/``?to=`` on the IP and user-agent pivots, the orgs and
+the signatures pages read whole days from ``window_days`` (derived/window_days.py)
+and the requests of the partial edge days; each figure equals a direct SQL count
+over requests_view with the same ts bounds. And ``window_days``, kept by every
+writer, equals a recount from scratch after every kind of change.
+
+The log: 240 requests spread over 2020-06-30 to 2020-07-12 at random minutes and
+seconds (so windows cut hours and days), from eight addresses and five user agents,
+to the four orgs of test_pages (and a path out of scope), with some rules applied.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+from datasette.app import Datasette
+
+from datasette_forensics import ingest, records, schema, verdicts
+from datasette_forensics.derived import window_days
+from datasette_forensics.rules import actions
+from datasette_forensics.timeparse import parse_time
+from datasette_forensics.views.pivot import GROUPING_KEYS, PIVOTS
+
+from test_pages import UA_CHROME, UA_FIREFOX, UA_PARTNER, UA_BOT, UA_CURL, build, line
+
+ADDRESSES = ["10.0.0.5", "10.0.0.9", "203.0.113.10", "198.51.100.7", "198.51.100.8", "198.51.100.66", "192.0.2.1", "192.0.2.2"]
+AGENTS = [UA_CHROME, UA_FIREFOX, UA_PARTNER, UA_BOT, UA_CURL]
+PATHS = ["/api/orgs/acme/issues/", "/api/orgs/bravo/x/", "/api/orgs/charlie/data/", "/api/orgs/delta/x/", "/health"]
+START = parse_time("2020-06-30T00:00:00Z")
+
+# Windows: whole hours within days, days and hours cut at both ends, inside one hour,
+# whole days, wider than the log, open at one end, empty (before the log).
+WINDOWS = [
+    ("2020-07-03T10:00:00Z", "2020-07-04T13:00:00Z"),
+    ("2020-07-03T10:17:00Z", "2020-07-05T08:43:30.250Z"),
+    ("2020-07-03T10:05:00Z", "2020-07-03T10:50:00Z"),
+    ("2020-07-01T00:00:00Z", "2020-07-10T00:00:00Z"),
+    ("2020-07-02T00:00:00Z", "2020-07-03T00:00:00Z"),
+    ("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"),
+    ("2020-07-06T07:30:00Z", None),
+    (None, "2020-07-02T19:59:59.999Z"),
+    ("2019-01-01T00:00:00Z", "2019-01-05T00:00:00Z"),
+]
+
+
+def log_lines(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        ms = START + rng.randrange(13 * 86_400_000)
+        iso = datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        ip = rng.choice(ADDRESSES)
+        ua = AGENTS[ADDRESSES.index(ip) % len(AGENTS)] if rng.random() < 0.8 else rng.choice(AGENTS)
+        out.append(line(iso, ip, ua, rng.choice(PATHS), token="t1" if ip == "198.51.100.7" else None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("windows")
+    build(tmp / "win.db", tmp, log_lines=log_lines(1, 240), rules=("staff", "partner"))
+    return tmp / "win.db"
+
+
+@pytest.fixture(scope="module")
+def ds(template):
+    return Datasette([str(template)])
+
+
+def bounds(window) -> tuple[int, int]:
+    start, end = window
+    return (-(2**62) if start is None else parse_time(start), 2**62 if end is None else parse_time(end))
+
+
+def query(window) -> str:
+    start, end = window
+    return "&".join(f"{k}={v}" for k, v in (("from", start), ("to", end)) if v is not None)
+
+
+def direct(template, sql: str, window, **params) -> list:
+    conn = schema.connect(str(template)).conn
+    try:
+        w_from, w_to = bounds(window)
+        return conn.execute(sql, {"w_from": w_from, "w_to": w_to, **params}).fetchall()
+    finally:
+        conn.close()
+
+
+FIGURES = """count(*), sum(in_scope), coalesce(sum(unexplained), 0),
+    count(distinct case when in_scope = 1 then org_id end), count(distinct sig_id), min(ts), max(ts)"""
+# The filter bar's status toggle as a condition on the groups (pivot.STATUS).
+STATUS_HAVING = {"all": "1", "unexplained": "sum(unexplained) > 0", "explained": "sum(in_scope) > 0 and coalesce(sum(unexplained), 0) = 0"}
+
+
+def ms(text):
+    return None if text is None else parse_time(text)
+
+
+async def get_json(ds, url):
+    response = await ds.client.get(url)
+    assert response.status_code == 200, (url, response.text[:500])
+    return response.json()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
+async def test_pivots_in_a_window_equal_direct_counts(ds, template, window):
+    for page, (_, groupings, _) in PIVOTS.items():
+        for by in groupings:
+            _, _, columns, _ = GROUPING_KEYS[by]
+            for status, having in STATUS_HAVING.items():
+                got = await get_json(ds, f"/win/-/forensics/{page}.json?by={by}&status={status}&size=1000&{query(window)}")
+                assert got["source"] == "window_days"
+                shown = {
+                    tuple(r["values"].values()): (
+                        r["requests"], r["in_scope"], r["unexplained"], r["orgs"], r["signatures"],
+                        ms(r["first_seen"]), ms(r["last_seen"]),
+                    )
+                    for r in got["rows"]
+                }
+                expected = {
+                    tuple(row[: len(columns)]): tuple(row[len(columns):])
+                    for row in direct(
+                        template,
+                        f"""select {', '.join(columns)}, {FIGURES} from requests_view
+                        where ts >= :w_from and ts < :w_to group by {', '.join(columns)} having {having}""",
+                        window,
+                    )
+                }
+                assert shown == expected, (page, by, status, window)
+                assert got["total"] == len(expected)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
+async def test_an_orgs_pivot_in_a_window_equals_direct_counts(ds, template, window):
+    """?org= with a window: that org's in-scope requests of the window only."""
+    for org in ("1", "3"):
+        got = await get_json(ds, f"/win/-/forensics/ips.json?by=cidr24&org={org}&size=1000&{query(window)}")
+        shown = {r["key"]: (r["requests"], r["unexplained"], r["signatures"]) for r in got["rows"]}
+        expected = {
+            key: (n, u, s)
+            for key, n, u, s in direct(
+                template,
+                """select cidr24, count(*), coalesce(sum(unexplained), 0), count(distinct sig_id) from requests_view
+                where in_scope = 1 and org_id = :org and ts >= :w_from and ts < :w_to group by cidr24""",
+                window,
+                org=org,
+            )
+        }
+        assert shown == expected, (org, window)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
+async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template, window):
+    orgs = await get_json(ds, f"/win/-/forensics/orgs.json?size=1000&{query(window)}")
+    assert orgs["source"] == "window_days"
+    expected = {
+        org: (n, u, s)
+        for org, n, u, s in direct(
+            template,
+            """select org_id, count(*), sum(unexplained), count(distinct case when unexplained = 1 then sig_id end)
+            from requests_view where in_scope = 1 and ts >= :w_from and ts < :w_to group by org_id""",
+            window,
+        )
+    }
+    assert {r["org_id"]: (r["in_scope"], r["unexplained"], r["unexplained_signatures"]) for r in orgs["rows"]} == expected
+
+    sigs = await get_json(ds, f"/win/-/forensics/signatures.json?size=1000&{query(window)}")
+    assert sigs["source"] == "window_days"
+    shown = {
+        (r["ip"], r["user_agent"]): (r["requests"], r["in_scope"], r["unexplained"], ms(r["first_seen"]), ms(r["last_seen"]))
+        for r in sigs["rows"]
+    }
+    expected = {
+        (ip, ua): rest
+        for ip, ua, *rest in direct(
+            template,
+            """select ip, user_agent, count(*), sum(in_scope), coalesce(sum(unexplained), 0), min(ts), max(ts)
+            from requests_view where ts >= :w_from and ts < :w_to group by sig_id""",
+            window,
+        )
+    }
+    assert shown == {k: tuple(v) for k, v in expected.items()}
+
+
+# --- upkeep -----------------------------------------------------------------------------
+
+CELLS = "select * from window_days order by day, sig_id, org_id"
+
+
+def assert_cells_current(db) -> None:
+    """The kept cells equal a recount from scratch, and sum to the requests."""
+    kept = db.execute(CELLS).fetchall()
+    db.conn.execute("savepoint fresh")
+    window_days.refresh(db)
+    fresh = db.execute(CELLS).fetchall()
+    db.conn.execute("rollback to fresh")
+    db.conn.execute("release fresh")
+    assert kept == fresh
+    assert db.execute(
+        """select (select sum(requests) from window_days), (select sum(requests) from window_days where org_id != ''),
+        (select sum(unexplained) from window_days)"""
+    ).fetchone() == db.execute(
+        """select (select count(*) from requests), (select count(*) from scoped),
+        (select count(*) from scoped where explained = 0)"""
+    ).fetchone()
+
+
+def test_incremental_upkeep_equals_a_recount(template, tmp_path):
+    path = tmp_path / "win.db"
+    shutil.copy(template, path)
+    db = schema.connect(str(path))
+    assert db.execute("select count(*) from window_days").fetchone()[0] > 20
+    assert_cells_current(db)
+    for name in ("member_current", "token_owner", "post_patch_valid"):  # rules applied
+        actions.apply(db, name, actor="test")
+        assert_cells_current(db)
+    actions.undo(db, "staff", actor="test")  # a rule undone
+    assert_cells_current(db)
+    verdicts.make(db, "198.51.100.66", UA_CURL, None, "a verdict", "test")  # verdicts
+    verdicts.make(db, "192.0.2.1", AGENTS[ADDRESSES.index("192.0.2.1") % len(AGENTS)], "1", "one org", "test")
+    assert_cells_current(db)
+    verdicts.withdraw(db, "198.51.100.66", UA_CURL, None, "test")
+    assert_cells_current(db)
+    log = tmp_path / "later.jsonl"  # a later batch, after rules
+    log.write_text("\n".join(log_lines(2, 60)) + "\n")
+    ingest.import_logs(db, [str(log)])
+    assert_cells_current(db)
+    sessions = tmp_path / "sessions.jsonl"  # records that change explanations only
+    sessions.write_text(json.dumps({"user_id": "u9", "ip": "192.0.2.2", "user_agent": UA_CURL,
+                                    "first_seen": "2020-06-01T00:00:00Z", "last_seen": "2020-08-01T00:00:00Z"}) + "\n")
+    records.import_records(db, "sessions", str(sessions))
+    assert_cells_current(db)
+    integrations = tmp_path / "integrations.csv"  # records that change the scope
+    integrations.write_text("id,org_id,name,created_at,deleted_at\ni4,4,delta,2020-07-02T00:00:00Z,\n")
+    records.import_records(db, "integrations", str(integrations))
+    assert_cells_current(db)
+    actions.apply(db, "staff", actor="test")
+    assert_cells_current(db)
+    db.conn.close()
