@@ -23,6 +23,7 @@ from datasette_forensics import ingest, records, schema, verdicts
 from datasette_forensics.derived import window_days
 from datasette_forensics.rules import actions
 from datasette_forensics.timeparse import parse_time
+from datasette_forensics.views import sources
 from datasette_forensics.views.pivot import GROUPING_KEYS, PIVOTS
 
 from test_pages import UA_CHROME, UA_FIREFOX, UA_PARTNER, UA_BOT, UA_CURL, build, line
@@ -109,11 +110,25 @@ async def get_json(ds, url):
 @pytest.mark.asyncio
 @pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
 async def test_pivots_in_a_window_equal_direct_counts(ds, template, window):
+    await assert_pivots_exact(ds, template, window)
+
+
+@pytest.mark.asyncio
+async def test_pivots_of_many_signatures_per_page(ds, template, monkeypatch):
+    """Past ONLY_PROBES signatures on a page, its figures are read by a filtered scan: same counts."""
+    monkeypatch.setattr(sources, "ONLY_PROBES", 0)
+    for window in WINDOWS[:4]:
+        await assert_pivots_exact(ds, template, window)
+
+
+async def assert_pivots_exact(ds, template, window):
     for page, (_, groupings, _) in PIVOTS.items():
         for by in groupings:
             _, _, columns, _ = GROUPING_KEYS[by]
             for status, having in STATUS_HAVING.items():
                 got = await get_json(ds, f"/win/-/forensics/{page}.json?by={by}&status={status}&size=1000&{query(window)}")
+                if status == "all":
+                    plain = got
                 assert got["source"] == "window_days"
                 shown = {
                     tuple(r["values"].values()): (
@@ -133,6 +148,13 @@ async def test_pivots_in_a_window_equal_direct_counts(ds, template, window):
                 }
                 assert shown == expected, (page, by, status, window)
                 assert got["total"] == len(expected)
+            # Sorted by distinct orgs (counted for every group, not only the shown ones): same figures.
+            by_orgs = await get_json(ds, f"/win/-/forensics/{page}.json?by={by}&sort=-orgs&size=1000&{query(window)}")
+            orgs = [r["orgs"] for r in by_orgs["rows"]]
+            assert orgs == sorted(orgs, reverse=True)
+            assert {tuple(r["values"].values()): (r["orgs"], r["requests"], r["top_user_agent"]) for r in by_orgs["rows"]} == {
+                tuple(r["values"].values()): (r["orgs"], r["requests"], r["top_user_agent"]) for r in plain["rows"]
+            }
 
 
 @pytest.mark.asyncio

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..derived.aggregates import GROUPINGS, KINDS
+from ..derived.aggregates import GROUPINGS, IP_GROUPINGS, KINDS
 from . import case_parts, chart, sources
 from .filter_bar import filter_bar
 from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
@@ -78,7 +78,9 @@ order by {outer_order}
 """
 GROUPS_COUNT = "select count(*) from pivot_groups where grouping = :grouping and {status}"
 
-# Filtered: group the signatures of this state at request time.
+# Filtered: group the signatures of this state at request time. The distinct orgs
+# ({reach}) are counted here only when the page sorts by them; else for the page's
+# groups only (REACH), like their top user agent and latest path.
 FILTERED = """
 with src as ({sigs}),
 grouped as (
@@ -95,20 +97,32 @@ grouped as (
     where {conds}
     group by {group_by}
 ),
-reach as (
-    select json_array({keys}) as gkey, count(distinct p.org_id) as orgs
-    from ({pairs}) p
-    join sig_stats st on st.sig_id = p.sig_id
-    join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
-    where {conds}
-    group by {group_by}
-)
+reach as ({reach})
 select g.gkey, g.k1, g.k2, g.requests, g.in_scope, g.unexplained, coalesce(r.orgs, 0) as orgs,
     g.signatures, g.ips, g.user_agents, g.first_ts, g.last_ts, g.browser, g.library, g.bot,
     g.unknown, count(*) over () as total
 from grouped g left join reach r on r.gkey = g.gkey
 where {status}
 order by {order} limit :limit offset :offset
+"""
+REACH = """
+select json_array({keys}) as gkey, count(distinct p.org_id) as orgs
+from ({pairs}) p
+join sig_stats st on st.sig_id = p.sig_id
+join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
+where {conds}
+group by {group_by}
+"""
+NO_REACH = "select null as gkey, null as orgs where 0"
+
+# The signatures of the groups on the page (reached through the small ips or
+# user_agents table and sig_stats' index on ip_id or ua_id).
+PAGE_SIGS = """
+select st.sig_id from sig_stats st
+join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id
+where st.{key_id} in (
+    select {alias}.id from {table} {alias} where json_array({keys}) in (select value from json_each(:gkeys))
+) and {conds}
 """
 
 # The top user agent and the latest path of the groups on the page (filtered).
@@ -154,28 +168,25 @@ async def pivot_view(datasette, request, page_name: str):
         total = (await page.db.execute(GROUPS_COUNT.format(status=STATUS[status]), params)).first()[0]
     else:
         sigs, source_params = sources.sigs_sql(state)
-        pairs, pair_params = sources.pairs_sql(state)
         conds, cond_params = state.conditions()
         parts = {
-            "sigs": sigs, "pairs": pairs, "keys": ", ".join(keys), "k1": keys[0],
+            "keys": ", ".join(keys), "k1": keys[0],
             "k2": keys[1] if len(keys) > 1 else "null", "group_by": group_by,
             "conds": " and ".join(conds) or "1",
         }
-        params.update(source_params, **pair_params, **cond_params)
+        params.update(source_params, **cond_params)
+        by_orgs = sort.lstrip("-") == "orgs"
+        if by_orgs:
+            pairs, pair_params = sources.pairs_sql(state)
+            params.update(pair_params)
+        reach = REACH.format(pairs=pairs, **parts) if by_orgs else NO_REACH
         result = await page.db.execute(
-            FILTERED.format(status=STATUS[status], order=order.format(t=""), **parts), params
+            FILTERED.format(sigs=sigs, reach=reach, status=STATUS[status], order=order.format(t=""), **parts), params
         )
         rows = [dict(r) for r in result]
         total = rows[0]["total"] if rows else 0
         if rows:
-            params["gkeys"] = json.dumps([r["gkey"] for r in rows])
-            top = {}
-            for gkey, ua, _ in await page.db.execute(FILTERED_TOP_UA.format(**parts), params):
-                top.setdefault(gkey, ua)
-            last = dict(await page.db.execute(FILTERED_LAST_PATH.format(**parts), params))
-            for r in rows:
-                r["top_user_agent"] = top.get(r["gkey"])
-                r["last_path"] = last.get(r["gkey"])
+            await _page_figures(page, state, by, parts, rows, orgs=not by_orgs)
 
     heading = GROUPING_KEYS[by][0]
     out_rows = [_row(page, by, r) for r in rows]
@@ -227,6 +238,33 @@ async def pivot_view(datasette, request, page_name: str):
             "kinds": KINDS,
         },
     )
+
+
+async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict], orgs: bool) -> None:
+    """The shown groups' top user agent, latest path and (when ``orgs``) distinct orgs,
+    from the relations of their signatures only."""
+    params = {**state.conditions()[1], "gkeys": json.dumps([r["gkey"] for r in rows])}
+    key_id, alias, table = ("ip_id", "i", "ips") if by in IP_GROUPINGS else ("ua_id", "a", "user_agents")
+    page_sigs = PAGE_SIGS.format(key_id=key_id, alias=alias, table=table, **parts)
+    shown_sigs = [r[0] for r in await page.db.execute(page_sigs, params)]
+    params["only_sigs"] = json.dumps(shown_sigs)
+    only = "sigs" if len(shown_sigs) <= sources.ONLY_PROBES else "many_sigs"
+    sigs, source_params = sources.sigs_sql(state, only=only)
+    params.update(source_params)
+    top = {}
+    for gkey, ua, _ in await page.db.execute(FILTERED_TOP_UA.format(sigs=sigs, **parts), params):
+        top.setdefault(gkey, ua)
+    last = dict(await page.db.execute(FILTERED_LAST_PATH.format(sigs=sigs, **parts), params))
+    reach = {}
+    if orgs:
+        pairs, pair_params = sources.pairs_sql(state, only=only)
+        params.update(pair_params)
+        reach = dict(await page.db.execute(REACH.format(pairs=pairs, **parts), params))
+    for r in rows:
+        r["top_user_agent"] = top.get(r["gkey"])
+        r["last_path"] = last.get(r["gkey"])
+        if orgs:
+            r["orgs"] = reach.get(r["gkey"], 0)
 
 
 def _source(state) -> str:

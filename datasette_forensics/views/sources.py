@@ -15,19 +15,33 @@ from .common import DAY_MS, State
 # (signature, org) pairs: sig_id, org_id, requests (in scope), unexplained, first_ts, last_ts.
 PAIRS = """
 select sig_id, org_id, requests, unexplained, first_ts, last_ts from sig_org
-where (:org is null or org_id = :org)
+where (:org is null or org_id = :org) and {where}
 """
 # A window's (day, signature, org) cells: the whole days it covers from window_days,
 # the requests of its partial edge days from requests (requests_ts); org_id '' is out of scope.
 WINDOW_CELLS = """
 select sig_id, org_id, requests, unexplained, first_ts, last_ts from window_days
-where day >= :w_day_from and day < :w_day_to {cell_org}
+where day >= :w_day_from and day < :w_day_to and {where}
 union all
-select r.sig_id, coalesce(s.org_id, ''), count(*), coalesce(sum(s.explained = 0), 0), min(r.ts), max(r.ts)
-from requests r left join scoped s on s.request_id = r.id
-where ((r.ts >= :w_from and r.ts < :w_edge_from) or (r.ts >= :w_edge_to and r.ts < :w_to)) {raw_org}
-group by r.sig_id, s.org_id
+select sig_id, org_id, count(*), coalesce(sum(explained = 0), 0), min(ts), max(ts)
+from (
+    select r.sig_id, coalesce(s.org_id, '') as org_id, r.ts, s.explained
+    from requests r left join scoped s on s.request_id = r.id
+    where (r.ts >= :w_from and r.ts < :w_edge_from) or (r.ts >= :w_edge_to and r.ts < :w_to)
+)
+where {where}
+group by sig_id, org_id
 """
+# Conditions (on sig_id and org_id) that narrow a relation to the rows a page shows.
+# "sigs" probes each given signature's rows through an index; "many_sigs" (for more
+# than ONLY_PROBES of them) filters the window's rows as they are read (unary + keeps the
+# planner off the per-signature probes, which would visit most of the table at random).
+ONLY_PROBES = 2_000
+ONLY = {
+    "sigs": "sig_id in (select value from json_each(:only_sigs))",
+    "many_sigs": "+sig_id in (select value from json_each(:only_sigs))",
+    "orgs": "org_id in (select value from json_each(:only_orgs))",
+}
 PAIRS_WINDOW = """
 select sig_id, org_id, sum(requests) as requests, sum(unexplained) as unexplained,
     min(first_ts) as first_ts, max(last_ts) as last_ts
@@ -38,7 +52,7 @@ group by sig_id, org_id
 # Signatures: sig_id, ip_id, ua_id, requests, in_scope, unexplained, first_ts, last_ts, last_uri_id.
 SIGS = """
 select sig_id, ip_id, ua_id, requests, in_scope, unexplained, first_ts, last_ts, last_uri_id
-from sig_stats
+from sig_stats where {where}
 """
 SIGS_WINDOW = """
 select c.sig_id, st.ip_id, st.ua_id, c.requests, c.in_scope, c.unexplained, c.first_ts, c.last_ts,
@@ -58,8 +72,9 @@ join sig_stats st on st.sig_id = p.sig_id
 """
 
 
-def window_cells(state: State, org: str | None = None) -> tuple[str, dict]:
-    """The window's (day, signature, org) cells (of one org's requests when given)."""
+def window_cells(state: State, org: str | None = None, only: str | None = None) -> tuple[str, dict]:
+    """The window's (day, signature, org) cells (of one org's requests when given;
+    ``only``: a key of ONLY)."""
     params = state.window_params()
     lo, hi = params["w_from"], params["w_to"]
     day_from = -(2**40) if state.from_ms is None else -(-lo // DAY_MS)  # the first whole day
@@ -71,30 +86,31 @@ def window_cells(state: State, org: str | None = None) -> tuple[str, dict]:
         edge_from = lo if state.from_ms is None else day_from * DAY_MS
         edge_to = hi if state.to_ms is None else day_to * DAY_MS
     params.update(w_day_from=day_from, w_day_to=day_to, w_edge_from=edge_from, w_edge_to=edge_to)
-    sql = WINDOW_CELLS.format(
-        cell_org="" if org is None else "and org_id = :org",
-        raw_org="" if org is None else "and s.org_id = :org",
-    )
+    where = ["1"]
     if org is not None:
+        where.append("org_id = :org")
         params["org"] = org
-    return sql, params
+    if only is not None:
+        where.append(ONLY[only])
+    return WINDOW_CELLS.format(where=" and ".join(where)), params
 
 
-def pairs_sql(state: State) -> tuple[str, dict]:
-    """The (signature, org) relation for this state, with its parameters."""
+def pairs_sql(state: State, only: str | None = None) -> tuple[str, dict]:
+    """The (signature, org) relation for this state, with its parameters; ``only``
+    (a key of ONLY) narrows it to the signatures or orgs given as :only_sigs or :only_orgs."""
     params = {"org": state.org}
     if state.window:
-        cells, cell_params = window_cells(state, state.org)
+        cells, cell_params = window_cells(state, state.org, only)
         return PAIRS_WINDOW.format(cells=cells), dict(params, **cell_params)
-    return PAIRS, params
+    return PAIRS.format(where=ONLY[only] if only else "1"), params
 
 
-def sigs_sql(state: State) -> tuple[str, dict]:
-    """The per-signature relation for this state, with its parameters."""
+def sigs_sql(state: State, only: str | None = None) -> tuple[str, dict]:
+    """The per-signature relation for this state, with its parameters (``only``: as pairs_sql)."""
     if state.org is not None:
-        pairs, params = pairs_sql(state)
+        pairs, params = pairs_sql(state, only)
         return SIGS_OF_ORG.format(pairs=pairs), params
     if state.window:
-        cells, params = window_cells(state)
+        cells, params = window_cells(state, only=only)
         return SIGS_WINDOW.format(cells=cells), params
-    return SIGS, {}
+    return SIGS.format(where=ONLY[only] if only else "1"), {}
