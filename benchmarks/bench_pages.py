@@ -19,6 +19,7 @@ Example:
 
     python benchmarks/bench_pages.py                     # 5,000,000 requests
     python benchmarks/bench_pages.py --requests 200000 --runs 5
+    python benchmarks/bench_pages.py --windows-only --runs 10   # window pivots at 5M
 """
 
 from __future__ import annotations
@@ -524,6 +525,43 @@ def report_links(results: dict) -> dict:
     return summary
 
 
+# --- time windows: every pivot kind over one day and the incident window (issue #14 item 4) ---
+
+WINDOWS = {
+    "one day": ("2020-07-05T00:00:00Z", "2020-07-06T00:00:00Z"),
+    "incident": (INTRODUCED, "2020-07-20T00:00:00Z"),
+}
+
+
+def _window_pages() -> dict:
+    """Label -> page path (with its query) of every pivot kind that takes a window."""
+    from datasette_forensics.views.pivot import PIVOTS
+
+    pages = {f"{page} by {by}": f"/{page}.json?by={by}" for page, (_, groupings, _) in PIVOTS.items() for by in groupings}
+    pages.update({"orgs": "/orgs.json?", "signatures": "/signatures.json?", "org page": "/orgs/{org}.json?"})
+    return pages
+
+
+async def time_windows(path: str, runs: int) -> dict:
+    """Each window pivot's JSON: the first request, then ``runs`` warm ones."""
+    from urllib.parse import quote
+    from datasette.app import Datasette
+
+    ds = Datasette([path])
+    await ds.invoke_startup()
+    name = os.path.splitext(os.path.basename(path))[0]
+    conn = sqlite3.connect(path)
+    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
+    conn.close()
+    results = {}
+    for window, (start, end) in WINDOWS.items():
+        for label, page in _window_pages().items():
+            url = f"/{name}/-/forensics" + page.format(org=quote(org, safe="")) + f"&from={start}&to={end}"
+            url = url.replace("?&", "?")
+            results[f"{label} ({window})"] = await _time_url(ds, url, runs, label)
+    return results
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5_000_000)
@@ -531,6 +569,7 @@ def main(argv=None) -> None:
     parser.add_argument("--raw-runs", type=int, default=1, help="runs of each raw GROUP BY (slow)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument("--links-only", action="store_true", help="time only the links of the workbench pages")
+    parser.add_argument("--windows-only", action="store_true", help="time only the window pivots (one day, the incident)")
     args = parser.parse_args(argv)
 
     os.makedirs(OUT, exist_ok=True)
@@ -561,6 +600,12 @@ def main(argv=None) -> None:
         )
     )
     conn.close()
+    if args.windows_only:
+        windows = asyncio.run(time_windows(path, args.runs))
+        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "windows": windows, "summary": report_links(windows)}
+        with open(os.path.join(RESULTS, f"pages-windows-{args.requests}.json"), "w") as f:
+            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
+        return
     if args.links_only:
         links = asyncio.run(time_links(path, args.runs))
         result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "links": links, "summary": report_links(links)}
