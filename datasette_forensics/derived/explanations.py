@@ -14,7 +14,7 @@ import contextlib
 import sqlite_utils
 
 from ..rules import applied_names, load_rules
-from . import aggregates, waterfall
+from . import aggregates, rule_counts, waterfall
 from .status import statuses_of
 
 # Page cache for the bulk writes of apply, undo and reevaluate (KiB, negative as in
@@ -83,6 +83,7 @@ def reevaluate(db: sqlite_utils.Database, sigs: str | None = None) -> None:
             if name in rules:
                 _set_bits(db, rules[name], restrict)
         refresh_unexplained(db, sigs)
+        rule_counts.refresh(db, sigs)
         waterfall.refresh(db)
 
 
@@ -104,11 +105,11 @@ def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
     db.execute("drop table if exists temp.rule_delta")
     db.execute(
         """create temp table rule_delta as
-        select sig_id, org_id, sum(n) as n from temp.rule_new group by sig_id, org_id"""
+        select sig_id, org_id, sum(n) as n from temp.rule_new where n != 0 group by sig_id, org_id"""
     )
     touched = "select distinct org_id from temp.rule_delta"
     before = statuses_of(db, touched)
-    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new group by 1, 2", sign)
+    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new where n != 0 group by 1, 2", sign)
     moved = sign * aggregates.move_unexplained(
         db, f"select sig_id, org_id, {'' if sign > 0 else '-'}n as n from temp.rule_delta"
     )
@@ -121,19 +122,22 @@ def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
 def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
     """Set a newly applied rule's bit; returns (requests newly explained, status changes).
 
-    The requests it newly explains are counted per (signature, org, day) first:
-    enough to move sig_org, the timeline and the statuses without a second look;
-    the bit is then set over the rule's key ranges of scoped, in order.
+    The requests it matches are counted per (signature, org, day) first, those it
+    newly explains apart: enough to move sig_org, the timeline, the statuses and
+    rule_counts without a second look; the bit is then set over the rule's key
+    ranges of scoped, in order.
     """
     params = _prepare(db, rule)
     db.execute("drop table if exists temp.rule_new")
+    # n: the requests newly explained; matched: all it explains (for rule_counts).
     db.execute(
         f"""create temp table rule_new as
-        select s.sig_id, s.org_id, s.ts / 86400000 as day, count(*) as n
-        from scoped s where ({rule.match_sql()}) and s.explained = 0
+        select s.sig_id, s.org_id, s.ts / 86400000 as day, sum(s.explained = 0) as n, count(*) as matched
+        from scoped s where ({rule.match_sql()})
         group by 1, 2, 3""",
         params,
     )
+    rule_counts.add(db, rule.BIT, "select sig_id, org_id, sum(matched) as n from temp.rule_new group by 1, 2")
     db.execute(
         f"update scoped as s set explained = explained | :rule_bit where ({rule.match_sql()})",
         dict(params, rule_bit=rule.BIT),

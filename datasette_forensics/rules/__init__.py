@@ -173,34 +173,3 @@ def list_rules(db: sqlite_utils.Database) -> list[dict]:
         )
     return result
 
-
-def rules_breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str, dict[str, int]]:
-    """In-scope requests each applied rule explains, per org.
-
-    A request explained by several rules counts for each of them.
-
-    Args:
-        org_id: one org only; None for every org.
-
-    Returns:
-        {org_id: {rule_name: requests}} in applied order; rules explaining nothing,
-        and orgs with nothing explained, are left out.
-    """
-    applied = applied_bits(db)
-    if not applied:
-        return {}
-    params = {f"b{i}": bit for i, (_, bit) in enumerate(applied)}
-    columns = ", ".join(f"sum((s.explained & :b{i}) != 0)" for i in range(len(applied)))
-    if org_id is None:
-        source = "scoped s"
-    else:  # the org's pairs, then each pair's range of scoped's key
-        source = "sig_org so cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id and so.org_id = :org"
-        params["org"] = str(org_id)
-    result = {}
-    for org, *counts in db.execute(
-        f"select s.org_id, {columns} from {source} where s.explained != 0 group by s.org_id", params
-    ):
-        explained = {name: n for (name, _), n in zip(applied, counts) if n}
-        if explained:
-            result[org] = explained
-    return result
