@@ -95,19 +95,26 @@ def _changes(before: dict, after: dict) -> list[dict]:
     ]
 
 
-def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
+def _move(db: sqlite_utils.Database, sign: int, applied_bit: int | None = None) -> tuple[int, list[dict]]:
     """Move the counts of temp.rule_new, the requests a rule change (un)explains per
     (signature, org, day), into the timeline and every aggregate (sign -1: explained).
+
+    Args:
+        applied_bit: the bit of a rule just applied, whose rule_new also counts
+            every request it ``matched``: they go to rule_counts.
 
     Returns:
         the requests moved, and the orgs whose status changed.
     """
+    matched = ", sum(matched) as matched" if applied_bit is not None else ""
     db.execute("drop table if exists temp.rule_delta")
     db.execute(
-        """create temp table rule_delta as
-        select sig_id, org_id, sum(n) as n from temp.rule_new where n != 0 group by sig_id, org_id"""
+        f"""create temp table rule_delta as
+        select sig_id, org_id, sum(n) as n{matched} from temp.rule_new group by sig_id, org_id"""
     )
-    touched = "select distinct org_id from temp.rule_delta"
+    if applied_bit is not None:
+        rule_counts.add(db, applied_bit, "select sig_id, org_id, matched as n from temp.rule_delta")
+    touched = "select distinct org_id from temp.rule_delta where n != 0"
     before = statuses_of(db, touched)
     aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new where n != 0 group by 1, 2", sign)
     moved = sign * aggregates.move_unexplained(
@@ -129,20 +136,28 @@ def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
     """
     params = _prepare(db, rule)
     db.execute("drop table if exists temp.rule_new")
-    # n: the requests newly explained; matched: all it explains (for rule_counts).
+    if getattr(rule, "WHOLE_PAIRS", False):
+        # It explains every request of the pairs it names: rule_counts takes their
+        # sizes from sig_org, and only the newly explained requests are counted here.
+        rule_counts.add(db, rule.BIT, f"select s.sig_id, s.org_id, s.requests as n from sig_org s where ({rule.match_sql()})", params)
+        counted, matched = None, ""
+        newly = "and s.explained = 0"
+    else:
+        # n: the requests newly explained; matched: all it explains (for rule_counts).
+        counted, matched = rule.BIT, ", count(*) as matched"
+        newly = ""
     db.execute(
         f"""create temp table rule_new as
-        select s.sig_id, s.org_id, s.ts / 86400000 as day, sum(s.explained = 0) as n, count(*) as matched
-        from scoped s where ({rule.match_sql()})
+        select s.sig_id, s.org_id, s.ts / 86400000 as day, sum(s.explained = 0) as n{matched}
+        from scoped s where ({rule.match_sql()}) {newly}
         group by 1, 2, 3""",
         params,
     )
-    rule_counts.add(db, rule.BIT, "select sig_id, org_id, sum(matched) as n from temp.rule_new group by 1, 2")
     db.execute(
         f"update scoped as s set explained = explained | :rule_bit where ({rule.match_sql()})",
         dict(params, rule_bit=rule.BIT),
     )
-    return _move(db, -1)
+    return _move(db, -1, applied_bit=counted)
 
 
 def unexplain(db: sqlite_utils.Database, bit: int) -> tuple[int, list[dict]]:

@@ -8,8 +8,10 @@ counts for each of them, as in the report.
 
 The rows of a rule change only when its own bit does:
 
-- applied: :func:`add` takes the requests it matched per pair from the scan that
-  sets the bit (``explanations.explain``), so nothing is read twice;
+- applied: :func:`add` takes the requests it matched per pair: for a rule that
+  explains whole (signature, org) pairs (``WHOLE_PAIRS``), their sizes in
+  ``sig_org``; for any other, a count in the scan that finds its newly explained
+  requests (``explanations.explain``), so no request is read twice;
 - undone: :func:`drop` deletes its rows (one key range);
 - its data changed within some key ranges (a verdict): :func:`recount_within`;
 - scope or batches re-evaluated the rules: :func:`refresh` recounts the
@@ -22,47 +24,47 @@ import sqlite_utils
 
 from ..rules import applied_bits
 
-# Every applied rule's requests per pair, from scoped ({where} on s).
-FILL = """
-insert into rule_counts (rule_bit, sig_id, org_id, requests)
-select r.bit, s.sig_id, s.org_id, count(*)
-from scoped s join rules r on r.applied = 1 and (s.explained & r.bit) != 0
-where s.explained != 0 {where}
-group by r.bit, s.sig_id, s.org_id
-"""
-
-
-def _any_applied(db: sqlite_utils.Database) -> bool:
-    return db.execute("select exists (select 1 from rules where applied = 1)").fetchone()[0] == 1
+def _fill(db: sqlite_utils.Database, where: str = "") -> None:
+    """Count every applied rule's requests per pair from scoped ({where} on s): one
+    pass along scoped's key, a sum per rule, so no sort."""
+    applied = applied_bits(db)
+    if not applied:  # no request carries a bit
+        return
+    sums = ", ".join(f"sum((s.explained & {int(bit)}) != 0) as n{i}" for i, (_, bit) in enumerate(applied))
+    arms = " union all ".join(
+        f"select {int(bit)}, sig_id, org_id, n{i} from pairs where n{i} > 0" for i, (_, bit) in enumerate(applied)
+    )
+    db.execute(
+        f"""with pairs as materialized (
+            select s.sig_id, s.org_id, {sums} from scoped s
+            where s.explained != 0 {where} group by s.sig_id, s.org_id
+        )
+        insert into rule_counts (rule_bit, sig_id, org_id, requests) {arms}"""
+    )
 
 
 def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
-    """Recount the rows of some signatures (a trusted SQL select of sig_ids), or all.
-
-    With no rule applied no request carries a bit: nothing is read.
-    """
+    """Recount the rows of some signatures (a trusted SQL select of sig_ids), or all."""
     if sigs_sql is None:
         db.execute("delete from rule_counts")
-        if _any_applied(db):
-            db.execute(FILL.format(where=""))
+        _fill(db)
         return
     db.execute("drop table if exists temp.rule_count_sigs")
     db.execute("create temp table rule_count_sigs (sig_id integer primary key)")
     db.execute(f"insert or ignore into temp.rule_count_sigs select * from ({sigs_sql})")
     only = "sig_id in (select sig_id from temp.rule_count_sigs)"
     db.execute(f"delete from rule_counts where {only}")
-    if _any_applied(db):
-        db.execute(FILL.format(where=f"and s.{only}"))
+    _fill(db, f"and s.{only}")
     db.execute("drop table temp.rule_count_sigs")
 
 
-def add(db: sqlite_utils.Database, bit: int, matched_sql: str) -> None:
+def add(db: sqlite_utils.Database, bit: int, matched_sql: str, params: dict | None = None) -> None:
     """A rule was applied: its bit is set on the requests a select of
     (sig_id, org_id, n) counts per pair, and on no other."""
     db.execute(
         f"""insert into rule_counts (rule_bit, sig_id, org_id, requests)
-        select :bit, sig_id, org_id, n from ({matched_sql}) where n > 0""",
-        {"bit": bit},
+        select :rc_bit, sig_id, org_id, n from ({matched_sql}) where n > 0""",
+        dict(params or {}, rc_bit=bit),
     )
 
 

@@ -2,7 +2,9 @@
 
 A built-in rule is a module with ``NAME``, ``DESCRIPTION``, ``match_sql()`` returning a SQL condition on an in-scope request
 ``s`` (a row of ``scoped``) that is true when the rule explains it, and
-optionally ``prepare(db)`` to build temporary helper tables; :func:`load_rules`
+optionally ``prepare(db)`` to build temporary helper tables and ``WHOLE_PAIRS =
+True`` when the condition reads ``s.sig_id`` and ``s.org_id`` only (it explains
+every request of a pair or none, so its counts come from ``sig_org``); :func:`load_rules`
 gives it, like a custom rule, with ``BIT``: the bit of ``scoped.explained`` it was
 given on first sight (:mod:`.bits`). An applied rule sets its bit; a request is unexplained while that mask
 is 0. Applied rules are re-evaluated whenever scope changes, so they explain
@@ -47,6 +49,7 @@ class BuiltinRule:
         self.DESCRIPTION = module.DESCRIPTION
         self.BIT = bit
         self.PARAMS = getattr(module, "PARAMS", None)
+        self.WHOLE_PAIRS = getattr(module, "WHOLE_PAIRS", False)
 
     def prepare(self, db: sqlite_utils.Database) -> None:
         """Build the module's helper tables, if it has any."""
