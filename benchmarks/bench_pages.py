@@ -585,18 +585,13 @@ def main(argv=None) -> None:
         )
     )
     conn.close()
-    if args.report_only:
-        timed = asyncio.run(time_report(path, args.runs))
-        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "report": timed, "summary": report_links(timed)}
-        with open(os.path.join(RESULTS, f"pages-report-{args.requests}.json"), "w") as f:
-            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
-        return
-    if args.links_only:
-        links = asyncio.run(time_links(path, args.runs))
-        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "links": links, "summary": report_links(links)}
-        with open(os.path.join(RESULTS, f"pages-links-{args.requests}.json"), "w") as f:
-            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
-        return
+    for only, kind, timer in ((args.report_only, "report", time_report), (args.links_only, "links", time_links)):
+        if only:  # one part alone: its URLs timed against the link targets
+            timed = asyncio.run(timer(path, args.runs))
+            result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, kind: timed, "summary": report_links(timed)}
+            with open(os.path.join(RESULTS, f"pages-{kind}-{args.requests}.json"), "w") as f:
+                json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
+            return
     pages = asyncio.run(_time_pages(path, args.runs))
     raw = _time_raw(path, args.raw_runs)
 

@@ -95,7 +95,7 @@ def breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str,
     """In-scope requests each applied rule explains, per org (the report's ``explained_by``).
 
     Args:
-        org_id: one org only (through its sig_org pairs); None for every org.
+        org_id: one org only (its sig_org pairs first, then each pair's rows); None for every org.
 
     Returns:
         {org_id: {rule_name: requests}} with the rules in the order they were
@@ -113,7 +113,7 @@ def breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str,
     else:
         rows = db.execute(
             f"""select so.org_id, rc.rule_bit, sum(rc.requests)
-            from sig_org so join rule_counts rc on rc.sig_id = so.sig_id and rc.org_id = so.org_id
+            from sig_org so cross join rule_counts rc on rc.sig_id = so.sig_id and rc.org_id = so.org_id
             where so.org_id = :org and rc.rule_bit in ({bits})
             group by so.org_id, rc.rule_bit""",
             {"org": str(org_id)},
