@@ -20,6 +20,7 @@ Example:
     python benchmarks/bench_pages.py                     # 5,000,000 requests
     python benchmarks/bench_pages.py --requests 200000 --runs 5
     python benchmarks/bench_pages.py --windows-only --runs 10   # window pivots at 5M
+    python benchmarks/bench_pages.py --report-only       # report.json, report.csv, evidence
 """
 
 from __future__ import annotations
@@ -507,6 +508,28 @@ async def time_links(path: str, runs: int) -> dict:
     return results
 
 
+# --- the report: report.json, report.csv and one org's evidence (issue #14 item 5) ----------
+
+
+async def time_report(path: str, runs: int) -> dict:
+    """The report's downloads and the org evidence file of the org with most in-scope
+    requests (its per-rule breakdown comes from the same kept counts), as the link kinds."""
+    from datasette.app import Datasette
+
+    ds = Datasette([path])
+    await ds.invoke_startup()
+    base = f"/{os.path.splitext(os.path.basename(path))[0]}/-/forensics"
+    conn = sqlite3.connect(path)
+    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
+    conn.close()
+    urls = {
+        "report.json": f"{base}/report.json",
+        "report.csv": f"{base}/report.csv",
+        "org evidence.html (busiest org)": f"{base}/orgs/{org}/evidence.html",
+    }
+    return {label: await _time_url(ds, url, runs, label) for label, url in urls.items()}
+
+
 def report_links(results: dict) -> dict:
     """Print the link timings; returns the summary against the targets."""
     print(f"{'link kind':<58} {'first':>8} {'p50':>8} {'p95':>8} {'max':>8}")
@@ -570,6 +593,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument("--links-only", action="store_true", help="time only the links of the workbench pages")
     parser.add_argument("--windows-only", action="store_true", help="time only the window pivots (one day, the incident)")
+    parser.add_argument("--report-only", action="store_true", help="time only report.json, report.csv and evidence")
     args = parser.parse_args(argv)
 
     os.makedirs(OUT, exist_ok=True)
@@ -600,18 +624,15 @@ def main(argv=None) -> None:
         )
     )
     conn.close()
-    if args.windows_only:
-        windows = asyncio.run(time_windows(path, args.runs))
-        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "windows": windows, "summary": report_links(windows)}
-        with open(os.path.join(RESULTS, f"pages-windows-{args.requests}.json"), "w") as f:
-            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
-        return
-    if args.links_only:
-        links = asyncio.run(time_links(path, args.runs))
-        result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, "links": links, "summary": report_links(links)}
-        with open(os.path.join(RESULTS, f"pages-links-{args.requests}.json"), "w") as f:
-            json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
-        return
+    for only, kind, timer in (
+        (args.report_only, "report", time_report), (args.links_only, "links", time_links), (args.windows_only, "windows", time_windows)
+    ):
+        if only:  # one part alone: its URLs timed against the link targets
+            timed = asyncio.run(timer(path, args.runs))
+            result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, kind: timed, "summary": report_links(timed)}
+            with open(os.path.join(RESULTS, f"pages-{kind}-{args.requests}.json"), "w") as f:
+                json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
+            return
     pages = asyncio.run(_time_pages(path, args.runs))
     raw = _time_raw(path, args.raw_runs)
 

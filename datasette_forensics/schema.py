@@ -1093,3 +1093,23 @@ def m022_win2_window_days(db: sqlite_utils.Database) -> None:
             "insert or ignore into derived_state (work, reason, since) values ('window_days', ?, ?)",
             ["window_days to count", utcnow()],
         )
+
+
+# In-scope requests per (applied rule, signature, org): the report's per-rule
+# breakdown (derived/rule_counts.py), filled here for an existing database.
+REPORT_RULE_COUNTS = """
+create table rule_counts (
+    rule_bit integer not null,      -- rules.bit
+    sig_id integer not null,
+    org_id text not null,
+    requests integer not null,      -- in-scope requests of the pair carrying that bit, > 0
+    primary key (rule_bit, sig_id, org_id)
+) without rowid;
+
+insert into rule_counts (rule_bit, sig_id, org_id, requests)
+select r.bit, s.sig_id, s.org_id, count(*)
+from scoped s join rules r on r.applied = 1 and (s.explained & r.bit) != 0
+where s.explained != 0
+group by r.bit, s.sig_id, s.org_id;
+"""
+ddl_migration("m023_report_rule_counts", REPORT_RULE_COUNTS)

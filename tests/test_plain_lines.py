@@ -36,6 +36,8 @@ LINES = [
     "\ufeff" + GOOD.format(ip="192.0.2.3", when="01/Jul/2020:02:00:00 +0000", method="GET", uri="/bom",
                            status=200, size=1, referer="-", ua="x"),
     '192.0.2.4 ident alice [01/Jul/2020:02:00:00 +0000] "GET /user HTTP/1.1" 200 1 "-" "x"',
+    '192.0.2.4 - bob [01/Jul/2020:02:00:00 +0000] "GET /user HTTP/1.1" 200 1 "-" "x"',
+    '192.0.2.4 "id" "b\u00f6b" [01/Jul/2020:02:00:00 +0000] "GET /user HTTP/1.1" 200 1 "-" "x"',
     '192.0.2.5 - - [01/Jul/2020:02:00:00 +0000] "GET /esc HTTP/1.1" 200 1 "-" "say \\"hi\\" \\x22"',
     '192.0.2.6 - - [01/Jul/2020:02:00:00 +0000] "-" 400 0 "-" "-"',
     '192.0.2.7 - - [01/Jul/2020:02:00:00 +0000] "GET /common HTTP/1.1" 200 1',
@@ -107,13 +109,17 @@ def _field(*usual: str):
     when=_field("01/Jul/2020:02:00:00 +0000", "1/Jul/2020:02:00:00 +0000", "31/Feb/2020:02:00:00 +0000"),
     method=_field("GET", "post"), uri=_field("/a?b=c", "*"), status=_field("200", "-"), size=_field("0", "-"),
     referer=_field("-", "https://x/"), ua=_field("-", "", "curl/1"), tail=_field("", "  ", ' "x"'),
+    ident=_field("-", "-", "id"), user=_field("-", "-", "alice"),
 )
-def test_what_the_plain_pattern_matches_parses_to_its_groups(ip, when, method, uri, status, size, referer, ua, tail):
-    text = f'{ip} - - [{when}] "{method} {uri} HTTP/1.1" {status} {size} "{referer}" "{ua}"{tail}'
+def test_what_the_plain_pattern_matches_parses_to_its_groups(
+    ip, when, method, uri, status, size, referer, ua, tail, ident, user
+):
+    text = f'{ip} {ident} {user} [{when}] "{method} {uri} HTTP/1.1" {status} {size} "{referer}" "{ua}"{tail}'
     m = combined.PLAIN(text)
     if m is None:
         return
-    ip_, time_, method_, uri_, protocol, status_, size_, referer_, ua_ = m.groups()
+    ip_, ident_, user_, time_, method_, uri_, protocol, status_, size_, referer_, ua_ = m.groups()
+    extra = {k: v for k, v in (("ident", ident_), ("remote_user", user_)) if v != "-"} or None
     for parser in (combined.Parser(), common.Parser(), nginx_ext.Parser()):
         try:
             rec = parser.parse(text)
@@ -125,6 +131,6 @@ def test_what_the_plain_pattern_matches_parses_to_its_groups(ip, when, method, u
             "ts": rec["ts"], "ip": ip_, "ua": None if ua_ in ("-", "") else ua_, "uri": uri_,
             "method": method_, "protocol": protocol, "status": None if status_ == "-" else int(status_),
             "bytes": None if size_ == "-" else int(size_), "referer": None if referer_ == "-" else referer_,
-            "token_id": None, "org_id": None, "auth_type": None, "host": None, "xff": None, "extra": None,
+            "token_id": None, "org_id": None, "auth_type": None, "host": None, "xff": None, "extra": extra,
         }  # fmt: skip
         assert rec["ts"] == ingest._Times().parse(time_)

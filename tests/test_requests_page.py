@@ -190,6 +190,26 @@ def test_pack_and_read_back_blocks():
     assert rawlines.raw_line(conn, 9, 2) is None and rawlines.raw_line(conn, 8, 3) is None
 
 
+def test_blocks_kept_by_earlier_versions_zlib_still_read():
+    """Raw lines stored before the Zstandard codec (zlib streams) still show, beside new blocks."""
+    import zlib
+    from array import array
+
+    from datasette_forensics.schema import PAGES_RAW_CHUNKS
+
+    old_lines = [b"old line one \xff", b"old line two"]
+    meta = array("I", [0, 2] + [len(line) for line in old_lines]).tobytes()
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(PAGES_RAW_CHUNKS)
+    rawlines.store(conn, [(1, 10, 12, zlib.compress(meta, 1), zlib.compress(b"".join(old_lines), 1))])
+    rawlines.store(conn, rawlines.pack(2, [10, 11], [b"new one", b"new two"]))
+    assert not conn.execute("select lines from raw_chunks where batch_id = 2").fetchone()[0].startswith(b"\x78")
+    assert rawlines.raw_line(conn, 1, 10) == b"old line one \xff"
+    assert rawlines.raw_line(conn, 1, 12) == b"old line two"
+    assert rawlines.raw_line(conn, 1, 11) is None
+    assert rawlines.raw_line(conn, 2, 11) == b"new two"
+
+
 def test_org_signature_list_is_an_index_range_read(story_db):
     """The org page reads its signatures in sig_org_rank's order: no sort of them all."""
     from datasette_forensics.views import org

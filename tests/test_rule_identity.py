@@ -9,7 +9,7 @@ import types
 import pytest
 
 from datasette_forensics import report, rules, schema
-from datasette_forensics.derived import waterfall
+from datasette_forensics.derived import rule_counts, waterfall
 from datasette_forensics.rules import actions
 
 # A seventh built-in, as a later version might register it: the requests of one address.
@@ -53,7 +53,7 @@ def test_new_builtin_does_not_take_a_custom_rules_bit(db, monkeypatch, tmp_path,
     custom_count = explained_by(db, "attacker")
     assert custom_count > 0
     before_ledger = ledger(db)
-    before_breakdown = rules.rules_breakdown(db)
+    before_breakdown = rule_counts.breakdown(db)
 
     # A later version registers a seventh built-in.
     seventh = seventh_rule()
@@ -71,7 +71,7 @@ def test_new_builtin_does_not_take_a_custom_rules_bit(db, monkeypatch, tmp_path,
     assert explained_by(db, "seventh") == custom_count
     assert result["requests_explained"] == 0
     assert ledger(db) == before_ledger + [("seventh", "apply", 0)]
-    breakdown = rules.rules_breakdown(db)
+    breakdown = rule_counts.breakdown(db)
     for org, counts in before_breakdown.items():
         assert {k: v for k, v in breakdown[org].items() if k != "seventh"} == counts
     assert waterfall.read(db) == waterfall.compute(db)

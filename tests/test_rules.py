@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from datasette_forensics import incident, ingest, records, report, rules, schema
-from datasette_forensics.derived import waterfall
+from datasette_forensics.derived import rule_counts, waterfall
 from datasette_forensics.rules import actions
 from datasette_forensics.cli import cli
 from datasette_forensics.derived.status import org_statuses
@@ -306,11 +306,11 @@ def test_ledger_waterfall_and_breakdown(db):
     ]
     stored = db.execute("select rule, remaining, explained from rule_waterfall order by position").fetchall()
     assert stored == [(s["rule"], s["remaining"], s["explained"]) for s in steps]
-    assert rules.rules_breakdown(db) == {
+    assert rule_counts.breakdown(db) == {
         "1": {"token_owner": 1}, "2": {"token_owner": 1},
         "3": {"partner": 1}, "4": {"partner": 3}, "5": {"partner": 1},
     }
-    assert rules.rules_breakdown(db, "4") == {"4": {"partner": 3}}
+    assert rule_counts.breakdown(db, "4") == {"4": {"partner": 3}}
     built = report.build_report(db)
     delta = next(o for o in built["orgs"] if o["org_id"] == "4")
     assert delta["explained_by"] == {"partner": 3}

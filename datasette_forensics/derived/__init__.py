@@ -12,6 +12,8 @@ dictionaries (log batches), account records, the incident, and the rules table
   ``org_stats`` and ``scope_days``.
 - :mod:`.window_days`: ``window_days``, requests per (day, signature, org) for time windows.
 - :mod:`.waterfall`: ``rule_waterfall``.
+- :mod:`.rule_counts`: ``rule_counts``, the requests each applied rule explains per
+  (signature, org): the report's per-rule breakdown.
 - :mod:`.out_of_scope`: ``out_of_scope_counts``, why the other requests are out (MODEL §6.1).
 - :mod:`.status`: the one rule that turns an org's figures into its status.
 - the owner columns of ``ips`` (``network``, ``country``, ``as_name``, ``asn``,
@@ -40,7 +42,7 @@ import sqlite_utils
 from .. import ipinfo
 from ..timeparse import utcnow
 from ..transaction import write_transaction
-from . import aggregates, explanations, out_of_scope, scope, waterfall, window_days
+from . import aggregates, explanations, out_of_scope, rule_counts, scope, waterfall, window_days
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -51,6 +53,8 @@ def recompute(db: sqlite_utils.Database) -> None:
     with db.atomic():
         if scope.rebuild(db):
             explanations.reevaluate(db)
+        else:
+            rule_counts.refresh(db)  # nothing is in scope
         aggregates.refresh(db)
         out_of_scope.refresh(db)
 
@@ -156,6 +160,7 @@ def after_rule_undone(db: sqlite_utils.Database, rule, applied_before: list[str]
     """
     with explanations.bulk_cache(db), db.atomic():
         unexplained, changes = explanations.unexplain(db, rule.BIT)
+        rule_counts.drop(db, rule.BIT)
         waterfall.after_undo(db, rule.NAME, applied_before)
     return unexplained, changes
 
@@ -177,6 +182,7 @@ def after_rule_data_changed(
         in_place = rule.NAME in applied_before and waterfall.is_current(db, applied_before)
         before = waterfall.compute(db, restrict, restrict_params) if in_place else None
         explained, changes = explanations.rematch_within(db, rule, restrict, restrict_params)
+        rule_counts.recount_within(db, rule.BIT, restrict, restrict_params)
         if in_place:
             waterfall.adjust(db, before, restrict, restrict_params)
         elif rule.NAME not in applied_before:
@@ -192,5 +198,6 @@ def after_explanations_changed(db: sqlite_utils.Database, sigs_sql: str | None =
     into every aggregate, the timeline and the waterfall."""
     with db.atomic():
         explanations.refresh_unexplained(db, sigs_sql)
+        rule_counts.refresh(db, sigs_sql)
         aggregates.refresh_days(db)
         waterfall.refresh(db)

@@ -14,7 +14,7 @@ import contextlib
 import sqlite_utils
 
 from ..rules import applied_names, load_rules
-from . import aggregates, waterfall, window_days
+from . import aggregates, rule_counts, waterfall, window_days
 from .status import statuses_of
 
 # Page cache for the bulk writes of apply, undo and reevaluate (KiB, negative as in
@@ -83,6 +83,7 @@ def reevaluate(db: sqlite_utils.Database, sigs: str | None = None) -> None:
             if name in rules:
                 _set_bits(db, rules[name], restrict)
         refresh_unexplained(db, sigs)
+        rule_counts.refresh(db, sigs)
         waterfall.refresh(db)
 
 
@@ -94,22 +95,29 @@ def _changes(before: dict, after: dict) -> list[dict]:
     ]
 
 
-def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
+def _move(db: sqlite_utils.Database, sign: int, applied_bit: int | None = None) -> tuple[int, list[dict]]:
     """Move the counts of temp.rule_new, the requests a rule change (un)explains per
     (signature, org, day), into the timeline and every aggregate (sign -1: explained).
+
+    Args:
+        applied_bit: the bit of a rule just applied, whose rule_new also counts
+            every request it ``matched``: they go to rule_counts.
 
     Returns:
         the requests moved, and the orgs whose status changed.
     """
+    matched = ", sum(matched) as matched" if applied_bit is not None else ""
     db.execute("drop table if exists temp.rule_delta")
     db.execute(
-        """create temp table rule_delta as
-        select sig_id, org_id, sum(n) as n from temp.rule_new group by sig_id, org_id"""
+        f"""create temp table rule_delta as
+        select sig_id, org_id, sum(n) as n{matched} from temp.rule_new group by sig_id, org_id"""
     )
-    touched = "select distinct org_id from temp.rule_delta"
+    if applied_bit is not None:
+        rule_counts.add(db, applied_bit, "select sig_id, org_id, matched as n from temp.rule_delta")
+    touched = "select distinct org_id from temp.rule_delta where n != 0"
     before = statuses_of(db, touched)
-    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new group by 1, 2", sign)
-    window_days.move(db, "select sig_id, org_id, day, n from temp.rule_new", sign)
+    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new where n != 0 group by 1, 2", sign)
+    window_days.move(db, "select sig_id, org_id, day, n from temp.rule_new where n != 0", sign)
     moved = sign * aggregates.move_unexplained(
         db, f"select sig_id, org_id, {'' if sign > 0 else '-'}n as n from temp.rule_delta"
     )
@@ -122,16 +130,27 @@ def _move(db: sqlite_utils.Database, sign: int) -> tuple[int, list[dict]]:
 def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
     """Set a newly applied rule's bit; returns (requests newly explained, status changes).
 
-    The requests it newly explains are counted per (signature, org, day) first:
-    enough to move sig_org, the timeline and the statuses without a second look;
-    the bit is then set over the rule's key ranges of scoped, in order.
+    The requests it matches are counted per (signature, org, day) first, those it
+    newly explains apart: enough to move sig_org, the timeline, the statuses and
+    rule_counts without a second look; the bit is then set over the rule's key
+    ranges of scoped, in order.
     """
     params = _prepare(db, rule)
     db.execute("drop table if exists temp.rule_new")
+    if getattr(rule, "WHOLE_PAIRS", False):
+        # It explains every request of the pairs it names: rule_counts takes their
+        # sizes from sig_org, and only the newly explained requests are counted here.
+        rule_counts.add(db, rule.BIT, f"select s.sig_id, s.org_id, s.requests as n from sig_org s where ({rule.match_sql()})", params)
+        counted, matched = None, ""
+        newly = "and s.explained = 0"
+    else:
+        # n: the requests newly explained; matched: all it explains (for rule_counts).
+        counted, matched = rule.BIT, ", count(*) as matched"
+        newly = ""
     db.execute(
         f"""create temp table rule_new as
-        select s.sig_id, s.org_id, s.ts / 86400000 as day, count(*) as n
-        from scoped s where ({rule.match_sql()}) and s.explained = 0
+        select s.sig_id, s.org_id, s.ts / 86400000 as day, sum(s.explained = 0) as n{matched}
+        from scoped s where ({rule.match_sql()}) {newly}
         group by 1, 2, 3""",
         params,
     )
@@ -139,7 +158,7 @@ def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
         f"update scoped as s set explained = explained | :rule_bit where ({rule.match_sql()})",
         dict(params, rule_bit=rule.BIT),
     )
-    return _move(db, -1)
+    return _move(db, -1, applied_bit=counted)
 
 
 def unexplain(db: sqlite_utils.Database, bit: int) -> tuple[int, list[dict]]:

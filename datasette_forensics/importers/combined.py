@@ -58,14 +58,15 @@ _UNESCAPED_QUOTE = re.compile(r'(?<!\\)"').findall
 _STATUS_BYTES = re.compile(r'"' + _Q + r'" (\d{1,3}|-) (\d{1,18}|-)(?: |$)').match
 
 
-# A plain line: ident and user "-", a ``METHOD URI HTTP/x`` request, a referer and
-# a user agent and nothing after them, no backslash in the quoted fields, and an
-# address that is not bracketed. Parser.parse gives such a line's fields exactly as
-# these groups (ip, time, method, uri, protocol, status, bytes, referer, ua), with
-# no extra fields, so an import takes it without building a record
-# (ingest._file_chunks); any other line goes through Parser.parse.
+# A plain line: a ``METHOD URI HTTP/x`` request, a referer and a user agent and
+# nothing after them, no backslash in the quoted fields, and an address that is
+# not bracketed. Parser.parse gives such a line's fields exactly as these groups
+# (ip, ident, user, time, method, uri, protocol, status, bytes, referer, ua), with
+# no extra fields but the ident and user when they are not "-", so an import
+# takes it without building a record (ingest._file_chunks); any other line goes
+# through Parser.parse.
 PLAIN = re.compile(
-    r'([^\s\[' + BOM + r']\S*) - - \[([^\]]*)\] "([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)"'
+    r'([^\s\[' + BOM + r']\S*) (\S+) (\S+) \[([^\]]*)\] "([A-Za-z][A-Za-z0-9_-]{0,31}) ([^ "\\]+) (HTTP/[^ "\\]+)"'
     r' (\d{1,3}|-) (\d{1,18}|-) "([^"\\]*)" "([^"\\]*)" *'
 ).fullmatch
 

@@ -2,7 +2,9 @@
 
 A built-in rule is a module with ``NAME``, ``DESCRIPTION``, ``match_sql()`` returning a SQL condition on an in-scope request
 ``s`` (a row of ``scoped``) that is true when the rule explains it, and
-optionally ``prepare(db)`` to build temporary helper tables; :func:`load_rules`
+optionally ``prepare(db)`` to build temporary helper tables and ``WHOLE_PAIRS =
+True`` when the condition reads ``s.sig_id`` and ``s.org_id`` only (it explains
+every request of a pair or none, so its counts come from ``sig_org``); :func:`load_rules`
 gives it, like a custom rule, with ``BIT``: the bit of ``scoped.explained`` it was
 given on first sight (:mod:`.bits`). An applied rule sets its bit; a request is unexplained while that mask
 is 0. Applied rules are re-evaluated whenever scope changes, so they explain
@@ -47,6 +49,7 @@ class BuiltinRule:
         self.DESCRIPTION = module.DESCRIPTION
         self.BIT = bit
         self.PARAMS = getattr(module, "PARAMS", None)
+        self.WHOLE_PAIRS = getattr(module, "WHOLE_PAIRS", False)
 
     def prepare(self, db: sqlite_utils.Database) -> None:
         """Build the module's helper tables, if it has any."""
@@ -173,34 +176,3 @@ def list_rules(db: sqlite_utils.Database) -> list[dict]:
         )
     return result
 
-
-def rules_breakdown(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str, dict[str, int]]:
-    """In-scope requests each applied rule explains, per org.
-
-    A request explained by several rules counts for each of them.
-
-    Args:
-        org_id: one org only; None for every org.
-
-    Returns:
-        {org_id: {rule_name: requests}} in applied order; rules explaining nothing,
-        and orgs with nothing explained, are left out.
-    """
-    applied = applied_bits(db)
-    if not applied:
-        return {}
-    params = {f"b{i}": bit for i, (_, bit) in enumerate(applied)}
-    columns = ", ".join(f"sum((s.explained & :b{i}) != 0)" for i in range(len(applied)))
-    if org_id is None:
-        source = "scoped s"
-    else:  # the org's pairs, then each pair's range of scoped's key
-        source = "sig_org so cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id and so.org_id = :org"
-        params["org"] = str(org_id)
-    result = {}
-    for org, *counts in db.execute(
-        f"select s.org_id, {columns} from {source} where s.explained != 0 group by s.org_id", params
-    ):
-        explained = {name: n for (name, _), n in zip(applied, counts) if n}
-        if explained:
-            result[org] = explained
-    return result

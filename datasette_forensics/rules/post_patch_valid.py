@@ -6,6 +6,9 @@ DESCRIPTION = (
     "at or after patched_at."
 )
 
+# The condition names (signature, org) pairs only: every request of a pair or none.
+WHOLE_PAIRS = True
+
 
 def match_sql() -> str:
     """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""

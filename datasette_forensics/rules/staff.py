@@ -11,6 +11,10 @@ def prepare(db) -> None:
     prepare_sessions(db)
 
 
+# The condition names (signature, org) pairs only: every request of a pair or none.
+WHOLE_PAIRS = True
+
+
 def match_sql() -> str:
     """A SQL condition on an in-scope request ``s`` (a row of scoped): true when the rule explains it."""
     # One key range of scoped per signature: the pairs are contiguous in its key.
