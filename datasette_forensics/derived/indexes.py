@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..processes import alive
+from .sorting import small_sort_runs
 
 DEFERRABLE = ("requests",)  # tables whose indexes a first import builds at its end
 
@@ -51,11 +52,13 @@ def defer(conn: sqlite3.Connection, batch_id: int) -> bool:
 
 def build(conn: sqlite3.Connection, batch_id: int | None = None) -> None:
     """Build the deferred indexes (those ``batch_id`` deferred, or all), inside a write transaction."""
-    for name, sql in conn.execute(
+    deferred = conn.execute(
         "select name, sql from deferred_indexes where ?1 is null or batch_id = ?1 order by rowid", [batch_id]
-    ).fetchall():
-        conn.execute(sql)
-        conn.execute("delete from deferred_indexes where name = ?", [name])
+    ).fetchall()
+    with small_sort_runs(conn):
+        for name, sql in deferred:
+            conn.execute(sql)
+            conn.execute("delete from deferred_indexes where name = ?", [name])
 
 
 def settle(conn: sqlite3.Connection) -> None:
