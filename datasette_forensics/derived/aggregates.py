@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from . import indexes
 from .sorting import small_sort_runs
 
 # grouping -> (GROUP BY expression, key values) over ips i and user_agents a.
@@ -335,16 +336,19 @@ def refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | N
 
 def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
     """Bring the aggregates up to date after a log batch: only that batch's signatures."""
-    batch_id = int(batch_id)
+    rows = indexes.batch_requests(db.conn)
+    params = {"batch_id": int(batch_id)}
     if not db.execute(
-        "select exists(select 1 from requests where batch_id < ? or batch_id > ?)", [batch_id, batch_id]
+        f"""select exists(select 1 from {rows} where r.batch_id < :batch_id)
+        or exists(select 1 from {rows} where r.batch_id > :batch_id)""",
+        params,
     ).fetchone()[0]:
         refresh(db)  # the only batch with requests (a first import): every signature is its
         return
     db.execute("drop table if exists temp.aggregate_batch")
     db.execute(
-        "create temp table aggregate_batch as select distinct sig_id from requests where batch_id = ?",
-        [batch_id],
+        f"create temp table aggregate_batch as select distinct r.sig_id from {rows} where r.batch_id = :batch_id",
+        params,
     )
     touched, everything = db.execute(
         "select (select count(*) from temp.aggregate_batch), (select count(*) from signatures)"
