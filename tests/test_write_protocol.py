@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from datasette_forensics import ingest, schema
-from datasette_forensics.derived import indexes, line_counts
+from datasette_forensics.derived import indexes, line_counts, scope
 
 INDEXES_SQL = "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' order by name"
 
@@ -127,4 +127,23 @@ def test_indexes_stay_deferred_while_their_import_runs(tmp_path):
         live.wait()
     db = schema.connect(str(tmp_path / "t.db"))  # its process is gone now
     assert db.execute(INDEXES_SQL).fetchall() == fresh_indexes(tmp_path)
+    db.conn.close()
+
+
+def test_a_later_batch_reads_its_own_requests_through_their_index_despite_old_statistics(tmp_path):
+    """ANALYZE after one batch rates batch_id = ? as the whole table; the scope, the
+    reasons out of scope and the aggregates of a later batch still read it through
+    requests_batch (a planner walking requests_ts read every request in the window)."""
+    db = schema.connect(str(tmp_path / "t.db"))
+    ingest.import_logs(db, [write_log(tmp_path / "a.log", list(range(1, 400)))])
+    db.execute("analyze")
+    assert indexes.batch_requests(db.conn) == "requests r indexed by requests_batch"
+    candidates = scope.CANDIDATES.format(restrict="and r.batch_id = :batch_id", requests=indexes.batch_requests(db.conn))
+    plan = str(db.execute(f"explain query plan {candidates}", dict(introduced=0, patched=1, batch_id=2)).fetchall())
+    assert "requests_batch" in plan and "requests_ts" not in plan
+    (later,) = ingest.import_logs(db, [write_log(tmp_path / "b.log", list(range(400, 500)))])
+    assert later.imported == 100
+    # While a first import defers the index, the plain table.
+    db.execute("drop index requests_batch")
+    assert indexes.batch_requests(db.conn) == "requests r"
     db.conn.close()

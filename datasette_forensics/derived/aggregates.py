@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from . import window_days
+from . import indexes, window_days
+from .sorting import small_sort_runs
 
 # grouping -> (GROUP BY expression, key values) over ips i and user_agents a.
 GROUPINGS = {
@@ -167,17 +168,18 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
     params = {"patched": row[0] if row else None}
     with db.atomic():
         if sigs_sql is None:
-            for table in ("sig_stats", "pivot_groups", "org_stats", "scope_days"):
-                db.execute(f"delete from {table}")
-            # Every request: one pass in table order and a sort beats a walk of the
-            # requests_sig index, which visits the table in random order (2× at 1M rows).
-            db.execute(SIG_STATS.format(requests="requests not indexed"), params)
-            db.execute(LAST_URI.format(where=""))
-            for grouping in GROUPINGS:
-                refresh_grouping(db, grouping, None)
-            db.execute(ORG_STATS.format(where=""))
-            db.execute(SCOPE_DAYS.format(join=""))
-            window_days.refresh(db)
+            with small_sort_runs(db.conn):
+                for table in ("sig_stats", "pivot_groups", "org_stats", "scope_days"):
+                    db.execute(f"delete from {table}")
+                # Every request: one pass in table order and a sort beats a walk of the
+                # requests_sig index, which visits the table in random order (2× at 1M rows).
+                db.execute(SIG_STATS.format(requests="requests not indexed"), params)
+                db.execute(LAST_URI.format(where=""))
+                for grouping in GROUPINGS:
+                    refresh_grouping(db, grouping, None)
+                db.execute(ORG_STATS.format(where=""))
+                db.execute(SCOPE_DAYS.format(join=""))
+                window_days.refresh(db)
             return
         db.execute("drop table if exists temp.aggregate_sigs")
         db.execute(f"create temp table aggregate_sigs as select distinct sig_id from ({sigs_sql})")
@@ -337,10 +339,19 @@ def refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | N
 
 def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
     """Bring the aggregates up to date after a log batch: only that batch's signatures."""
+    rows = indexes.batch_requests(db.conn)
+    params = {"batch_id": int(batch_id)}
+    if not db.execute(
+        f"""select exists(select 1 from {rows} where r.batch_id < :batch_id)
+        or exists(select 1 from {rows} where r.batch_id > :batch_id)""",
+        params,
+    ).fetchone()[0]:
+        refresh(db)  # the only batch with requests (a first import): every signature is its
+        return
     db.execute("drop table if exists temp.aggregate_batch")
     db.execute(
-        "create temp table aggregate_batch as select distinct sig_id from requests where batch_id = ?",
-        [int(batch_id)],
+        f"create temp table aggregate_batch as select distinct r.sig_id from {rows} where r.batch_id = :batch_id",
+        params,
     )
     touched, everything = db.execute(
         "select (select count(*) from temp.aggregate_batch), (select count(*) from signatures)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 
 from ..processes import alive
+from .sorting import small_sort_runs
 
 DEFERRABLE = ("requests",)  # tables whose indexes a first import builds at its end
 
@@ -51,11 +52,13 @@ def defer(conn: sqlite3.Connection, batch_id: int) -> bool:
 
 def build(conn: sqlite3.Connection, batch_id: int | None = None) -> None:
     """Build the deferred indexes (those ``batch_id`` deferred, or all), inside a write transaction."""
-    for name, sql in conn.execute(
+    deferred = conn.execute(
         "select name, sql from deferred_indexes where ?1 is null or batch_id = ?1 order by rowid", [batch_id]
-    ).fetchall():
-        conn.execute(sql)
-        conn.execute("delete from deferred_indexes where name = ?", [name])
+    ).fetchall()
+    with small_sort_runs(conn):
+        for name, sql in deferred:
+            conn.execute(sql)
+            conn.execute("delete from deferred_indexes where name = ?", [name])
 
 
 def settle(conn: sqlite3.Connection) -> None:
@@ -81,6 +84,22 @@ def settle(conn: sqlite3.Connection) -> None:
         if conn.in_transaction:
             conn.execute("rollback")
         raise
+
+
+def batch_requests(conn: sqlite3.Connection, alias: str = "r") -> str:
+    """A FROM item that reads one batch's requests through ``requests_batch`` (its rows
+    are contiguous there), whatever the planner's statistics say.
+
+    Statistics taken while one batch held every request (ANALYZE) rate ``batch_id = ?``
+    as matching the whole table, and the planner then walks ``requests_ts`` or
+    ``requests_sig`` over every request instead: a batch of a million lines into five
+    million requests spent 4.7 s finding its candidates in scope, and 0.95 s its
+    signatures. While a first import defers the index, the plain table.
+    """
+    exists = conn.execute(
+        "select exists(select 1 from sqlite_master where type = 'index' and name = 'requests_batch')"
+    ).fetchone()[0]
+    return f"requests {alias} indexed by requests_batch" if exists else f"requests {alias}"
 
 
 def _quote(name: str) -> str:

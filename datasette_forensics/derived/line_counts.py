@@ -26,6 +26,8 @@ import json
 import sqlite3
 from itertools import repeat
 
+from .sorting import small_sort_runs
+
 # Hashes per lookup statement (a JSON array bound as one parameter).
 LOOKUP_BATCH = 5000
 
@@ -67,11 +69,12 @@ def merge(conn: sqlite3.Connection) -> None:
     """
     if conn.execute("select not exists(select 1 from line_counts_staged)").fetchone()[0]:
         return
-    conn.execute(
-        """insert into line_counts (h, n, batch_id, base, seen)
-        select h, sum(n), max(batch_id), 0, sum(n) from line_counts_staged where true group by h order by h
-        on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen"""
-    )
+    with small_sort_runs(conn):
+        conn.execute(
+            """insert into line_counts (h, n, batch_id, base, seen)
+            select h, sum(n), max(batch_id), 0, sum(n) from line_counts_staged where true group by h order by h
+            on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen"""
+        )
     conn.execute("delete from line_counts_staged")
 
 

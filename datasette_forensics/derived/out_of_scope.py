@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from . import indexes
 from .scope import ORG_OF_REQUEST, get_incident
 
 __all__ = ["ORG_OF_REQUEST", "REASONS", "REASON_SQL", "counts", "refresh", "add_batch"]
@@ -56,7 +57,10 @@ def refresh(db: sqlite_utils.Database) -> None:
 def add_batch(db: sqlite_utils.Database, batch_id: int) -> None:
     """Count the reasons of one log batch's requests."""
     if get_incident(db) is not None:
-        db.execute(COUNT.format(requests="requests r", where="where r.batch_id = :batch_id"), {"batch_id": batch_id})
+        db.execute(
+            COUNT.format(requests=indexes.batch_requests(db.conn), where="where r.batch_id = :batch_id"),
+            {"batch_id": batch_id},
+        )
 
 
 def counts(db: sqlite_utils.Database, org_id: str | None = None) -> dict[str, int] | None:

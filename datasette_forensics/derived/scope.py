@@ -20,6 +20,7 @@ import re
 import sqlite_utils
 
 from ..timeparse import parse_time
+from . import indexes
 
 # The org a request reached: the log's own org_id, else the slug's owner at the
 # request's time (latest valid_from wins), else the org whose current slug it is.
@@ -36,7 +37,7 @@ coalesce(
 
 # {{requests}} is "requests r not indexed" for a full recompute (a sequential scan
 # beats the ts index by an order of magnitude when the window covers much of the
-# log) and "requests r" for one batch (its rows are contiguous in requests_batch).
+# log) and indexes.batch_requests for one batch (its rows are contiguous in requests_batch).
 CANDIDATES = f"""
 select r.id as request_id, r.sig_id, r.ts, {ORG_OF_REQUEST} as org_id
 from {{requests}}
@@ -228,14 +229,15 @@ def after_batch(db: sqlite_utils.Database, batch_id: int) -> bool:
     params = dict(_params(incident), batch_id=batch_id)
     restrict = "and r.batch_id = :batch_id"
     first_new = db.execute("select coalesce(max(request_id), 0) + 1 from scoped").fetchone()[0]
-    batch = dict(restrict=restrict, requests="requests r")
+    rows = indexes.batch_requests(db.conn)
+    batch = dict(restrict=restrict, requests=rows)
     db.execute(INSERT_SCOPED.format(candidates=CANDIDATES.format(**batch)), params)
     db.execute(INSERT_POST_PATCH.format(post_patch=POST_PATCH.format(**batch)), params)
     db.execute("drop table if exists temp.touched_sigs")
     db.execute(
-        """create temp table touched_sigs as
+        f"""create temp table touched_sigs as
         select distinct sig_id from scoped where request_id >= :first
-        union select distinct r.sig_id from requests r where r.batch_id = :batch_id and r.ts >= :patched""",
+        union select distinct r.sig_id from {rows} where r.batch_id = :batch_id and r.ts >= :patched""",
         dict(params, first=first_new),
     )
     refresh_signatures(db, TOUCHED_SIGS)
