@@ -342,18 +342,32 @@ def _percentile(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-async def _time_pages(path: str, runs: int) -> dict:
+async def _workbench(path: str):
+    """A started Datasette serving ``path``, and the path of its workbench pages."""
     from datasette.app import Datasette
 
     ds = Datasette([path])
     await ds.invoke_startup()
-    name = os.path.splitext(os.path.basename(path))[0]
+    return ds, f"/{os.path.splitext(os.path.basename(path))[0]}/-/forensics"
+
+
+def _busiest_org(path: str) -> str:
+    """The org with the most in-scope requests."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def _time_pages(path: str, runs: int) -> dict:
+    ds, base = await _workbench(path)
     conn = sqlite3.connect(path)
     org = conn.execute("select org_id from sig_org group by org_id order by sum(requests) desc limit 1").fetchone()[0]
     conn.close()
     results = {}
     for label, page, _ in CASES:
-        url = f"/{name}/-/forensics" + page.format(org=org)
+        url = base + page.format(org=org)
         results[label] = await _time_url(ds, url, runs)
     return results
 
@@ -495,13 +509,8 @@ async def _link_urls(ds, path: str, org: str) -> dict:
 
 async def time_links(path: str, runs: int) -> dict:
     """Each link kind's HTML page: the first request, then ``runs`` warm ones."""
-    from datasette.app import Datasette
-
-    ds = Datasette([path])
-    await ds.invoke_startup()
-    conn = sqlite3.connect(path)
-    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
-    conn.close()
+    ds, _ = await _workbench(path)
+    org = _busiest_org(path)
     results = {}
     for label, url in (await _link_urls(ds, path, org)).items():
         results[label] = await _time_url(ds, url, runs, label)
@@ -514,14 +523,8 @@ async def time_links(path: str, runs: int) -> dict:
 async def time_report(path: str, runs: int) -> dict:
     """The report's downloads and the org evidence file of the org with most in-scope
     requests (its per-rule breakdown comes from the same kept counts), as the link kinds."""
-    from datasette.app import Datasette
-
-    ds = Datasette([path])
-    await ds.invoke_startup()
-    base = f"/{os.path.splitext(os.path.basename(path))[0]}/-/forensics"
-    conn = sqlite3.connect(path)
-    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
-    conn.close()
+    ds, base = await _workbench(path)
+    org = _busiest_org(path)
     urls = {
         "report.json": f"{base}/report.json",
         "report.csv": f"{base}/report.csv",
@@ -568,18 +571,13 @@ def _window_pages() -> dict:
 async def time_windows(path: str, runs: int) -> dict:
     """Each window pivot's JSON: the first request, then ``runs`` warm ones."""
     from urllib.parse import quote
-    from datasette.app import Datasette
 
-    ds = Datasette([path])
-    await ds.invoke_startup()
-    name = os.path.splitext(os.path.basename(path))[0]
-    conn = sqlite3.connect(path)
-    org = conn.execute("select org_id from org_stats order by in_scope desc limit 1").fetchone()[0]
-    conn.close()
+    ds, base = await _workbench(path)
+    org = _busiest_org(path)
     results = {}
     for window, (start, end) in WINDOWS.items():
         for label, page in _window_pages().items():
-            url = f"/{name}/-/forensics" + page.format(org=quote(org, safe="")) + f"&from={start}&to={end}"
+            url = base + page.format(org=quote(org, safe="")) + f"&from={start}&to={end}"
             url = url.replace("?&", "?")
             results[f"{label} ({window})"] = await _time_url(ds, url, runs, label)
     return results
