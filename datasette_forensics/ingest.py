@@ -53,6 +53,11 @@ DETECT_LINES = 20
 # the line counts) is copied back to the database once per 40 MB of log, not per 4 MB.
 CHECKPOINT_PAGES = 10_000
 
+try:  # the compiled fast path for plain lines (setup.py builds it; absent, the Python loop does its work)
+    from ._plainlines import take as _take_plain
+except ImportError:
+    _take_plain = None
+
 
 # Signatures the fast path of _file_chunks remembers by their texts (a few MB at most).
 SIGNATURE_TEXTS = 20_000
@@ -576,7 +581,10 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     built, exactly the row ``add_record`` would make of ``parse``'s record (the
     per-line work is written out here: the calls it saves were most of its cost).
     Every other line is parsed and added one by one. Each imported line's bytes go
-    to ``reader.raw_lines`` (rawlines.py), from either path.
+    to ``reader.raw_lines`` (rawlines.py), from either path. When the compiled module
+    is built (``_plainlines.c``, by setup.py), it takes runs of combined plain lines
+    itself, in the same caches and dictionaries, and hands back to this loop any
+    line it is not sure of (non-ASCII, not plain, a time that does not parse).
 
     Returns:
         the SHA-256 of the whole input.
@@ -605,67 +613,87 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
     # (line_hash's value) before a general line's or the chunk's end.
     digests: list[bytes] = []
     add_request, add_digest, add_raw = reader.requests.append, digests.append, reader.raw_lines.append
+    # The compiled fast path (_plainlines.c) takes runs of plain lines itself, with
+    # the same caches and dictionaries, and hands back any line it is not sure of.
+    take = _take_plain if plain is importers.combined.PLAIN else None
+    context = (
+        batch_id, times.ms, times.parse, signatures, SIGNATURE_TEXTS,
+        reader.ips.cache, ip_new, reader.uas.cache, ua_new, reader.signatures.cache, sig_new,
+        reader.uris.cache, uri_new, reader.referers.cache, ref_new, _METHODS, _ident_extra,
+        CHUNK_LINES, CHUNK_BYTES,
+    )  # fmt: skip
     try:
-        for block in log.blocks():
-            for raw in block:  # blocks() strips the line endings
-                line_no += 1
-                m = None
-                if plain is not None and line_no > skip_until:
-                    try:
-                        m = plain(raw.decode())
-                    except UnicodeDecodeError:
-                        pass
+        for block in log.blocks():  # blocks() strips the line endings
+            i, n = 0, len(block)
+            while i < n:
+                if take is not None and line_no >= skip_until:
+                    i, line_no, last_line, chunk_lines, chunk_bytes = take(
+                        block, i, line_no, last_line, chunk_lines, chunk_bytes,
+                        reader.requests, digests, reader.raw_lines, context,
+                    )  # fmt: skip
+                    if i == n and chunk_lines < CHUNK_LINES and chunk_bytes < CHUNK_BYTES:
+                        break
+                if i < n and chunk_lines < CHUNK_LINES and chunk_bytes < CHUNK_BYTES:
+                    raw = block[i]
+                    i += 1
+                    line_no += 1
+                    m = None
+                    if plain is not None and line_no > skip_until:
+                        try:
+                            m = plain(raw.decode())
+                        except UnicodeDecodeError:
+                            pass
+                        if m is not None:
+                            ip, ident, user, time, method, uri, _protocol, status, size, referer, ua = m.groups()
+                            ts = times.get(time) or times.parse(time)
+                            if ts is None:  # parse() rejects the line
+                                m = None
                     if m is not None:
-                        ip, ident, user, time, method, uri, _protocol, status, size, referer, ua = m.groups()
-                        ts = times.get(time) or times.parse(time)
-                        if ts is None:  # parse() rejects the line
-                            m = None
-                if m is not None:
-                    if ua == "-":
-                        ua = ""
-                    pair = (ip, ua)
-                    sig = signature(pair)
-                    if sig is None:
-                        key = (ip_id(ip) or ip_new(ip), ua_id(ua) or ua_new(ua))
-                        sig = sig_id(key) or sig_new(key)
-                        if len(signatures) >= SIGNATURE_TEXTS:
-                            signatures.clear()
-                        signatures[pair] = sig
-                    add_request((
-                        batch_id, line_no, ts, sig, uri_id(uri) or uri_new(uri), methods(method, method),
-                        None if status == "-" else int(status), None if size == "-" else int(size),
-                        None if referer == "-" else ref_id(referer) or ref_new(referer), None, None,
-                        None if ident == "-" and user == "-" else _ident_extra(ident, user),
-                    ))  # fmt: skip
-                    add_digest(blake2b(raw, digest_size=8).digest())
-                    add_raw(raw)
-                else:
-                    if not raw or raw.isspace():
-                        continue
-                    try:
-                        text, bad = raw.decode(), None
-                    except UnicodeDecodeError:
-                        text, bad = raw.decode("utf-8", "backslashreplace"), raw
-                    try:
-                        rec = parse(text)
-                    except parse_error as exc:
-                        rec, reason = None, str(exc) or "unparseable line"
-                    except Exception as exc:  # a parser must never stop an import
-                        rec, reason = None, f"unparseable line ({type(exc).__name__})"
-                    else:
-                        if rec is None:
-                            continue
-                    if line_no <= skip_until:
-                        continue
-                    if rec is None:
-                        reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
-                    else:
-                        _add_digests(reader, digests)
-                        reader.add_record(line_no, line_hash(raw), rec, bad)
+                        if ua == "-":
+                            ua = ""
+                        pair = (ip, ua)
+                        sig = signature(pair)
+                        if sig is None:
+                            key = (ip_id(ip) or ip_new(ip), ua_id(ua) or ua_new(ua))
+                            sig = sig_id(key) or sig_new(key)
+                            if len(signatures) >= SIGNATURE_TEXTS:
+                                signatures.clear()
+                            signatures[pair] = sig
+                        add_request((
+                            batch_id, line_no, ts, sig, uri_id(uri) or uri_new(uri), methods(method, method),
+                            None if status == "-" else int(status), None if size == "-" else int(size),
+                            None if referer == "-" else ref_id(referer) or ref_new(referer), None, None,
+                            None if ident == "-" and user == "-" else _ident_extra(ident, user),
+                        ))  # fmt: skip
+                        add_digest(blake2b(raw, digest_size=8).digest())
                         add_raw(raw)
-                last_line = line_no
-                chunk_bytes += len(raw)
-                chunk_lines += 1
+                    else:
+                        if not raw or raw.isspace():
+                            continue
+                        try:
+                            text, bad = raw.decode(), None
+                        except UnicodeDecodeError:
+                            text, bad = raw.decode("utf-8", "backslashreplace"), raw
+                        try:
+                            rec = parse(text)
+                        except parse_error as exc:
+                            rec, reason = None, str(exc) or "unparseable line"
+                        except Exception as exc:  # a parser must never stop an import
+                            rec, reason = None, f"unparseable line ({type(exc).__name__})"
+                        else:
+                            if rec is None:
+                                continue
+                        if line_no <= skip_until:
+                            continue
+                        if rec is None:
+                            reader.add_rejected(line_no, line_hash(raw), raw, reason, bad is not None)
+                        else:
+                            _add_digests(reader, digests)
+                            reader.add_record(line_no, line_hash(raw), rec, bad)
+                            add_raw(raw)
+                    last_line = line_no
+                    chunk_bytes += len(raw)
+                    chunk_lines += 1
                 if chunk_lines >= CHUNK_LINES or chunk_bytes >= CHUNK_BYTES:
                     _add_digests(reader, digests)
                     yield reader.take(last_line, log.consumed)
