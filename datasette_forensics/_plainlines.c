@@ -266,6 +266,7 @@ static PyObject *request_row(PyObject **c, const unsigned char *p, Py_ssize_t g[
     else
         ua = ascii_str(p + g[G_UA][0], g[G_UA][1] - g[G_UA][0]);
     if (ua == NULL || (pair = PyTuple_Pack(2, ip, ua)) == NULL) goto done;
+    PyObject_GC_UnTrack(pair);
     sig = PyDict_GetItemWithError(c[C_SIGNATURES], pair);
     if (sig != NULL) {
         Py_INCREF(sig);
@@ -340,6 +341,9 @@ static PyObject *request_row(PyObject **c, const unsigned char *p, Py_ssize_t g[
     PyTuple_SET_ITEM(row, 9, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(row, 10, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(row, 11, Py_NewRef(extra));
+    /* Ints, strings and None only: never part of a cycle, so the garbage collector
+     * need not walk the chunk's rows. */
+    PyObject_GC_UnTrack(row);
 done:
     Py_DECREF(text);
     Py_XDECREF(ts);
