@@ -18,6 +18,7 @@ import sqlite_utils
 from .errors import ForensicsError
 from .derived import rule_counts
 from .derived.scope import get_incident
+from .derived.status import status_sql
 from .request_rows import REQUEST_JOINS
 from .terminal import visible
 from .timeparse import format_ms, utcnow
@@ -25,10 +26,9 @@ from .timeparse import format_ms, utcnow
 # The most unexplained requests one file lists; the rest are counted.
 MAX_REQUESTS = 5000
 
-ORG = """
+ORG = f"""
 select o.id, o.slug, o.name, o.contact_email, s.in_scope, s.unexplained, s.unexplained_signatures,
-    case when s.unexplained_cross_tenant > 0 then 'exposed'
-        when s.unexplained > 0 then 'review' when s.org_id is not null then 'cleared' end as status
+    case when s.org_id is not null then {status_sql("s")} end as status
 from (select :org as org_id) x
 left join orgs o on o.id = x.org_id
 left join org_stats s on s.org_id = x.org_id

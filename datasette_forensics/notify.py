@@ -24,9 +24,9 @@ from .notifications import latest_notifications, needs_update
 from .errors import ForensicsError
 from .report import org_rows
 from .derived.scope import get_incident
+from .derived.status import STATUSES
 from .timeparse import utcnow
 
-STATUSES = ("exposed", "review", "cleared")
 # The unexplained requests a message's template is given (the evidence file has more).
 MAX_REQUESTS = 200
 

@@ -11,7 +11,7 @@ from datasette import Response
 
 from .. import permissions
 from ..derived import out_of_scope
-from ..derived.status import status_sql
+from ..derived.status import STATUSES, status_sql
 from ..timeparse import utcnow
 from . import chart
 from .common import DAY_MS, ms_iso, open_page, page_view
@@ -112,7 +112,7 @@ async def view(datasette, request):
     counts = dict(list(await db.execute(STATUS_COUNTS)))
     statuses = [
         {"status": s, "orgs": counts.get(s, 0), "url": page.page_url("orgs", [("status", s)])}
-        for s in ("exposed", "review", "cleared")
+        for s in STATUSES
     ]
     waterfall, waterfall_source = await _waterfall(page, funnel)
     timeline = []
