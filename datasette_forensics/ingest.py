@@ -631,8 +631,6 @@ def _file_chunks(prepared: PreparedInput, skip_until: int, reader: ChunkReader) 
                         block, i, line_no, last_line, chunk_lines, chunk_bytes,
                         reader.requests, digests, reader.raw_lines, context,
                     )  # fmt: skip
-                    if i == n and chunk_lines < CHUNK_LINES and chunk_bytes < CHUNK_BYTES:
-                        break
                 if i < n and chunk_lines < CHUNK_LINES and chunk_bytes < CHUNK_BYTES:
                     raw = block[i]
                     i += 1
