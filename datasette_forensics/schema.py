@@ -14,7 +14,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import derived
-from .derived import indexes, window_days
+from .derived import indexes, window_days, window_hours
 from .errors import ForensicsError
 from .timeparse import utcnow
 
@@ -1113,3 +1113,15 @@ where s.explained != 0
 group by r.bit, s.sig_id, s.org_id;
 """
 ddl_migration("m023_report_rule_counts", REPORT_RULE_COUNTS)
+
+
+@migrations()
+def m024_cells_window_hours(db: sqlite_utils.Database) -> None:
+    """Per-hour window cells (derived/window_hours.py) beside window_days; an older
+    database's cells are counted once, through the window_days recount."""
+    db.executescript(window_hours.WINDOW_HOURS)
+    if db.execute("select exists (select 1 from requests)").fetchone()[0]:
+        db.execute(
+            "insert or ignore into derived_state (work, reason, since) values ('window_days', ?, ?)",
+            ["window_hours to count", utcnow()],
+        )

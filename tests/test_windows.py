@@ -214,17 +214,26 @@ async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template,
 # --- upkeep -----------------------------------------------------------------------------
 
 CELLS = "select * from window_days order by day, sig_id, org_id"
+HOUR_CELLS = ("select * from window_hours order by hour, sig_id",
+              "select * from window_scoped_hours order by hour, sig_id, org_id")
 
 
 def assert_cells_current(db) -> None:
     """The kept cells equal a recount from scratch, and sum to the requests."""
-    kept = db.execute(CELLS).fetchall()
+    kept = [db.execute(sql).fetchall() for sql in (CELLS, *HOUR_CELLS)]
     db.conn.execute("savepoint fresh")
     window_days.refresh(db)
-    fresh = db.execute(CELLS).fetchall()
+    fresh = [db.execute(sql).fetchall() for sql in (CELLS, *HOUR_CELLS)]
     db.conn.execute("rollback to fresh")
     db.conn.execute("release fresh")
     assert kept == fresh
+    assert db.execute(
+        """select (select sum(requests) from window_hours), (select sum(requests) from window_scoped_hours),
+        (select sum(unexplained) from window_scoped_hours)"""
+    ).fetchone() == db.execute(
+        """select (select count(*) from requests), (select count(*) from scoped),
+        (select count(*) from scoped where explained = 0)"""
+    ).fetchone()
     assert db.execute(
         """select (select sum(requests) from window_days), (select sum(requests) from window_days where org_id != ''),
         (select sum(unexplained) from window_days)"""
@@ -240,6 +249,7 @@ def test_incremental_upkeep_equals_a_recount(template, tmp_path):
     db = schema.connect(str(path))
     assert db.execute("select count(*) from window_days").fetchone()[0] > 20
     assert_cells_current(db)
+    generation = db.execute("select generation from window_generation").fetchone()[0]
     for name in ("member_current", "token_owner", "post_patch_valid"):  # rules applied
         actions.apply(db, name, actor="test")
         assert_cells_current(db)
@@ -265,4 +275,5 @@ def test_incremental_upkeep_equals_a_recount(template, tmp_path):
     assert_cells_current(db)
     actions.apply(db, "staff", actor="test")
     assert_cells_current(db)
+    assert db.execute("select generation from window_generation").fetchone()[0] > generation
     db.conn.close()

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from . import window_hours
+
 DAY_MS = 86_400_000
 OUT_OF_SCOPE = ""
 
@@ -53,12 +55,14 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
     if sigs_sql is None:
         db.execute("delete from window_days")
         db.execute(CELLS.format(indexed="not indexed", where=""))
+        window_hours.refresh(db)
         return
     db.execute("drop table if exists temp.window_sigs")
     db.execute(f"create temp table window_sigs as select distinct sig_id from ({sigs_sql})")
     where = "where sig_id in (select sig_id from temp.window_sigs)"
     db.execute(f"delete from window_days {where}")
     db.execute(CELLS.format(indexed="", where="where r.sig_id in (select sig_id from temp.window_sigs)"))
+    window_hours.refresh(db, "temp.window_sigs")
     db.execute("drop table temp.window_sigs")
 
 
@@ -73,6 +77,7 @@ def refresh_unexplained(db: sqlite_utils.Database) -> None:
         ) x
         where window_days.day = x.day and window_days.sig_id = x.sig_id and window_days.org_id = x.org_id"""
     )
+    window_hours.refresh_unexplained(db)
 
 
 def move(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
@@ -82,3 +87,4 @@ def move(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
         from ({delta_sql}) d
         where window_days.day = d.day and window_days.sig_id = d.sig_id and window_days.org_id = d.org_id"""
     )
+    window_hours.refresh_unexplained(db, f"select distinct sig_id, org_id from ({delta_sql})")

@@ -1,0 +1,88 @@
+"""``window_hours`` and ``window_scoped_hours``: the requests per UTC hour, the cells a
+time window reads its whole hours from (the contract with the in-memory window engine).
+
+``window_hours`` holds every request per (hour, signature); ``window_scoped_hours`` the
+in-scope requests per (hour, signature, org), with those no applied rule explains.
+``window_generation.generation`` is bumped in the same transaction as any change to
+either table, so a reader knows when to reload.
+
+For now they are kept beside ``window_days`` by the same hooks (full build, recount of
+the signatures a batch touched, recount of unexplained after a rule move); the pages
+still read ``window_days``.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+HOUR_MS = 3_600_000
+
+# m024_cells_window_hours
+WINDOW_HOURS = """
+create table window_hours (            -- every request, per (UTC hour, signature)
+    hour integer not null,             -- ts / 3600000
+    sig_id integer not null,
+    requests integer not null,
+    first_ts integer not null,
+    last_ts integer not null,
+    primary key (hour, sig_id)
+) without rowid;
+create table window_scoped_hours (     -- in-scope requests, per (UTC hour, signature, org)
+    hour integer not null,
+    sig_id integer not null,
+    org_id text not null,
+    requests integer not null,
+    unexplained integer not null,      -- not explained by any applied rule
+    first_ts integer not null,
+    last_ts integer not null,
+    primary key (hour, sig_id, org_id)
+) without rowid;
+create table window_generation (id integer primary key check (id = 1), generation integer not null);
+insert into window_generation (id, generation) values (1, 0);
+"""
+
+HOURS = """
+insert into window_hours (hour, sig_id, requests, first_ts, last_ts)
+select ts / 3600000, sig_id, count(*), min(ts), max(ts)
+from requests {where}
+group by 1, 2 order by 1, 2
+"""
+
+SCOPED_HOURS = """
+insert into window_scoped_hours (hour, sig_id, org_id, requests, unexplained, first_ts, last_ts)
+select ts / 3600000, sig_id, org_id, count(*), sum(explained = 0), min(ts), max(ts)
+from scoped {where}
+group by 1, 2, 3 order by 1, 2, 3
+"""
+
+
+def bump(db: sqlite_utils.Database) -> None:
+    """Tell readers the cells changed (call inside the transaction that changed them)."""
+    db.execute("update window_generation set generation = generation + 1 where id = 1")
+
+
+def refresh(db: sqlite_utils.Database, sigs_table: str | None = None) -> None:
+    """Recount the cells: all, or those of the signatures in ``sigs_table`` (a trusted
+    temp table name with a sig_id column)."""
+    where = "" if sigs_table is None else f"where sig_id in (select sig_id from {sigs_table})"
+    db.execute(f"delete from window_hours {where}")
+    db.execute(f"delete from window_scoped_hours {where}")
+    db.execute(HOURS.format(where=where))
+    db.execute(SCOPED_HOURS.format(where=where))
+    bump(db)
+
+
+def refresh_unexplained(db: sqlite_utils.Database, pairs_sql: str | None = None) -> None:
+    """Recount unexplained: of every cell, or of the (sig_id, org_id) pairs selected by
+    ``pairs_sql`` (trusted SQL), after rules moved requests."""
+    pairs = "" if pairs_sql is None else f"where (sig_id, org_id) in ({pairs_sql})"
+    db.execute(
+        f"""update window_scoped_hours set unexplained = x.n
+        from (
+            select ts / 3600000 as hour, sig_id, org_id, sum(explained = 0) as n
+            from scoped {pairs} group by 1, 2, 3
+        ) x
+        where window_scoped_hours.hour = x.hour and window_scoped_hours.sig_id = x.sig_id
+            and window_scoped_hours.org_id = x.org_id and window_scoped_hours.unexplained != x.n"""
+    )
+    bump(db)
