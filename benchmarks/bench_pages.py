@@ -556,6 +556,7 @@ def report_links(results: dict) -> dict:
 WINDOWS = {
     "one day": ("2020-07-05T00:00:00Z", "2020-07-06T00:00:00Z"),
     "incident": (INTRODUCED, "2020-07-20T00:00:00Z"),
+    "cut hours": ("2020-07-05T10:17:00Z", "2020-07-06T13:42:00Z"),
 }
 
 

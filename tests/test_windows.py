@@ -17,7 +17,6 @@ import shutil
 from datetime import datetime, timezone
 
 import pytest
-from datasette.app import Datasette
 
 from datasette_forensics import ingest, records, schema, verdicts
 from datasette_forensics.derived import window_days
@@ -26,6 +25,7 @@ from datasette_forensics.timeparse import parse_time
 from datasette_forensics.views import sources
 from datasette_forensics.views.pivot import GROUPING_KEYS, PIVOTS
 
+from conftest import make_datasette
 from test_pages import UA_CHROME, UA_FIREFOX, UA_PARTNER, UA_BOT, UA_CURL, build, line
 
 ADDRESSES = ["10.0.0.5", "10.0.0.9", "203.0.113.10", "198.51.100.7", "198.51.100.8", "198.51.100.66", "192.0.2.1", "192.0.2.2"]
@@ -67,9 +67,18 @@ def template(tmp_path_factory):
     return tmp / "win.db"
 
 
-@pytest.fixture(scope="module")
-def ds(template):
-    return Datasette([str(template)])
+# Each window test runs twice: through the window engine (windows/database.py) and with
+# the engine off (window_engine_mb: 0), through the SQL over the cells (views/sources.py).
+SOURCES = {"engine": ("window_engine", None), "sql": ("window_days", 0)}
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def ds(template, request):
+    source, mb = SOURCES[request.param]
+    config = None if mb is None else {"plugins": {"datasette-forensics": {"window_engine_mb": mb}}}
+    ds = make_datasette([template], config=config)
+    ds.expected_source = source
+    return ds
 
 
 def bounds(window) -> tuple[int, int]:
@@ -129,7 +138,7 @@ async def assert_pivots_exact(ds, template, window):
                 got = await get_json(ds, f"/win/-/forensics/{page}.json?by={by}&status={status}&size=1000&{query(window)}")
                 if status == "all":
                     plain = got
-                assert got["source"] == "window_days"
+                assert got["source"] == ds.expected_source
                 shown = {
                     tuple(r["values"].values()): (
                         r["requests"], r["in_scope"], r["unexplained"], r["orgs"], r["signatures"],
@@ -181,7 +190,7 @@ async def test_an_orgs_pivot_in_a_window_equals_direct_counts(ds, template, wind
 @pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
 async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template, window):
     orgs = await get_json(ds, f"/win/-/forensics/orgs.json?size=1000&{query(window)}")
-    assert orgs["source"] == "window_days"
+    assert orgs["source"] == ds.expected_source
     expected = {
         org: (n, u, s)
         for org, n, u, s in direct(
@@ -194,7 +203,7 @@ async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template,
     assert {r["org_id"]: (r["in_scope"], r["unexplained"], r["unexplained_signatures"]) for r in orgs["rows"]} == expected
 
     sigs = await get_json(ds, f"/win/-/forensics/signatures.json?size=1000&{query(window)}")
-    assert sigs["source"] == "window_days"
+    assert sigs["source"] == ds.expected_source
     shown = {
         (r["ip"], r["user_agent"]): (r["requests"], r["in_scope"], r["unexplained"], ms(r["first_seen"]), ms(r["last_seen"]))
         for r in sigs["rows"]

@@ -7,6 +7,7 @@ import json
 from .. import notes
 from ..derived import status as org_status
 from . import case_parts, chart, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import choice, open_page, page_view, paging, parse_state, sort_choice
 
@@ -96,6 +97,7 @@ async def view(datasette, request):
     """Orgs: status (exposed, review, cleared) and in-scope figures, filterable by status."""
     page = await open_page(datasette, request, "orgs", tables=("orgs",))
     state = await parse_state(page, extra=("status", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS_FILTER), "all")
     sort, sort_sql, descending = sort_choice(request, SORTS, "status")
     order = f"{sort_sql} {'desc' if descending else 'asc'}, {TIEBREAK}"
@@ -168,7 +170,7 @@ async def view(datasette, request):
         "status": status,
         "sort": sort,
         "filters": state.filter_params(),
-        "source": "window_days" if state.window else ("sig_org" if filtered else "org_stats"),
+        "source": sources.window_source(state) if state.window else ("sig_org" if filtered else "org_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,

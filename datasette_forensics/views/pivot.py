@@ -11,6 +11,7 @@ import json
 
 from ..derived.aggregates import GROUPINGS, IP_GROUPINGS, KINDS
 from . import case_parts, chart, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
 
@@ -155,6 +156,7 @@ async def pivot_view(datasette, request, page_name: str):
     if by in IP_INFO_GROUPINGS:  # network owners and reverse DNS come from the ip_info records
         await page.require("ip_info")
     state = await parse_state(page, extra=("by", "status", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS), "all")
     sort, sort_column, descending = sort_choice(request, SORTS, "-unexplained")
     order = f"{{t}}{sort_column} {'desc' if descending else 'asc'}, " + TIEBREAK
@@ -269,7 +271,7 @@ async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict
 
 def _source(state) -> str:
     """What a filtered page grouped: the requests of a window, an org's pairs, or signatures."""
-    return "window_days" if state.window else "sig_org" if state.org else "sig_stats"
+    return sources.window_source(state) if state.window else "sig_org" if state.org else "sig_stats"
 
 
 def _row(page: Page, by: str, r: dict) -> dict:

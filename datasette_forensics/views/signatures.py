@@ -9,6 +9,7 @@ import sqlite_utils
 
 from .. import notes
 from . import case_parts, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import address_and_agent, choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
 
@@ -78,6 +79,7 @@ async def view(datasette, request):
     """Signatures: cross-tenant first; orgs reached; did it stop, or keep succeeding, after the patch?"""
     page = await open_page(datasette, request, "signatures")
     state = await parse_state(page, extra=("status", "cross_tenant", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS), "all")
     cross = choice(request, "cross_tenant", tuple(CROSS), "any")
     sort, sort_sql, descending = sort_choice(request, SORTS, "-cross_tenant")
@@ -161,7 +163,7 @@ async def view(datasette, request):
         "sort": sort,
         "patched_at": ms_iso(patched_ms),
         "filters": state.filter_params(),
-        "source": "window_days" if state.window else ("sig_org" if state.org else "sig_stats"),
+        "source": sources.window_source(state) if state.window else ("sig_org" if state.org else "sig_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,
