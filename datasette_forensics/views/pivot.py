@@ -168,6 +168,14 @@ async def pivot_view(datasette, request, page_name: str):
         sql = GROUPS.format(status=STATUS[status], order=order.format(t=""), outer_order=order.format(t="g."))
         rows = [dict(r) for r in await page.db.execute(sql, params)]
         total = (await page.db.execute(GROUPS_COUNT.format(status=STATUS[status]), params)).first()[0]
+    elif state.engine:  # a window: the window engine groups in memory (windows/groups.py)
+        conds, cond_params = state.conditions()
+        key_id, alias, table = _member(by)
+        rows, total = await page.db.groups(
+            table=table, alias=alias, group_by=group_by, keys=keys, conds=conds, cond_params=cond_params,
+            org=state.org, status=status, sort=sort_column, descending=descending,
+            limit=params["limit"], offset=params["offset"],
+        )
     else:
         sigs, source_params = sources.sigs_sql(state)
         conds, cond_params = state.conditions()
@@ -246,7 +254,7 @@ async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict
     """The shown groups' top user agent, latest path and (when ``orgs``) distinct orgs,
     from the relations of their signatures only."""
     params = {**state.conditions()[1], "gkeys": json.dumps([r["gkey"] for r in rows])}
-    key_id, alias, table = ("ip_id", "i", "ips") if by in IP_GROUPINGS else ("ua_id", "a", "user_agents")
+    key_id, alias, table = _member(by)
     page_sigs = PAGE_SIGS.format(key_id=key_id, alias=alias, table=table, **parts)
     shown_sigs = [r[0] for r in await page.db.execute(page_sigs, params)]
     params["only_sigs"] = json.dumps(shown_sigs)
@@ -267,6 +275,11 @@ async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict
         r["last_path"] = last.get(r["gkey"])
         if orgs:
             r["orgs"] = reach.get(r["gkey"], 0)
+
+
+def _member(by: str) -> tuple[str, str, str]:
+    """What a grouping groups: (sig_stats column, alias, table) of addresses or user agents."""
+    return ("ip_id", "i", "ips") if by in IP_GROUPINGS else ("ua_id", "a", "user_agents")
 
 
 def _source(state) -> str:

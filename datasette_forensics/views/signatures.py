@@ -46,21 +46,31 @@ left join paths p on p.id = u.path_id
 order by {order}
 """
 COUNT = "select count(*) from sig_stats st where {status} and {cross}"
-# Filtered: the signatures of this state (figures of the org or window when given).
+# Filtered: the signatures of this state (figures of the org or window when given),
+# ranked and paged first; the strings are read for the page's rows only.
 FILTERED = """
-with src as ({sigs})
-select st.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, src.requests, src.in_scope, src.unexplained, src.first_ts,
-    src.last_ts, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok, p.path,
-    count(*) over () as total
-from src
-join sig_stats st on st.sig_id = src.sig_id
-join ips i on i.id = st.ip_id
-join user_agents a on a.id = st.ua_id
-left join uris u on u.id = st.last_uri_id
+with src as ({sigs}),
+ranked as (
+    select src.sig_id, src.ip_id, src.ua_id, src.requests, src.in_scope, src.unexplained, src.first_ts,
+        src.last_ts, st.last_uri_id, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok,
+        count(*) over () as total
+    from src
+    join sig_stats st on st.sig_id = src.sig_id
+    {join_ia}
+    where {conds} and {status} and {cross}
+    order by {order} limit :limit offset :offset
+)
+select r.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, r.requests, r.in_scope, r.unexplained, r.first_ts,
+    r.last_ts, r.cross_tenant, r.orgs, r.after_patch, r.after_patch_ok, p.path, r.total
+from ranked r
+join ips i on i.id = r.ip_id
+join user_agents a on a.id = r.ua_id
+left join uris u on u.id = r.last_uri_id
 left join paths p on p.id = u.path_id
-where {conds} and {status} and {cross}
-order by {order} limit :limit offset :offset
+order by {outer_order}
 """
+# The signature filters' conditions read ips i and user_agents a.
+JOIN_IA = "join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id"
 ORGS = """
 select so.sig_id, so.org_id, o.slug, so.requests, so.unexplained
 from sig_org so left join orgs o on o.id = so.org_id
@@ -92,7 +102,11 @@ async def view(datasette, request):
         sigs, source_params = sources.sigs_sql(state)
         conds, cond_params = state.conditions()
         params.update(source_params, **cond_params)
-        sql = FILTERED.format(sigs=sigs, conds=" and ".join(conds) or "1", status=status_sql, cross=CROSS[cross], order=order)
+        outer_order = order.replace("src.", "r.").replace("st.", "r.")
+        sql = FILTERED.format(
+            sigs=sigs, conds=" and ".join(conds) or "1", join_ia=JOIN_IA if conds else "", status=status_sql,
+            cross=CROSS[cross], order=order, outer_order=outer_order,
+        )
         rows = [dict(r) for r in await page.db.execute(sql, params)]
         total = rows[0]["total"] if rows else 0
     else:

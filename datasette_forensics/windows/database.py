@@ -23,6 +23,7 @@ the pages keep reading the cells in SQL (``views/sources.py``).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 
@@ -30,6 +31,7 @@ from datasette.database import Results
 from datasette.utils import sqlite_timelimit
 
 from . import cells as cells_module
+from . import groups as groups_module
 from . import relations
 
 DEFAULT_MB = 512
@@ -83,6 +85,25 @@ def cells_bytes(conn: sqlite3.Connection, key: str) -> int:
 
 def has_cells(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute("select 1 from sqlite_master where name = 'window_generation'").fetchone())
+
+
+# Per database path: the background task that loads its cells when the server starts.
+warming: dict[str, "asyncio.Task"] = {}
+
+
+def start_warming(datasette, db) -> None:
+    """Load the database's cells in the background (the startup hook calls it), so the
+    first window page after a server start does not pay the load."""
+    mb = limit_mb(datasette)
+    key = db.path or db.name
+    if mb <= 0:
+        return
+
+    def warm(conn):
+        if has_cells(conn) and cells_bytes(conn, key) <= mb * 1024 * 1024:
+            cells_module.cached(conn, key)
+
+    warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
 
 
 async def for_page(page) -> bool:
@@ -141,6 +162,12 @@ class WindowDatabase:
         conn.executemany(insert, rows)
         conn.execute("insert or replace into temp.window_keys (name, key) values (?, ?)", [table, want])
         conn.commit()  # the inserts opened a transaction: end it, or later reads would keep its snapshot
+
+    async def groups(self, **options):
+        """A window pivot's page of groups and their total (see :func:`.groups.groups`)."""
+        return await self._db.execute_fn(
+            lambda conn: groups_module.groups(conn, self._key, self._lo, self._hi, **options)
+        )
 
     async def execute(self, sql, params=None, truncate=False, custom_time_limit=None, page_size=None,
                       log_sql_errors=True):
