@@ -189,6 +189,10 @@ async def test_an_orgs_pivot_in_a_window_equals_direct_counts(ds, template, wind
 @pytest.mark.asyncio
 @pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
 async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template, window):
+    await assert_orgs_and_signatures_exact(ds, template, window)
+
+
+async def assert_orgs_and_signatures_exact(ds, template, window):
     orgs = await get_json(ds, f"/win/-/forensics/orgs.json?size=1000&{query(window)}")
     assert orgs["source"] == ds.expected_source
     expected = {
@@ -313,3 +317,47 @@ async def test_the_engine_and_the_sql_show_the_same_pages(template, window):
                             assert got["total"] == want["total"], url
                         checked += len(got["rows"])
     assert checked > 100
+
+
+@pytest.mark.asyncio
+async def test_the_engine_follows_every_change(template, tmp_path):
+    """A served database changes under the engine (rules, verdicts, a later batch, records):
+    each window page then shows the new figures (the cells' generation reloads them)."""
+    path = tmp_path / "win.db"
+    shutil.copy(template, path)
+    served = make_datasette([path])
+    served.expected_source = "window_engine"
+    window = WINDOWS[1]
+    db = schema.connect(str(path))
+
+    seen = set()  # the window's (requests, in scope, unexplained) at each step: the steps change them
+
+    async def check():
+        seen.add(direct(path, """select count(*), sum(in_scope), coalesce(sum(unexplained), 0) from requests_view
+            where ts >= :w_from and ts < :w_to""", window)[0])
+        await assert_orgs_and_signatures_exact(served, path, window)
+        got = await get_json(served, f"/win/-/forensics/ips.json?by=cidr24&size=1000&{query(window)}")
+        assert got["source"] == "window_engine"
+        assert {r["key"]: (r["requests"], r["in_scope"], r["unexplained"]) for r in got["rows"]} == {
+            key: (n, s, u) for key, n, s, u in direct(
+                path, """select cidr24, count(*), sum(in_scope), coalesce(sum(unexplained), 0) from requests_view
+                where ts >= :w_from and ts < :w_to group by cidr24""", window)
+        }
+
+    await check()
+    actions.apply(db, "member_current", actor="test")
+    await check()
+    actions.undo(db, "staff", actor="test")
+    await check()
+    verdicts.make(db, "198.51.100.66", UA_CURL, None, "a verdict", "test")
+    await check()
+    log = tmp_path / "later.jsonl"
+    log.write_text("\n".join(log_lines(3, 60)) + "\n")
+    ingest.import_logs(db, [str(log)])
+    await check()
+    integrations = tmp_path / "integrations.csv"
+    integrations.write_text("id,org_id,name,created_at,deleted_at\ni4,4,delta,2020-07-02T00:00:00Z,\n")
+    records.import_records(db, "integrations", str(integrations))
+    await check()
+    assert len(seen) >= 4
+    db.conn.close()

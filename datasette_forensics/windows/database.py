@@ -32,7 +32,6 @@ from datasette.utils import sqlite_timelimit
 
 from . import cells as cells_module
 from . import groups as groups_module
-from . import relations
 
 DEFAULT_MB = 512
 # Bytes per cell held in numpy (int32 hour/sig/requests + int64 first/last; scoped adds org
@@ -145,13 +144,13 @@ class WindowDatabase:
             return
         cells = cells_module.cached(conn, self._key)
         if table == "window_sigs":
-            f = relations.sig_figures(conn, cells, self._lo, self._hi)
+            f = groups_module.window_sigs(conn, cells, self._key, self._lo, self._hi)
             rows = zip(
                 f["sig_id"].tolist(), f["requests"].tolist(), f["in_scope"].tolist(),
                 f["unexplained"].tolist(), f["first_ts"].tolist(), f["last_ts"].tolist(),
             )
         else:
-            f = relations.pair_figures(conn, cells, self._lo, self._hi)
+            f = groups_module.window_pairs(conn, cells, self._key, self._lo, self._hi)
             rows = zip(
                 f["sig_id"].tolist(), f["org_id"].tolist(), f["requests"].tolist(),
                 f["unexplained"].tolist(), f["first_ts"].tolist(), f["last_ts"].tolist(),

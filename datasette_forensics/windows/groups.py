@@ -66,10 +66,10 @@ def window_figures(conn, cells, db_key: str, lo: int, hi: int, org: str | None) 
 
     def compute():
         if org is None:
-            f = relations.sig_figures(conn, cells, lo, hi)
+            f = window_sigs(conn, cells, db_key, lo, hi)
             ids, in_scope = f["sig_id"], f["in_scope"]
         else:
-            p = relations.pair_figures(conn, cells, lo, hi)
+            p = window_pairs(conn, cells, db_key, lo, hi)
             keep = p["org_id"] == org
             f = {k: v[keep] for k, v in p.items()}
             ids, in_scope = f["sig_id"], f["requests"]
@@ -79,7 +79,14 @@ def window_figures(conn, cells, db_key: str, lo: int, hi: int, org: str | None) 
     return _cached(("sigs", db_key, cells.generation, lo, hi, org), compute)
 
 
+def window_sigs(conn, cells, db_key: str, lo: int, hi: int) -> dict:
+    """relations.sig_figures, cached per window and generation (shared by every connection)."""
+    return _cached(("sig_figures", db_key, cells.generation, lo, hi),
+                   lambda: relations.sig_figures(conn, cells, lo, hi))
+
+
 def window_pairs(conn, cells, db_key: str, lo: int, hi: int) -> dict:
+    """relations.pair_figures, cached per window and generation (shared by every connection)."""
     return _cached(("pairs", db_key, cells.generation, lo, hi),
                    lambda: relations.pair_figures(conn, cells, lo, hi))
 
