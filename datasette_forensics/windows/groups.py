@@ -91,17 +91,6 @@ def window_pairs(conn, cells, db_key: str, lo: int, hi: int) -> dict:
                    lambda: relations.pair_figures(conn, cells, lo, hi))
 
 
-def _sqlite_order(value):
-    """SQLite's order of values: null, numbers, text (binary: code points), blobs."""
-    if value is None:
-        return (0, 0)
-    if isinstance(value, (int, float)):
-        return (1, value)
-    if isinstance(value, str):
-        return (2, value)
-    return (3, bytes(value))
-
-
 def groups(conn, db_key: str, lo: int, hi: int, *, table: str, alias: str, group_by: str, keys: tuple,
            conds: list[str], cond_params: dict, org: str | None, status: str, sort: str, descending: bool,
            limit: int, offset: int) -> tuple[list[dict], int]:
@@ -121,19 +110,25 @@ def groups(conn, db_key: str, lo: int, hi: int, *, table: str, alias: str, group
     sel = np.flatnonzero(keep)
     sig = sig[sel]
     ip, ua = attrs["ip"][sig], attrs["ua"][sig]
-    # Each address (or agent) -> its group code; the groups' key values.
+    # Each address (or agent) -> its group code; the groups' key values. Read in SQLite's
+    # order of the keys, so a group's code is its rank by (k1, k2); k1_rank ranks k1 alone.
     member = ip if alias == "i" else ua
     codes: dict = {}
     group_keys: list[tuple] = []
+    k1_rank: list[int] = []
+    width = group_by.count(",") + 1
     lookup = np.full(int(member.max(initial=-1)) + 1, -1, dtype=np.int64)
-    for row in conn.execute(f"select {alias}.id, {group_by}, {', '.join(keys)} from {table} {alias}"):
+    order_by = ", ".join(keys)
+    for row in conn.execute(f"select {alias}.id, {group_by}, {order_by} from {table} {alias} order by {order_by}, {group_by}"):
         if row[0] >= len(lookup):
             continue
-        ident = row[1:1 + group_by.count(",") + 1]
+        ident = row[1:1 + width]
         code = codes.get(ident)
         if code is None:
             code = codes[ident] = len(group_keys)
-            group_keys.append(tuple(row[len(ident) + 1:]))
+            values = tuple(row[1 + width:])
+            k1_rank.append(0 if not group_keys else k1_rank[-1] + (values[0] != group_keys[-1][0]))
+            group_keys.append(values)
         lookup[row[0]] = code
     g = lookup[member]
     ok = g >= 0  # members whose group row exists (always, unless a row vanished)
@@ -155,10 +150,13 @@ def groups(conn, db_key: str, lo: int, hi: int, *, table: str, alias: str, group
     np.minimum.at(first, g, first_ts)
     np.maximum.at(last, g, last_ts)
     figures["first_ts"], figures["last_ts"] = first, last
-    kind_of = dict(conn.execute("select id, kind from user_agents"))
-    kinds = np.array([kind_of.get(u) for u in ua.tolist()], dtype=object)
-    for kind in KINDS:
-        figures[kind] = np.bincount(g, weights=np.where(kinds == kind, requests, 0), minlength=n)
+    kind_of = np.full(int(ua.max(initial=-1)) + 1, -1, dtype=np.int64)  # agent id -> index in KINDS
+    for ua_id, kind in conn.execute("select id, kind from user_agents"):
+        if ua_id < len(kind_of) and kind in KINDS:
+            kind_of[ua_id] = KINDS.index(kind)
+    kinds = kind_of[ua]
+    for i, kind in enumerate(KINDS):
+        figures[kind] = np.bincount(g, weights=np.where(kinds == i, requests, 0), minlength=n)
     # Distinct orgs of each group's signatures (in the window; of one org with ?org=).
     p = window_pairs(conn, cells, db_key, lo, hi)
     p_sig = p["sig_id"].astype(np.int64)
@@ -180,14 +178,13 @@ def groups(conn, db_key: str, lo: int, hi: int, *, table: str, alias: str, group
     }[status]
     chosen = np.flatnonzero(status_ok)
     total = len(chosen)
-    # Order: the sort column, then unexplained desc, in_scope desc, requests desc, k1, k2.
-    ranks = _key_ranks(group_keys)
-    k1 = ranks[0][chosen]
-    k2 = ranks[1][chosen] if len(ranks) > 1 else np.zeros(len(chosen), dtype=np.int64)
+    # Order: the sort column, then unexplained desc, in_scope desc, requests desc, k1, k2
+    # (the group code: its rank by the keys).
+    k1 = np.array(k1_rank, dtype=np.int64)[chosen]
     columns = {"k1": k1, **{name: figures[name][chosen] for name in
                ("requests", "in_scope", "unexplained", "orgs", "signatures", "ips", "user_agents", "first_ts", "last_ts")}}
     primary = columns[sort]
-    order = np.lexsort((k2, k1, -columns["requests"], -columns["in_scope"], -columns["unexplained"],
+    order = np.lexsort((chosen, -columns["requests"], -columns["in_scope"], -columns["unexplained"],
                         -primary if descending else primary))
     shown = chosen[order[offset:offset + limit]]
     top = _top_agents(g, ua, requests, shown)
@@ -216,17 +213,6 @@ def _distinct(group: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:
     width = int(member.max()) + 1
     pairs = np.unique(group * width + member)
     return np.bincount(pairs // width, minlength=n)
-
-
-def _key_ranks(group_keys: list[tuple]) -> list[np.ndarray]:
-    """Each key column's rank in SQLite's order, per group code."""
-    out = []
-    for i in range(len(group_keys[0]) if group_keys else 1):
-        values = [k[i] if i < len(k) else None for k in group_keys]
-        distinct = sorted(set(values), key=_sqlite_order)
-        rank = {v: r for r, v in enumerate(distinct)}
-        out.append(np.array([rank[v] for v in values], dtype=np.int64))
-    return out
 
 
 def _top_agents(g, ua, requests, shown) -> dict:
