@@ -10,6 +10,7 @@ from .errors import ForensicsError
 from .schema import is_forensic_database
 from .terminal import visible
 from .views import ROUTES
+from .windows import database as window_database
 
 WRITE_PERMISSION = permissions.WRITE
 
@@ -43,6 +44,8 @@ def startup(datasette):
             name for name, db in datasette.databases.items()
             if not db.is_memory and await db.execute_fn(is_forensic_database)
         ]
+        for name in forensic:  # the window engine's cells, loaded in the background
+            window_database.start_warming(datasette, datasette.databases[name])
         around.note_forensic_databases(datasette, forensic)
         around.apply_table_settings(datasette)
 

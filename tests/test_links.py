@@ -75,7 +75,7 @@ async def test_every_link_answers_and_every_count_is_its_rows(links_db):
         f"{base}/user-agents?by=kind", f"{base}/orgs", f"{base}/signatures", f"{base}/rules", f"{base}/requests",
         f"{base}/orgs/{org}", f"{base}/signatures?from=2020-07-04T06:30:00Z&to=2020-07-18T09:15:00Z",
         f"{base}/ips?by=cidr16", f"{base}/user-agents?by=raw", f"{base}/requests/1",
-        # Windows (read from window_days and the raw edge days): cut days, whole days.
+        # Windows (the window engine: the hour cells and the raw edge hours): cut days, whole days.
         f"{base}/ips?from=2020-07-03T10:17:00Z&to=2020-07-12T08:43:30Z",
         f"{base}/user-agents?by=family&from=2020-07-02&to=2020-07-10",
         f"{base}/orgs?from=2020-07-05T12:00:00Z&to=2020-07-15",

@@ -454,7 +454,7 @@ async def test_filtered_and_aggregate_figures_agree(ds_shared):
         for by in groupings:
             plain = await get_json(ds_shared, f"/ws/-/forensics/{page}.json?by={by}")
             windowed = await get_json(ds_shared, f"/ws/-/forensics/{page}.json?by={by}&{wide}")
-            assert plain["source"] == "pivot_groups" and windowed["source"] == "window_days"
+            assert plain["source"] == "pivot_groups" and windowed["source"] == "window_engine"
             strip = lambda rows: [{k: v for k, v in r.items() if k != "links"} for r in rows]  # noqa: E731
             assert strip(plain["rows"]) == strip(windowed["rows"]), (page, by)
     plain = await get_json(ds_shared, "/ws/-/forensics/orgs.json")

@@ -17,7 +17,6 @@ import shutil
 from datetime import datetime, timezone
 
 import pytest
-from datasette.app import Datasette
 
 from datasette_forensics import ingest, records, schema, verdicts
 from datasette_forensics.derived import window_hours
@@ -26,6 +25,7 @@ from datasette_forensics.timeparse import parse_time
 from datasette_forensics.views import sources
 from datasette_forensics.views.pivot import GROUPING_KEYS, PIVOTS
 
+from conftest import make_datasette
 from test_pages import UA_CHROME, UA_FIREFOX, UA_PARTNER, UA_BOT, UA_CURL, build, line
 
 ADDRESSES = ["10.0.0.5", "10.0.0.9", "203.0.113.10", "198.51.100.7", "198.51.100.8", "198.51.100.66", "192.0.2.1", "192.0.2.2"]
@@ -68,9 +68,18 @@ def template(tmp_path_factory):
     return tmp / "win.db"
 
 
-@pytest.fixture(scope="module")
-def ds(template):
-    return Datasette([str(template)])
+# Each window test runs twice: through the window engine (windows/database.py) and with
+# the engine off (window_engine_mb: 0), through the SQL over the cells (views/sources.py).
+SOURCES = {"engine": ("window_engine", None), "sql": ("window_days", 0)}
+
+
+@pytest.fixture(scope="module", params=list(SOURCES))
+def ds(template, request):
+    source, mb = SOURCES[request.param]
+    config = None if mb is None else {"plugins": {"datasette-forensics": {"window_engine_mb": mb}}}
+    ds = make_datasette([template], config=config)
+    ds.expected_source = source
+    return ds
 
 
 def bounds(window) -> tuple[int, int]:
@@ -130,7 +139,7 @@ async def assert_pivots_exact(ds, template, window):
                 got = await get_json(ds, f"/win/-/forensics/{page}.json?by={by}&status={status}&size=1000&{query(window)}")
                 if status == "all":
                     plain = got
-                assert got["source"] == "window_days"
+                assert got["source"] == ds.expected_source
                 shown = {
                     tuple(r["values"].values()): (
                         r["requests"], r["in_scope"], r["unexplained"], r["orgs"], r["signatures"],
@@ -181,8 +190,12 @@ async def test_an_orgs_pivot_in_a_window_equals_direct_counts(ds, template, wind
 @pytest.mark.asyncio
 @pytest.mark.parametrize("window", WINDOWS, ids=[query(w) for w in WINDOWS])
 async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template, window):
+    await assert_orgs_and_signatures_exact(ds, template, window)
+
+
+async def assert_orgs_and_signatures_exact(ds, template, window):
     orgs = await get_json(ds, f"/win/-/forensics/orgs.json?size=1000&{query(window)}")
-    assert orgs["source"] == "window_days"
+    assert orgs["source"] == ds.expected_source
     expected = {
         org: (n, u, s)
         for org, n, u, s in direct(
@@ -195,7 +208,7 @@ async def test_orgs_and_signatures_in_a_window_equal_direct_counts(ds, template,
     assert {r["org_id"]: (r["in_scope"], r["unexplained"], r["unexplained_signatures"]) for r in orgs["rows"]} == expected
 
     sigs = await get_json(ds, f"/win/-/forensics/signatures.json?size=1000&{query(window)}")
-    assert sigs["source"] == "window_days"
+    assert sigs["source"] == ds.expected_source
     shown = {
         (r["ip"], r["user_agent"]): (r["requests"], r["in_scope"], r["unexplained"], ms(r["first_seen"]), ms(r["last_seen"]))
         for r in sigs["rows"]
@@ -270,4 +283,75 @@ def test_incremental_upkeep_equals_a_recount(template, tmp_path):
     actions.apply(db, "staff", actor="test")
     assert_cells_current(db)
     assert db.execute("select generation from window_generation").fetchone()[0] > generation
+    db.conn.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("window", WINDOWS[:3], ids=[query(w) for w in WINDOWS[:3]])
+async def test_the_engine_and_the_sql_show_the_same_pages(template, window):
+    """Every pivot, sort (both ways), status and page: the window engine's rows, figures,
+    order, totals, top agents and latest paths are the SQL path's."""
+    from datasette_forensics.views.pivot import SORTS
+
+    engine = make_datasette([template])
+    sql = make_datasette([template], config={"plugins": {"datasette-forensics": {"window_engine_mb": 0}}})
+    checked = 0
+    for page, (_, groupings, _) in PIVOTS.items():
+        for by in groupings:
+            for sort in SORTS:
+                for direction in ("", "-"):
+                    for extra in ("", "&status=unexplained", "&size=2&page=2", "&org=1", "&kind=browser"):
+                        url = f"/win/-/forensics/{page}.json?by={by}&sort={direction}{sort}{extra}&{query(window)}"
+                        got, want = await get_json(engine, url), await get_json(sql, url)
+                        assert got["source"] == "window_engine" and want["source"] == "window_days"
+                        keep = ("key", "requests", "in_scope", "unexplained", "orgs", "signatures", "ips",
+                                "user_agents", "first_seen", "last_seen", "kinds", "top_user_agent", "last_path")
+                        assert [{k: r[k] for k in keep} for r in got["rows"]] == [{k: r[k] for k in keep} for r in want["rows"]], url
+                        if want["rows"]:  # past the last page the SQL path has no row to count with
+                            assert got["total"] == want["total"], url
+                        checked += len(got["rows"])
+    assert checked > 100
+
+
+@pytest.mark.asyncio
+async def test_the_engine_follows_every_change(template, tmp_path):
+    """A served database changes under the engine (rules, verdicts, a later batch, records):
+    each window page then shows the new figures (the cells' generation reloads them)."""
+    path = tmp_path / "win.db"
+    shutil.copy(template, path)
+    served = make_datasette([path])
+    served.expected_source = "window_engine"
+    window = WINDOWS[1]
+    db = schema.connect(str(path))
+
+    seen = set()  # the window's (requests, in scope, unexplained) at each step: the steps change them
+
+    async def check():
+        seen.add(direct(path, """select count(*), sum(in_scope), coalesce(sum(unexplained), 0) from requests_view
+            where ts >= :w_from and ts < :w_to""", window)[0])
+        await assert_orgs_and_signatures_exact(served, path, window)
+        got = await get_json(served, f"/win/-/forensics/ips.json?by=cidr24&size=1000&{query(window)}")
+        assert got["source"] == "window_engine"
+        assert {r["key"]: (r["requests"], r["in_scope"], r["unexplained"]) for r in got["rows"]} == {
+            key: (n, s, u) for key, n, s, u in direct(
+                path, """select cidr24, count(*), sum(in_scope), coalesce(sum(unexplained), 0) from requests_view
+                where ts >= :w_from and ts < :w_to group by cidr24""", window)
+        }
+
+    await check()
+    actions.apply(db, "member_current", actor="test")
+    await check()
+    actions.undo(db, "staff", actor="test")
+    await check()
+    verdicts.make(db, "198.51.100.66", UA_CURL, None, "a verdict", "test")
+    await check()
+    log = tmp_path / "later.jsonl"
+    log.write_text("\n".join(log_lines(3, 60)) + "\n")
+    ingest.import_logs(db, [str(log)])
+    await check()
+    integrations = tmp_path / "integrations.csv"
+    integrations.write_text("id,org_id,name,created_at,deleted_at\ni4,4,delta,2020-07-02T00:00:00Z,\n")
+    records.import_records(db, "integrations", str(integrations))
+    await check()
+    assert len(seen) >= 4
     db.conn.close()

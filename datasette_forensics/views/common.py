@@ -120,6 +120,7 @@ class State:
     tag_signatures: bool = True  # False where the tag filters the page's own rows instead (orgs)
     page: int = 1
     size: int = DEFAULT_SIZE
+    engine: bool = False  # the window's figures come from the window engine (windows/database.py)
 
     @property
     def window(self) -> bool:

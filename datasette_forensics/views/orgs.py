@@ -7,6 +7,7 @@ import json
 from .. import notes
 from ..derived import status as org_status
 from . import case_parts, chart, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import choice, open_page, page_view, paging, parse_state, sort_choice
 
@@ -34,15 +35,15 @@ left join orgs o on o.id = f.org_id
 where {{status}}
 order by {{order}} limit :limit offset :offset
 """
-# Filtered: the (signature, org) pairs of matching signatures, grouped by org.
+# Filtered: the (signature, org) pairs of matching signatures, grouped by org ({joins}:
+# ips i and user_agents a, only when the filters need them).
 ORGS_FILTERED = f"""
 with f as (
     select p.org_id, sum(p.requests) as in_scope, sum(p.unexplained) as unexplained,
         sum(p.unexplained > 0) as unexplained_signatures, sum(st.cross_tenant) as cross_tenant_signatures
     from ({{pairs}}) p
     join sig_stats st on st.sig_id = p.sig_id
-    join ips i on i.id = st.ip_id
-    join user_agents a on a.id = st.ua_id
+    {{joins}}
     where {{conds}}
     group by p.org_id
 )
@@ -72,8 +73,8 @@ join user_agents a on a.id = st.ua_id
 left join uris u on u.id = st.last_uri_id
 left join paths pa on pa.id = u.path_id
 """
-TOP_JOINS = """join sig_stats st on st.sig_id = p.sig_id
-        join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id"""
+IA_JOINS = "join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id"
+TOP_JOINS = "join sig_stats st on st.sig_id = p.sig_id " + IA_JOINS
 # Unfiltered: one seek per listed org in the index sig_org_rank.
 TOP_SIGNATURE_RANKED = """
 select x.org_id, i.ip, a.ua, pa.path from (
@@ -96,6 +97,7 @@ async def view(datasette, request):
     """Orgs: status (exposed, review, cleared) and in-scope figures, filterable by status."""
     page = await open_page(datasette, request, "orgs", tables=("orgs",))
     state = await parse_state(page, extra=("status", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS_FILTER), "all")
     sort, sort_sql, descending = sort_choice(request, SORTS, "status")
     order = f"{sort_sql} {'desc' if descending else 'asc'}, {TIEBREAK}"
@@ -111,7 +113,7 @@ async def view(datasette, request):
         status_sql = f"({status_sql}) and f.org_id in ({notes.TAGGED})"
         params.update(kind="org", tag=state.tag)
     if filtered:
-        sql = ORGS_FILTERED.format(pairs=pairs, conds=conds_sql, status=status_sql, order=order)
+        sql = ORGS_FILTERED.format(pairs=pairs, joins=IA_JOINS if conds else "", conds=conds_sql, status=status_sql, order=order)
     else:
         sql = ORGS.format(status=status_sql, order=order)
     rows = [dict(r) for r in await page.db.execute(sql, params)]
@@ -168,7 +170,7 @@ async def view(datasette, request):
         "status": status,
         "sort": sort,
         "filters": state.filter_params(),
-        "source": "window_days" if state.window else ("sig_org" if filtered else "org_stats"),
+        "source": sources.window_source(state) if state.window else ("sig_org" if filtered else "org_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,

@@ -11,6 +11,7 @@ import json
 
 from ..derived.aggregates import GROUPINGS, IP_GROUPINGS, KINDS
 from . import case_parts, chart, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
 
@@ -155,6 +156,7 @@ async def pivot_view(datasette, request, page_name: str):
     if by in IP_INFO_GROUPINGS:  # network owners and reverse DNS come from the ip_info records
         await page.require("ip_info")
     state = await parse_state(page, extra=("by", "status", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS), "all")
     sort, sort_column, descending = sort_choice(request, SORTS, "-unexplained")
     order = f"{{t}}{sort_column} {'desc' if descending else 'asc'}, " + TIEBREAK
@@ -166,6 +168,14 @@ async def pivot_view(datasette, request, page_name: str):
         sql = GROUPS.format(status=STATUS[status], order=order.format(t=""), outer_order=order.format(t="g."))
         rows = [dict(r) for r in await page.db.execute(sql, params)]
         total = (await page.db.execute(GROUPS_COUNT.format(status=STATUS[status]), params)).first()[0]
+    elif state.engine:  # a window: the window engine groups in memory (windows/groups.py)
+        conds, cond_params = state.conditions()
+        key_id, alias, table = _member(by)
+        rows, total = await page.db.groups(
+            table=table, alias=alias, group_by=group_by, keys=keys, conds=conds, cond_params=cond_params,
+            org=state.org, status=status, sort=sort_column, descending=descending,
+            limit=params["limit"], offset=params["offset"],
+        )
     else:
         sigs, source_params = sources.sigs_sql(state)
         conds, cond_params = state.conditions()
@@ -244,7 +254,7 @@ async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict
     """The shown groups' top user agent, latest path and (when ``orgs``) distinct orgs,
     from the relations of their signatures only."""
     params = {**state.conditions()[1], "gkeys": json.dumps([r["gkey"] for r in rows])}
-    key_id, alias, table = ("ip_id", "i", "ips") if by in IP_GROUPINGS else ("ua_id", "a", "user_agents")
+    key_id, alias, table = _member(by)
     page_sigs = PAGE_SIGS.format(key_id=key_id, alias=alias, table=table, **parts)
     shown_sigs = [r[0] for r in await page.db.execute(page_sigs, params)]
     params["only_sigs"] = json.dumps(shown_sigs)
@@ -267,9 +277,14 @@ async def _page_figures(page: Page, state, by: str, parts: dict, rows: list[dict
             r["orgs"] = reach.get(r["gkey"], 0)
 
 
+def _member(by: str) -> tuple[str, str, str]:
+    """What a grouping groups: (sig_stats column, alias, table) of addresses or user agents."""
+    return ("ip_id", "i", "ips") if by in IP_GROUPINGS else ("ua_id", "a", "user_agents")
+
+
 def _source(state) -> str:
     """What a filtered page grouped: the requests of a window, an org's pairs, or signatures."""
-    return "window_days" if state.window else "sig_org" if state.org else "sig_stats"
+    return sources.window_source(state) if state.window else "sig_org" if state.org else "sig_stats"
 
 
 def _row(page: Page, by: str, r: dict) -> dict:

@@ -9,6 +9,7 @@ import sqlite_utils
 
 from .. import notes
 from . import case_parts, sources
+from ..windows import database as window_database
 from .filter_bar import filter_bar
 from .common import address_and_agent, choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
 
@@ -45,21 +46,31 @@ left join paths p on p.id = u.path_id
 order by {order}
 """
 COUNT = "select count(*) from sig_stats st where {status} and {cross}"
-# Filtered: the signatures of this state (figures of the org or window when given).
+# Filtered: the signatures of this state (figures of the org or window when given),
+# ranked and paged first; the strings are read for the page's rows only.
 FILTERED = """
-with src as ({sigs})
-select st.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, src.requests, src.in_scope, src.unexplained, src.first_ts,
-    src.last_ts, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok, p.path,
-    count(*) over () as total
-from src
-join sig_stats st on st.sig_id = src.sig_id
-join ips i on i.id = st.ip_id
-join user_agents a on a.id = st.ua_id
-left join uris u on u.id = st.last_uri_id
+with src as ({sigs}),
+ranked as (
+    select src.sig_id, src.ip_id, src.ua_id, src.requests, src.in_scope, src.unexplained, src.first_ts,
+        src.last_ts, st.last_uri_id, st.cross_tenant, st.orgs, st.after_patch, st.after_patch_ok,
+        count(*) over () as total
+    from src
+    join sig_stats st on st.sig_id = src.sig_id
+    {join_ia}
+    where {conds} and {status} and {cross}
+    order by {order} limit :limit offset :offset
+)
+select r.sig_id, i.ip, i.network, i.country, i.provider, a.ua, a.kind, r.requests, r.in_scope, r.unexplained, r.first_ts,
+    r.last_ts, r.cross_tenant, r.orgs, r.after_patch, r.after_patch_ok, p.path, r.total
+from ranked r
+join ips i on i.id = r.ip_id
+join user_agents a on a.id = r.ua_id
+left join uris u on u.id = r.last_uri_id
 left join paths p on p.id = u.path_id
-where {conds} and {status} and {cross}
-order by {order} limit :limit offset :offset
+order by {outer_order}
 """
+# The signature filters' conditions read ips i and user_agents a.
+JOIN_IA = "join ips i on i.id = st.ip_id join user_agents a on a.id = st.ua_id"
 ORGS = """
 select so.sig_id, so.org_id, o.slug, so.requests, so.unexplained
 from sig_org so left join orgs o on o.id = so.org_id
@@ -78,6 +89,7 @@ async def view(datasette, request):
     """Signatures: cross-tenant first; orgs reached; did it stop, or keep succeeding, after the patch?"""
     page = await open_page(datasette, request, "signatures")
     state = await parse_state(page, extra=("status", "cross_tenant", "sort"))
+    await window_database.for_page(page)
     status = choice(request, "status", tuple(STATUS), "all")
     cross = choice(request, "cross_tenant", tuple(CROSS), "any")
     sort, sort_sql, descending = sort_choice(request, SORTS, "-cross_tenant")
@@ -90,7 +102,11 @@ async def view(datasette, request):
         sigs, source_params = sources.sigs_sql(state)
         conds, cond_params = state.conditions()
         params.update(source_params, **cond_params)
-        sql = FILTERED.format(sigs=sigs, conds=" and ".join(conds) or "1", status=status_sql, cross=CROSS[cross], order=order)
+        outer_order = order.replace("src.", "r.").replace("st.", "r.")
+        sql = FILTERED.format(
+            sigs=sigs, conds=" and ".join(conds) or "1", join_ia=JOIN_IA if conds else "", status=status_sql,
+            cross=CROSS[cross], order=order, outer_order=outer_order,
+        )
         rows = [dict(r) for r in await page.db.execute(sql, params)]
         total = rows[0]["total"] if rows else 0
     else:
@@ -161,7 +177,7 @@ async def view(datasette, request):
         "sort": sort,
         "patched_at": ms_iso(patched_ms),
         "filters": state.filter_params(),
-        "source": "window_days" if state.window else ("sig_org" if state.org else "sig_stats"),
+        "source": sources.window_source(state) if state.window else ("sig_org" if state.org else "sig_stats"),
         "base_url": page.self_url(json_format=False, **{k: None for k, _ in state.filter_params()}, page=None),
         **paging(page, total),
         "rows": out,

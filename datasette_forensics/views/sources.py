@@ -75,12 +75,29 @@ from (
 ) c
 join sig_stats st on st.sig_id = c.sig_id
 """
+# The same figures from the window engine's temp tables (windows/database.py).
+PAIRS_ENGINE = """
+select sig_id, org_id, requests, unexplained, first_ts, last_ts from temp.window_pairs
+where (:org is null or org_id = :org) and {where}
+"""
+SIGS_ENGINE = """
+select w.sig_id, st.ip_id, st.ua_id, w.requests, w.in_scope, w.unexplained, w.first_ts, w.last_ts,
+    st.last_uri_id
+from temp.window_sigs w
+join sig_stats st on st.sig_id = w.sig_id
+where {where}
+"""
 SIGS_OF_ORG = """
 select p.sig_id, st.ip_id, st.ua_id, p.requests, p.requests as in_scope, p.unexplained,
     p.first_ts, p.last_ts, st.last_uri_id
 from ({pairs}) p
 join sig_stats st on st.sig_id = p.sig_id
 """
+
+
+def window_source(state: State) -> str:
+    """What a window's figures come from, for the pages' ``source`` field."""
+    return "window_engine" if state.engine else "window_days"
 
 
 def window_cells(state: State, org: str | None = None, only: str | None = None) -> tuple[str, dict]:
@@ -110,6 +127,8 @@ def pairs_sql(state: State, only: str | None = None) -> tuple[str, dict]:
     """The (signature, org) relation for this state, with its parameters; ``only``
     (a key of ONLY) narrows it to the signatures or orgs given as :only_sigs or :only_orgs."""
     params = {"org": state.org}
+    if state.window and state.engine:
+        return PAIRS_ENGINE.format(where=ONLY[only] if only else "1"), params
     if state.window:
         cells, cell_params = window_cells(state, state.org, only)
         return PAIRS_WINDOW.format(cells=cells), dict(params, **cell_params)
@@ -121,6 +140,8 @@ def sigs_sql(state: State, only: str | None = None) -> tuple[str, dict]:
     if state.org is not None:
         pairs, params = pairs_sql(state, only)
         return SIGS_OF_ORG.format(pairs=pairs), params
+    if state.window and state.engine:
+        return SIGS_ENGINE.format(where=ONLY[only].replace("sig_id", "w.sig_id") if only else "1"), {}
     if state.window:
         cells, params = window_cells(state, only=only)
         return SIGS_WINDOW.format(cells=cells), params
