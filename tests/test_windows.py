@@ -70,7 +70,7 @@ def template(tmp_path_factory):
 
 # Each window test runs twice: through the window engine (windows/database.py) and with
 # the engine off (window_engine_mb: 0), through the SQL over the cells (views/sources.py).
-SOURCES = {"engine": ("window_engine", None), "sql": ("window_days", 0)}
+SOURCES = {"engine": ("window_engine", None), "sql": ("window_hours", 0)}
 
 
 @pytest.fixture(scope="module", params=list(SOURCES))
@@ -303,7 +303,7 @@ async def test_the_engine_and_the_sql_show_the_same_pages(template, window):
                     for extra in ("", "&status=unexplained", "&size=2&page=2", "&org=1", "&kind=browser"):
                         url = f"/win/-/forensics/{page}.json?by={by}&sort={direction}{sort}{extra}&{query(window)}"
                         got, want = await get_json(engine, url), await get_json(sql, url)
-                        assert got["source"] == "window_engine" and want["source"] == "window_days"
+                        assert got["source"] == "window_engine" and want["source"] == "window_hours"
                         keep = ("key", "requests", "in_scope", "unexplained", "orgs", "signatures", "ips",
                                 "user_agents", "first_seen", "last_seen", "kinds", "top_user_agent", "last_path")
                         assert [{k: r[k] for k in keep} for r in got["rows"]] == [{k: r[k] for k in keep} for r in want["rows"]], url

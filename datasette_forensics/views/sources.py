@@ -97,7 +97,7 @@ join sig_stats st on st.sig_id = p.sig_id
 
 def window_source(state: State) -> str:
     """What a window's figures come from, for the pages' ``source`` field."""
-    return "window_engine" if state.engine else "window_days"
+    return "window_engine" if state.engine else "window_hours"
 
 
 def window_cells(state: State, org: str | None = None, only: str | None = None) -> tuple[str, dict]:
