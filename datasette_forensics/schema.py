@@ -14,7 +14,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from . import derived
-from .derived import indexes, window_days, window_hours
+from .derived import indexes, window_hours
 from .errors import ForensicsError
 from .timeparse import utcnow
 
@@ -1083,11 +1083,29 @@ left join scoped s on s.request_id = r.id
 ddl_migration("m021_geo_ip_owners", GEO_IP_OWNERS + GEO_REQUESTS_VIEW + ";" + GEO_FILL)
 
 
+# The day cells m022 made; m025 drops them (window_hours replaced them).
+# m022_win2_window_days
+WINDOW_DAYS = """
+create table window_days (
+    day integer not null,
+    sig_id integer not null,
+    org_id text not null,
+    requests integer not null,
+    unexplained integer not null,
+    first_ts integer not null,
+    last_ts integer not null,
+    primary key (day, sig_id, org_id)
+) without rowid;
+create index window_days_sig on window_days(sig_id);
+create index window_days_org on window_days(org_id, day);
+"""
+
+
 @migrations()
 def m022_win2_window_days(db: sqlite_utils.Database) -> None:
-    """Time windows read whole days from window_days (derived/window_days.py); an
+    """Time windows read whole days from window_days (until m025); an
     older database's cells are counted once, before anything reads them."""
-    db.executescript(window_days.WINDOW_DAYS)
+    db.executescript(WINDOW_DAYS)
     if db.execute("select exists (select 1 from requests)").fetchone()[0]:
         db.execute(
             "insert or ignore into derived_state (work, reason, since) values ('window_days', ?, ?)",
@@ -1125,3 +1143,12 @@ def m024_cells_window_hours(db: sqlite_utils.Database) -> None:
             "insert or ignore into derived_state (work, reason, since) values ('window_days', ?, ?)",
             ["window_hours to count", utcnow()],
         )
+
+
+@migrations()
+def m025_hours_drop_window_days(db: sqlite_utils.Database) -> None:
+    """The hour cells (derived/window_hours.py) replace the day cells: windows read whole
+    hours, so window_days goes (its queued count, if any, becomes the hour cells')."""
+    db.execute("drop table if exists window_days")
+    db.execute("update or ignore derived_state set work = 'window_hours' where work = 'window_days'")
+    db.execute("delete from derived_state where work = 'window_days'")

@@ -1,8 +1,8 @@
 """Time windows: ``?from=``/``?to=`` on the IP and user-agent pivots, the orgs and
-the signatures pages read whole days from ``window_days`` (derived/window_days.py)
-and the requests of the partial edge days; each figure equals a direct SQL count
-over requests_view with the same ts bounds. And ``window_days``, kept by every
-writer, equals a recount from scratch after every kind of change.
+the signatures pages read whole hours from ``window_hours`` and ``window_scoped_hours``
+(derived/window_hours.py) and the requests of the partial edge hours; each figure
+equals a direct SQL count over requests_view with the same ts bounds. And the hour
+cells, kept by every writer, equal a recount from scratch after every kind of change.
 
 The log: 240 requests spread over 2020-06-30 to 2020-07-12 at random minutes and
 seconds (so windows cut hours and days), from eight addresses and five user agents,
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 import pytest
 
 from datasette_forensics import ingest, records, schema, verdicts
-from datasette_forensics.derived import window_days
+from datasette_forensics.derived import window_hours
 from datasette_forensics.rules import actions
 from datasette_forensics.timeparse import parse_time
 from datasette_forensics.views import sources
@@ -39,6 +39,7 @@ WINDOWS = [
     ("2020-07-03T10:00:00Z", "2020-07-04T13:00:00Z"),
     ("2020-07-03T10:17:00Z", "2020-07-05T08:43:30.250Z"),
     ("2020-07-03T10:05:00Z", "2020-07-03T10:50:00Z"),
+    ("2020-07-03T10:17:03.250Z", "2020-07-03T13:42:00Z"),
     ("2020-07-01T00:00:00Z", "2020-07-10T00:00:00Z"),
     ("2020-07-02T00:00:00Z", "2020-07-03T00:00:00Z"),
     ("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"),
@@ -69,7 +70,7 @@ def template(tmp_path_factory):
 
 # Each window test runs twice: through the window engine (windows/database.py) and with
 # the engine off (window_engine_mb: 0), through the SQL over the cells (views/sources.py).
-SOURCES = {"engine": ("window_engine", None), "sql": ("window_days", 0)}
+SOURCES = {"engine": ("window_engine", None), "sql": ("window_hours", 0)}
 
 
 @pytest.fixture(scope="module", params=list(SOURCES))
@@ -226,17 +227,16 @@ async def assert_orgs_and_signatures_exact(ds, template, window):
 
 # --- upkeep -----------------------------------------------------------------------------
 
-CELLS = "select * from window_days order by day, sig_id, org_id"
 HOUR_CELLS = ("select * from window_hours order by hour, sig_id",
               "select * from window_scoped_hours order by hour, sig_id, org_id")
 
 
 def assert_cells_current(db) -> None:
     """The kept cells equal a recount from scratch, and sum to the requests."""
-    kept = [db.execute(sql).fetchall() for sql in (CELLS, *HOUR_CELLS)]
+    kept = [db.execute(sql).fetchall() for sql in HOUR_CELLS]
     db.conn.execute("savepoint fresh")
-    window_days.refresh(db)
-    fresh = [db.execute(sql).fetchall() for sql in (CELLS, *HOUR_CELLS)]
+    window_hours.refresh(db)
+    fresh = [db.execute(sql).fetchall() for sql in HOUR_CELLS]
     db.conn.execute("rollback to fresh")
     db.conn.execute("release fresh")
     assert kept == fresh
@@ -247,20 +247,14 @@ def assert_cells_current(db) -> None:
         """select (select count(*) from requests), (select count(*) from scoped),
         (select count(*) from scoped where explained = 0)"""
     ).fetchone()
-    assert db.execute(
-        """select (select sum(requests) from window_days), (select sum(requests) from window_days where org_id != ''),
-        (select sum(unexplained) from window_days)"""
-    ).fetchone() == db.execute(
-        """select (select count(*) from requests), (select count(*) from scoped),
-        (select count(*) from scoped where explained = 0)"""
-    ).fetchone()
 
 
 def test_incremental_upkeep_equals_a_recount(template, tmp_path):
     path = tmp_path / "win.db"
     shutil.copy(template, path)
     db = schema.connect(str(path))
-    assert db.execute("select count(*) from window_days").fetchone()[0] > 20
+    assert db.execute("select count(*) from window_scoped_hours").fetchone()[0] > 20
+    assert not db["window_days"].exists()
     assert_cells_current(db)
     generation = db.execute("select generation from window_generation").fetchone()[0]
     for name in ("member_current", "token_owner", "post_patch_valid"):  # rules applied
@@ -309,7 +303,7 @@ async def test_the_engine_and_the_sql_show_the_same_pages(template, window):
                     for extra in ("", "&status=unexplained", "&size=2&page=2", "&org=1", "&kind=browser"):
                         url = f"/win/-/forensics/{page}.json?by={by}&sort={direction}{sort}{extra}&{query(window)}"
                         got, want = await get_json(engine, url), await get_json(sql, url)
-                        assert got["source"] == "window_engine" and want["source"] == "window_days"
+                        assert got["source"] == "window_engine" and want["source"] == "window_hours"
                         keep = ("key", "requests", "in_scope", "unexplained", "orgs", "signatures", "ips",
                                 "user_agents", "first_seen", "last_seen", "kinds", "top_user_agent", "last_path")
                         assert [{k: r[k] for k in keep} for r in got["rows"]] == [{k: r[k] for k in keep} for r in want["rows"]], url

@@ -10,7 +10,8 @@ dictionaries (log batches), account records, the incident, and the rules table
   unexplained counts they move.
 - :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
   ``org_stats`` and ``scope_days``.
-- :mod:`.window_days`: ``window_days``, requests per (day, signature, org) for time windows.
+- :mod:`.window_hours`: ``window_hours`` and ``window_scoped_hours``, requests per (hour,
+  signature[, org]) for time windows.
 - :mod:`.waterfall`: ``rule_waterfall``.
 - :mod:`.rule_counts`: ``rule_counts``, the requests each applied rule explains per
   (signature, org): the report's per-rule breakdown.
@@ -42,7 +43,7 @@ import sqlite_utils
 from .. import ipinfo
 from ..timeparse import utcnow
 from ..transaction import write_transaction
-from . import aggregates, explanations, out_of_scope, rule_counts, scope, waterfall, window_days
+from . import aggregates, explanations, out_of_scope, rule_counts, scope, waterfall, window_hours
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -56,6 +57,7 @@ def recompute(db: sqlite_utils.Database) -> None:
         else:
             rule_counts.refresh(db)  # nothing is in scope
         aggregates.refresh(db)
+        window_hours.refresh(db)
         out_of_scope.refresh(db)
 
 
@@ -90,8 +92,8 @@ def finish(db: sqlite_utils.Database) -> bool:
             recompute(db)
         elif works & {"ip_owners", "ip_groups"}:
             aggregates.refresh_ip_owner_groups(db)
-        if "window_days" in works and "all" not in works:
-            window_days.refresh(db)
+        if works & {"window_days", "window_hours"} and "all" not in works:
+            window_hours.refresh(db)
         db.execute("delete from derived_state")
     return True
 
@@ -124,6 +126,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             db.execute("drop table temp.touched_sigs")
         aggregates.refresh_batch(db, batch_id)
+        window_hours.refresh_batch(db, batch_id)
         out_of_scope.add_batch(db, batch_id)
 
 
@@ -138,6 +141,7 @@ def after_records(db: sqlite_utils.Database, kind: str) -> None:
         else:
             explanations.reevaluate(db)
             aggregates.refresh_days(db)
+            window_hours.refresh_unexplained(db)
 
 
 def after_rule_applied(db: sqlite_utils.Database, rule, applied_before: list[str]) -> tuple[int, list[dict]]:
@@ -200,4 +204,5 @@ def after_explanations_changed(db: sqlite_utils.Database, sigs_sql: str | None =
         explanations.refresh_unexplained(db, sigs_sql)
         rule_counts.refresh(db, sigs_sql)
         aggregates.refresh_days(db)
+        window_hours.refresh_unexplained(db)
         waterfall.refresh(db)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite_utils
 
-from . import indexes, window_days
+from . import indexes
 from .sorting import small_sort_runs
 
 # grouping -> (GROUP BY expression, key values) over ips i and user_agents a.
@@ -179,7 +179,6 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
                     refresh_grouping(db, grouping, None)
                 db.execute(ORG_STATS.format(where=""))
                 db.execute(SCOPE_DAYS.format(join=""))
-                window_days.refresh(db)
             return
         db.execute("drop table if exists temp.aggregate_sigs")
         db.execute(f"create temp table aggregate_sigs as select distinct sig_id from ({sigs_sql})")
@@ -211,7 +210,6 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
                 and s.ts >= x.day * 86400000 and s.ts < (x.day + 1) * 86400000"""
             )
         )
-        window_days.refresh(db, "select sig_id from temp.aggregate_sigs")
         for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
             db.execute(f"drop table temp.{table}")
 
@@ -220,7 +218,6 @@ def refresh_days(db: sqlite_utils.Database) -> None:
     """Recount every (org, day) of the timelines (after rules were re-evaluated wholesale)."""
     db.execute("delete from scope_days")
     db.execute(SCOPE_DAYS.format(join=""))
-    window_days.refresh_unexplained(db)
 
 
 def move_days(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:

@@ -2,7 +2,7 @@
 unexplained counts they move in ``sig_org`` and every page aggregate.
 
 A rule change moves exact deltas: the requests it newly explains (or stops
-explaining) are counted per (signature, org, day), moved in the timeline and in
+explaining) are counted per (signature, org, hour), moved in the timeline and in
 :func:`aggregates.move_unexplained`, and only the orgs they touch can change status.
 A change of scope re-evaluates every applied rule over the signatures it touched.
 """
@@ -14,7 +14,7 @@ import contextlib
 import sqlite_utils
 
 from ..rules import applied_names, load_rules
-from . import aggregates, rule_counts, waterfall, window_days
+from . import aggregates, rule_counts, waterfall, window_hours
 from .status import statuses_of
 
 # Page cache for the bulk writes of apply, undo and reevaluate (KiB, negative as in
@@ -97,7 +97,7 @@ def _changes(before: dict, after: dict) -> list[dict]:
 
 def _move(db: sqlite_utils.Database, sign: int, applied_bit: int | None = None) -> tuple[int, list[dict]]:
     """Move the counts of temp.rule_new, the requests a rule change (un)explains per
-    (signature, org, day), into the timeline and every aggregate (sign -1: explained).
+    (signature, org, hour), into the timeline and every aggregate (sign -1: explained).
 
     Args:
         applied_bit: the bit of a rule just applied, whose rule_new also counts
@@ -116,8 +116,10 @@ def _move(db: sqlite_utils.Database, sign: int, applied_bit: int | None = None) 
         rule_counts.add(db, applied_bit, "select sig_id, org_id, matched as n from temp.rule_delta")
     touched = "select distinct org_id from temp.rule_delta where n != 0"
     before = statuses_of(db, touched)
-    aggregates.move_days(db, "select org_id, day, sum(n) as n from temp.rule_new where n != 0 group by 1, 2", sign)
-    window_days.move(db, "select sig_id, org_id, day, n from temp.rule_new where n != 0", sign)
+    aggregates.move_days(
+        db, "select org_id, hour / 24 as day, sum(n) as n from temp.rule_new where n != 0 group by 1, 2", sign
+    )
+    window_hours.move(db, "select sig_id, org_id, hour, n from temp.rule_new where n != 0", sign)
     moved = sign * aggregates.move_unexplained(
         db, f"select sig_id, org_id, {'' if sign > 0 else '-'}n as n from temp.rule_delta"
     )
@@ -130,7 +132,7 @@ def _move(db: sqlite_utils.Database, sign: int, applied_bit: int | None = None) 
 def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
     """Set a newly applied rule's bit; returns (requests newly explained, status changes).
 
-    The requests it matches are counted per (signature, org, day) first, those it
+    The requests it matches are counted per (signature, org, hour) first, those it
     newly explains apart: enough to move sig_org, the timeline, the statuses and
     rule_counts without a second look; the bit is then set over the rule's key
     ranges of scoped, in order.
@@ -149,7 +151,7 @@ def explain(db: sqlite_utils.Database, rule) -> tuple[int, list[dict]]:
         newly = ""
     db.execute(
         f"""create temp table rule_new as
-        select s.sig_id, s.org_id, s.ts / 86400000 as day, sum(s.explained = 0) as n{matched}
+        select s.sig_id, s.org_id, s.ts / 3600000 as hour, sum(s.explained = 0) as n{matched}
         from scoped s where ({rule.match_sql()}) {newly}
         group by 1, 2, 3""",
         params,
@@ -165,12 +167,12 @@ def unexplain(db: sqlite_utils.Database, bit: int) -> tuple[int, list[dict]]:
     """Clear an undone rule's bit; returns (requests no longer explained, status changes).
 
     The requests this rule alone explains become unexplained: counted per
-    (signature, org, day) in one scan, then the bit goes in a second.
+    (signature, org, hour) in one scan, then the bit goes in a second.
     """
     db.execute("drop table if exists temp.rule_new")
     db.execute(
         """create temp table rule_new as
-        select sig_id, org_id, ts / 86400000 as day, count(*) as n
+        select sig_id, org_id, ts / 3600000 as hour, count(*) as n
         from scoped where explained = :bit group by 1, 2, 3""",
         {"bit": bit},
     )
@@ -194,7 +196,7 @@ def rematch_within(db: sqlite_utils.Database, rule, restrict: str, restrict_para
     db.execute("drop table if exists temp.rule_new")
     db.execute(
         f"""create temp table rule_new as
-        select s.sig_id, s.org_id, s.ts / 86400000 as day,
+        select s.sig_id, s.org_id, s.ts / 3600000 as hour,
             sum(case when s.explained = 0 then -1 else 1 end) as n
         from scoped s
         where ({restrict}) and ((s.explained = 0 and {match}) or (s.explained = :rule_bit and not {match}))

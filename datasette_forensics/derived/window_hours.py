@@ -6,9 +6,11 @@ in-scope requests per (hour, signature, org), with those no applied rule explain
 ``window_generation.generation`` is bumped in the same transaction as any change to
 either table, so a reader knows when to reload.
 
-For now they are kept beside ``window_days`` by the same hooks (full build, recount of
-the signatures a batch touched, recount of unexplained after a rule move); the pages
-still read ``window_days``.
+The derived-data owner (:mod:`datasette_forensics.derived`) keeps them: a full build
+with the aggregates, a recount of the signatures a later batch brought, a recount of
+unexplained after a wholesale re-evaluation, and a rule's move per (signature, org,
+hour) from the counts it computes anyway (``temp.rule_new`` of :mod:`.explanations`):
+one update per touched cell, no look at the requests again.
 """
 
 from __future__ import annotations
@@ -84,5 +86,32 @@ def refresh_unexplained(db: sqlite_utils.Database, pairs_sql: str | None = None)
         ) x
         where window_scoped_hours.hour = x.hour and window_scoped_hours.sig_id = x.sig_id
             and window_scoped_hours.org_id = x.org_id and window_scoped_hours.unexplained != x.n"""
+    )
+    bump(db)
+
+
+def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
+    """Recount the cells of the signatures a log batch brought (all of them when it
+    brought most signatures, a first import: one full pass is cheaper)."""
+    db.execute("drop table if exists temp.window_sigs")
+    db.execute(
+        "create temp table window_sigs as select distinct sig_id from requests where batch_id = ?",
+        [int(batch_id)],
+    )
+    touched, everything = db.execute(
+        "select (select count(*) from temp.window_sigs), (select count(*) from signatures)"
+    ).fetchone()
+    refresh(db, None if touched * 2 >= everything else "temp.window_sigs")
+    db.execute("drop table temp.window_sigs")
+
+
+def move(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
+    """Move unexplained counts by a (sig_id, org_id, hour, n) delta (trusted SQL): +n
+    when sign > 0. One update per touched cell."""
+    db.execute(
+        f"""update window_scoped_hours set unexplained = window_scoped_hours.unexplained {'+' if sign > 0 else '-'} d.n
+        from ({delta_sql}) d
+        where window_scoped_hours.hour = d.hour and window_scoped_hours.sig_id = d.sig_id
+            and window_scoped_hours.org_id = d.org_id"""
     )
     bump(db)

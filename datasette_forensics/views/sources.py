@@ -10,18 +10,29 @@ With ``?org=`` every figure counts that org's in-scope requests only.
 
 from __future__ import annotations
 
-from .common import DAY_MS, State
+from ..derived.window_hours import HOUR_MS
+from .common import State
 
 # (signature, org) pairs: sig_id, org_id, requests (in scope), unexplained, first_ts, last_ts.
 PAIRS = """
 select sig_id, org_id, requests, unexplained, first_ts, last_ts from sig_org
 where (:org is null or org_id = :org) and {where}
 """
-# A window's (day, signature, org) cells: the whole days it covers from window_days,
-# the requests of its partial edge days from requests (requests_ts); org_id '' is out of scope.
+# A window's (hour, signature, org) cells: the whole hours it covers from window_scoped_hours
+# (in scope) and window_hours (all requests: out of scope, org_id '', is all minus in scope),
+# the requests of its partial edge hours from requests (requests_ts).
 WINDOW_CELLS = """
-select sig_id, org_id, requests, unexplained, first_ts, last_ts from window_days
-where day >= :w_day_from and day < :w_day_to and {where}
+select sig_id, org_id, requests, unexplained, first_ts, last_ts from (
+    select sig_id, org_id, requests, unexplained, first_ts, last_ts from window_scoped_hours
+    where hour >= :w_hour_from and hour < :w_hour_to
+    union all
+    select sig_id, '', requests, 0, first_ts, last_ts from window_hours
+    where hour >= :w_hour_from and hour < :w_hour_to
+    union all
+    select sig_id, '', -requests, 0, null, null from window_scoped_hours
+    where hour >= :w_hour_from and hour < :w_hour_to
+)
+where {where}
 union all
 select sig_id, org_id, count(*), coalesce(sum(explained = 0), 0), min(ts), max(ts)
 from (
@@ -86,23 +97,23 @@ join sig_stats st on st.sig_id = p.sig_id
 
 def window_source(state: State) -> str:
     """What a window's figures come from, for the pages' ``source`` field."""
-    return "window_engine" if state.engine else "window_days"
+    return "window_engine" if state.engine else "window_hours"
 
 
 def window_cells(state: State, org: str | None = None, only: str | None = None) -> tuple[str, dict]:
-    """The window's (day, signature, org) cells (of one org's requests when given;
+    """The window's (hour, signature, org) cells (of one org's requests when given;
     ``only``: a key of ONLY)."""
     params = state.window_params()
     lo, hi = params["w_from"], params["w_to"]
-    day_from = -(2**40) if state.from_ms is None else -(-lo // DAY_MS)  # the first whole day
-    day_to = 2**40 if state.to_ms is None else hi // DAY_MS  # after the last whole day
-    if day_from >= day_to:  # no whole day: every request of the window is raw
-        day_from = day_to = 0
+    hour_from = -(2**40) if state.from_ms is None else -(-lo // HOUR_MS)  # the first whole hour
+    hour_to = 2**40 if state.to_ms is None else hi // HOUR_MS  # after the last whole hour
+    if hour_from >= hour_to:  # no whole hour: every request of the window is raw
+        hour_from = hour_to = 0
         edge_from = edge_to = hi
     else:
-        edge_from = lo if state.from_ms is None else day_from * DAY_MS
-        edge_to = hi if state.to_ms is None else day_to * DAY_MS
-    params.update(w_day_from=day_from, w_day_to=day_to, w_edge_from=edge_from, w_edge_to=edge_to)
+        edge_from = lo if state.from_ms is None else hour_from * HOUR_MS
+        edge_to = hi if state.to_ms is None else hour_to * HOUR_MS
+    params.update(w_hour_from=hour_from, w_hour_to=hour_to, w_edge_from=edge_from, w_edge_to=edge_to)
     where = ["1"]
     if org is not None:
         where.append("org_id = :org")
