@@ -1,12 +1,14 @@
 """What the requests pages' additions cost the import: the raw lines
-(datasette_forensics.rawlines) and the m019_pages indexes.
+(datasette_forensics.rawlines), the m019_pages indexes and the window hour cells.
 
 One import of ``bench_import.py``'s cached N-line combined log (1,000,000 lines by
 default) into a fresh database, exactly as ``ingest.import_logs`` runs it, with the
 additions (``--pages on``, the product) or without them (``--pages off``:
 ``rawlines.pack`` replaced by one that packs nothing, before the parse process
 forks, and the indexes of m019_pages put back as they were before: ``requests_sig``
-on ``sig_id`` alone, no /24, /16, family or kind index). It prints the seconds, the
+on ``sig_id`` alone, no /24, /16, family or kind index, and the window hour cells'
+build and per-batch recount, ``derived.window_hours.refresh`` and ``refresh_batch``,
+replaced by no-ops). It prints the seconds, the
 CPU seconds, and the raw lines' stored bytes per line (the ``raw_chunks`` table's
 pages, by ``dbstat``, over the lines imported).
 
@@ -32,6 +34,7 @@ sys.path.insert(0, HERE)
 
 from bench_import import cached_log  # noqa: E402
 from datasette_forensics import ingest, rawlines, schema  # noqa: E402
+from datasette_forensics.derived import window_hours  # noqa: E402
 
 
 BEFORE_PAGES = """
@@ -57,6 +60,8 @@ def main(argv=None) -> None:
     log = cached_log(args.lines)
     if args.pages == "off":
         rawlines.pack = lambda batch_id, line_nos, lines: []
+        window_hours.refresh = lambda db, *args, **kwargs: None
+        window_hours.refresh_batch = lambda db, *args, **kwargs: None
     with tempfile.TemporaryDirectory(dir=os.path.join(HERE, "out")) as tmp:
         path = os.path.join(tmp, "import.db")
         started, cpu = time.monotonic(), cpu_seconds()
@@ -69,9 +74,10 @@ def main(argv=None) -> None:
         conn = sqlite3.connect(path)
         imported = conn.execute("select count(*) from requests").fetchone()[0]
         stored = conn.execute("select coalesce(sum(pgsize), 0) from dbstat where name = 'raw_chunks'").fetchone()[0]
+        cells = conn.execute("select (select count(*) from window_hours) + (select count(*) from window_scoped_hours)").fetchone()[0]
         conn.close()
     per_line = stored / imported if imported else 0
-    print(f"pages={args.pages} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f}")
+    print(f"pages={args.pages} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f} window_cells={cells}")
 
 
 if __name__ == "__main__":
