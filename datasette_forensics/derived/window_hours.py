@@ -19,6 +19,16 @@ import sqlite_utils
 
 HOUR_MS = 3_600_000
 
+
+def hour_range(lo: int, hi: int) -> tuple[int, int, int, int]:
+    """(first whole hour, hour after the last whole one, edge_lo, edge_hi) of [lo, hi):
+    a window reads hours [first, after) from the cells, and [lo, edge_lo) and
+    [edge_hi, hi) raw."""
+    h_from, h_to = -(-lo // HOUR_MS), hi // HOUR_MS
+    if h_from >= h_to:
+        return 0, 0, hi, hi  # no whole hour: the window is all edge
+    return h_from, h_to, h_from * HOUR_MS, h_to * HOUR_MS
+
 # m024_cells_window_hours
 WINDOW_HOURS = """
 create table window_hours (            -- every request, per (UTC hour, signature)

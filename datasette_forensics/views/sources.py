@@ -10,7 +10,7 @@ With ``?org=`` every figure counts that org's in-scope requests only.
 
 from __future__ import annotations
 
-from ..derived.window_hours import HOUR_MS
+from ..derived.window_hours import hour_range
 from .common import State
 
 # (signature, org) pairs: sig_id, org_id, requests (in scope), unexplained, first_ts, last_ts.
@@ -104,15 +104,7 @@ def window_cells(state: State, org: str | None = None, only: str | None = None) 
     """The window's (hour, signature, org) cells (of one org's requests when given;
     ``only``: a key of ONLY)."""
     params = state.window_params()
-    lo, hi = params["w_from"], params["w_to"]
-    hour_from = -(2**40) if state.from_ms is None else -(-lo // HOUR_MS)  # the first whole hour
-    hour_to = 2**40 if state.to_ms is None else hi // HOUR_MS  # after the last whole hour
-    if hour_from >= hour_to:  # no whole hour: every request of the window is raw
-        hour_from = hour_to = 0
-        edge_from = edge_to = hi
-    else:
-        edge_from = lo if state.from_ms is None else hour_from * HOUR_MS
-        edge_to = hi if state.to_ms is None else hour_to * HOUR_MS
+    hour_from, hour_to, edge_from, edge_to = hour_range(params["w_from"], params["w_to"])
     params.update(w_hour_from=hour_from, w_hour_to=hour_to, w_edge_from=edge_from, w_edge_to=edge_to)
     where = ["1"]
     if org is not None:

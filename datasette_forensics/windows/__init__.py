@@ -1,7 +1,6 @@
 """An in-memory window engine (issue #14 item 4): the hour cells of a database held
 in numpy arrays, and a window's per-signature and per-(signature, org) figures from
 them (whole hours by a slice of the hour-sorted arrays, the at most two partial edge
-hours read raw from ``requests``).
-
-Not yet wired into the pages: see the README's windows section.
+hours read raw from ``requests``), serving the pages' time windows (``database.py``,
+``groups.py``).
 """

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-HOUR_MS = 3_600_000
 SEP = "\x1f"
 
 

@@ -11,6 +11,7 @@ are array operations; SQL only reads the page's strings.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 
@@ -244,7 +245,5 @@ def _last_uris(g, last_ts, sig, uri, shown) -> dict:
 
 
 def _strings(conn, sql: str, ids) -> dict:
-    import json
-
     ids = sorted({int(i) for i in ids if i is not None})
     return dict(conn.execute(sql, [json.dumps(ids)])) if ids else {}

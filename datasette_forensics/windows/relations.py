@@ -10,7 +10,8 @@ import sqlite3
 
 import numpy as np
 
-from .cells import HOUR_MS, Cells
+from ..derived.window_hours import hour_range
+from .cells import Cells
 
 BIG = 2**62
 EDGES = """
@@ -19,14 +20,6 @@ from requests r left join scoped s on s.request_id = r.id
 where (r.ts >= :lo and r.ts < :edge_lo) or (r.ts >= :edge_hi and r.ts < :hi)
 group by 1, 2
 """
-
-
-def hour_range(lo: int, hi: int) -> tuple[int, int, int, int]:
-    """(first whole hour, hour after the last whole one, edge_lo, edge_hi) of [lo, hi)."""
-    h_from, h_to = -(-lo // HOUR_MS), hi // HOUR_MS
-    if h_from >= h_to:
-        return 0, 0, hi, hi  # no whole hour: the window is all edge
-    return h_from, h_to, h_from * HOUR_MS, h_to * HOUR_MS
 
 
 def _slice(hours: np.ndarray, h_from: int, h_to: int) -> slice:
