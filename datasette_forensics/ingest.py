@@ -340,6 +340,7 @@ class BatchWriter:
                     raw_rows = [r for r in raw_rows if r[1] not in dropped]
                 requests = [r for r, k in zip(requests, keep) if k]
                 rejected = [r for r, k in zip(rejected, keep[n:]) if k]
+            first_id = conn.execute("select coalesce(max(id), 0) + 1 from requests").fetchone()[0]
             conn.executemany(
                 "insert into requests (batch_id, line_no, ts, sig_id, uri_id, method, status,"
                 " bytes, referer_id, token_id, org_id, extra)"
@@ -355,6 +356,7 @@ class BatchWriter:
             if raw_rows:
                 conn.executemany("insert into raw_bytes values (?, ?, ?)", raw_rows)
             rawlines.store(conn, chunk.raw_chunks)
+            derived.after_chunk(conn, first_id)
             imported = len(requests)
             n_rejected = len(rejected)
             conn.execute(

@@ -262,6 +262,47 @@ def test_provenance_points_at_the_raw_line(tmp_path):
         assert file_lines[line_no - 1] == raw
 
 
+def test_raw_lines_and_hour_cells_across_reads_chunks_and_batches(tmp_path, monkeypatch):
+    """The raw lines are packed in a thread as the reader reads (rawlines.Packer) and the
+    hour cells grow with each stored chunk (derived.after_chunk): with reads of 4 KiB,
+    chunks of 1,234 lines (not whole blocks), rejected and duplicate lines, and a second
+    batch into the same hours, every request's raw line is its file's line, the blocks
+    are exactly rawlines.pack's, and window_hours is a direct count of the requests."""
+    from datasette_forensics import readers, rawlines
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 1234)
+    db = tmp_path / "t.db"
+
+    def log(name, first, n):
+        lines = []
+        for i in range(first, first + n):
+            when = f"01/Jul/2020:{i * 7 // 1000 % 24:02d}:{i % 60:02d}:{i * 13 % 60:02d} +0000"
+            lines.append(line(i, ip=f"198.51.100.{i % 37}", ua=CURL if i % 3 else CHROME, when=when))
+            if i % 401 == 0:
+                lines.append(BAD + f" {i}")
+        return write(tmp_path / name, lines)
+
+    first, second = log("a.log", 0, 5000), log("b.log", 2500, 5000)  # half of b repeats a
+    import_ok(db, first)
+    import_ok(db, second)
+    conn = sqlite3.connect(db)
+    by_batch = {}
+    for batch_id, path in conn.execute("select id, source from import_batches"):
+        by_batch[batch_id] = Path(path).read_bytes().split(b"\n")
+    stored = conn.execute("select batch_id, line_no from requests order by id").fetchall()
+    assert len(stored) == 7500  # b's first 2,500 lines are a's again: duplicates
+    for batch_id, line_no in stored:
+        assert rawlines.raw_line(conn, batch_id, line_no) == by_batch[batch_id][line_no - 1]
+    cells = conn.execute("select * from window_hours order by hour, sig_id").fetchall()
+    assert cells == conn.execute(
+        """select ts / 3600000, sig_id, count(*), min(ts), max(ts) from requests
+        group by 1, 2 order by 1, 2"""
+    ).fetchall()
+    assert len(cells) > 100
+    conn.close()
+
+
 def test_invalid_utf8_is_imported_and_the_exact_bytes_kept(tmp_path):
     db = tmp_path / "t.db"
     bad_ua = line(2, ua="Mozilla/5.0 XX cafY").encode().replace(b"XX", b"\xff\xfe").replace(b"cafY", b"caf\xe9")

@@ -124,10 +124,17 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
         ipinfo.apply_ip_info(db, min_ip_id=min_ip_id)
         if scope.after_batch(db, batch_id):
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
+            window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)
             db.execute("drop table temp.touched_sigs")
         aggregates.refresh_batch(db, batch_id)
-        window_hours.refresh_batch(db, batch_id)
+        window_hours.bump(db)  # its chunks grew window_hours (after_chunk)
         out_of_scope.add_batch(db, batch_id)
+
+
+def after_chunk(conn: sqlite3.Connection, first_id: int) -> None:
+    """A chunk of a log batch stored requests from id ``first_id`` on (call in its
+    transaction): count them into the hour cells now, while the parser reads on."""
+    window_hours.add_requests(conn, first_id)
 
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:

@@ -7,10 +7,17 @@ in-scope requests per (hour, signature, org), with those no applied rule explain
 either table, so a reader knows when to reload.
 
 The derived-data owner (:mod:`datasette_forensics.derived`) keeps them: a full build
-with the aggregates, a recount of the signatures a later batch brought, a recount of
-unexplained after a wholesale re-evaluation, and a rule's move per (signature, org,
+with the aggregates; ``window_hours`` grown by each stored chunk of a log batch, in the
+chunk's own transaction, from the rows it just wrote (:func:`add_requests`: an upsert of
+the chunk's cells, done while the import's parser works on the next chunk, instead of
+a recount of the batch's signatures when it closes); ``window_scoped_hours`` recounted
+for the signatures whose scope a batch changed when it closes; a recount of
+unexplained after a wholesale re-evaluation; and a rule's move per (signature, org,
 hour) from the counts it computes anyway (``temp.rule_new`` of :mod:`.explanations`):
 one update per touched cell, no look at the requests again.
+
+The generation is bumped when a batch closes, not per chunk: the window engine's
+copy stays the closed batches' until then, as the scope does.
 """
 
 from __future__ import annotations
@@ -68,6 +75,21 @@ group by 1, 2, 3 order by 1, 2, 3
 """
 
 
+ADD_REQUESTS = """
+insert into window_hours (hour, sig_id, requests, first_ts, last_ts)
+select ts / 3600000, sig_id, count(*), min(ts), max(ts)
+from requests where id >= ? group by 1, 2 order by 1, 2
+on conflict (hour, sig_id) do update set requests = requests + excluded.requests,
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
+"""
+
+
+def add_requests(conn, first_id: int) -> None:
+    """Count the requests stored from id ``first_id`` on (a chunk just written, in its
+    transaction) into ``window_hours``."""
+    conn.execute(ADD_REQUESTS, [int(first_id)])
+
+
 def bump(db: sqlite_utils.Database) -> None:
     """Tell readers the cells changed (call inside the transaction that changed them)."""
     db.execute("update window_generation set generation = generation + 1 where id = 1")
@@ -100,19 +122,12 @@ def refresh_unexplained(db: sqlite_utils.Database, pairs_sql: str | None = None)
     bump(db)
 
 
-def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
-    """Recount the cells of the signatures a log batch brought (all of them when it
-    brought most signatures, a first import: one full pass is cheaper)."""
-    db.execute("drop table if exists temp.window_sigs")
-    db.execute(
-        "create temp table window_sigs as select distinct sig_id from requests where batch_id = ?",
-        [int(batch_id)],
-    )
-    touched, everything = db.execute(
-        "select (select count(*) from temp.window_sigs), (select count(*) from signatures)"
-    ).fetchone()
-    refresh(db, None if touched * 2 >= everything else "temp.window_sigs")
-    db.execute("drop table temp.window_sigs")
+def refresh_scoped(db: sqlite_utils.Database, sigs_sql: str) -> None:
+    """Recount the in-scope cells of the signatures ``sigs_sql`` selects (trusted SQL),
+    whose scope or explanations a batch changed; ``window_hours`` grew with its chunks."""
+    where = f"where sig_id in ({sigs_sql})"
+    db.execute(f"delete from window_scoped_hours {where}")
+    db.execute(SCOPED_HOURS.format(where=where))
 
 
 def move(db: sqlite_utils.Database, delta_sql: str, sign: int) -> None:
