@@ -68,7 +68,6 @@ join ips i on i.id = g.ip_id
 join user_agents a on a.id = g.ua_id
 where so.org_id = :org and {conds}
 """
-LOG_SPAN = "select min(ts), max(ts) from requests"
 # The filter bar's status toggle, on signatures (so) and requests (s).
 STATUS = {
     "all": ("1", "1"),
@@ -177,7 +176,7 @@ async def view(datasette, request):
             )
     sigs = [r[0] for r in await db.execute(FILTERED_SIGS.format(**filtered), params)] if conds else None
     figures, timeline_source = await sources.hour_figures(page, state.from_ms, state.to_ms, org=org, sigs=sigs)
-    first, last = (await db.execute(LOG_SPAN)).first()
+    first, last = (await db.execute(sources.LOG_SPAN)).first()
     unit = sources.timeline_unit(state, first, last) if state.window else DAY_MS
     timeline = []
     for bucket, _, in_scope, unexplained in sources.timeline_buckets(figures, unit):

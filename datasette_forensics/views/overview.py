@@ -51,9 +51,6 @@ order by st.cross_tenant desc, st.unexplained desc, st.in_scope desc, st.request
 limit 10
 """
 SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
-# The log's first and last request (the requests_ts index): the timeline's span.
-LOG_SPAN = "select min(ts), max(ts) from requests"
-
 PIVOTS = [
     ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, country, network kind, reverse DNS"),
     ("user-agents", "User-agent groups", "by exact user agent, family, family and major version, OS, kind"),
@@ -100,7 +97,7 @@ async def view(datasette, request):
     ]
     waterfall, waterfall_source = await _waterfall(page, funnel)
     state = await parse_state(page)
-    first, last = (await db.execute(LOG_SPAN)).first()
+    first, last = (await db.execute(sources.LOG_SPAN)).first()
     figures, timeline_source = await sources.hour_figures(page, state.from_ms, state.to_ms)
     timeline = []
     for day, _, in_scope, unexplained in sources.timeline_buckets(figures, DAY_MS):

@@ -190,6 +190,11 @@ async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = N
     return await page.db.execute_fn(run)
 
 
+# The log's first and last request: two reads of the requests_ts index (min and max in
+# one select would walk the whole index).
+LOG_SPAN = "select (select min(ts) from requests), (select max(ts) from requests)"
+
+
 def timeline_unit(state: State, first: int | None, last: int | None) -> int:
     """The timeline's bucket: hours for up to three days, else days, of the window
     (clamped to the log's first and last request) when one is given."""
