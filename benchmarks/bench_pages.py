@@ -577,7 +577,7 @@ def _window_pages() -> dict:
 TIMELINE_PAGES = ("overview", "org page")
 
 
-async def time_windows(path: str, runs: int, engine_mb: float | None = None) -> dict:
+async def time_windows(path: str, runs: int, engine_mb: float | None = None, timelines_only: bool = False) -> dict:
     """Each window pivot's JSON: the first request, then ``runs`` warm ones (``engine_mb``:
     the window_engine_mb setting; 0 times the SQL path over the cells)."""
     from urllib.parse import quote
@@ -595,6 +595,8 @@ async def time_windows(path: str, runs: int, engine_mb: float | None = None) -> 
     print(f"window engine load at startup (background): {time.perf_counter() - t:.2f} s", file=sys.stderr)
     for window, (start, end) in WINDOWS.items():
         for label, page in _window_pages().items():
+            if timelines_only and label not in TIMELINE_PAGES:
+                continue
             url = base + page.format(org=quote(org, safe="")) + f"&from={start}&to={end}"
             url = url.replace("?&", "?")
             results[f"{label} ({window})"] = await _time_url(ds, url, runs, label)
@@ -614,6 +616,7 @@ def main(argv=None) -> None:
     parser.add_argument("--windows-only", action="store_true", help="time only the window pivots (one day, the incident)")
     parser.add_argument("--window-engine-mb", type=float, default=None,
                         help="with --windows-only: the window_engine_mb setting (0: the SQL path over the cells)")
+    parser.add_argument("--timelines-only", action="store_true", help="with --windows-only: the overview and org page only")
     parser.add_argument("--report-only", action="store_true", help="time only report.json, report.csv and evidence")
     args = parser.parse_args(argv)
 
@@ -649,10 +652,11 @@ def main(argv=None) -> None:
         (args.report_only, "report", time_report), (args.links_only, "links", time_links), (args.windows_only, "windows", time_windows)
     ):
         if only:  # one part alone: its URLs timed against the link targets
-            extra = {"engine_mb": args.window_engine_mb} if kind == "windows" else {}
+            extra = {"engine_mb": args.window_engine_mb, "timelines_only": args.timelines_only} if kind == "windows" else {}
             timed = asyncio.run(timer(path, args.runs, **extra))
             result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, kind: timed, "summary": report_links(timed)}
-            suffix = "" if extra.get("engine_mb") is None else f"-engine{args.window_engine_mb:g}mb"
+            suffix = ("" if extra.get("engine_mb") is None else f"-engine{args.window_engine_mb:g}mb") + (
+                "-timelines" if extra.get("timelines_only") else "")
             with open(os.path.join(RESULTS, f"pages-{kind}-{args.requests}{suffix}.json"), "w") as f:
                 json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
             return
