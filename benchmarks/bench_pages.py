@@ -342,11 +342,14 @@ def _percentile(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-async def _workbench(path: str):
+async def _workbench(path: str, engine_mb: float | None = None):
     """A started Datasette serving ``path``, and the path of its workbench pages."""
     from datasette.app import Datasette
 
-    ds = Datasette([path])
+    from datasette_forensics import permissions
+
+    config = None if engine_mb is None else {"plugins": {"datasette-forensics": {"window_engine_mb": engine_mb}}}
+    ds = Datasette([path], **permissions.datasette_kwargs(config, None))
     await ds.invoke_startup()
     return ds, f"/{os.path.splitext(os.path.basename(path))[0]}/-/forensics"
 
@@ -566,14 +569,20 @@ def _window_pages() -> dict:
 
     pages = {f"{page} by {by}": f"/{page}.json?by={by}" for page, (_, groupings, _) in PIVOTS.items() for by in groupings}
     pages.update({"orgs": "/orgs.json?", "signatures": "/signatures.json?", "org page": "/orgs/{org}.json?"})
+    pages["overview"] = ".json?"  # its timeline honours the window (the rest of it is the whole log's)
     return pages
 
 
-async def time_windows(path: str, runs: int) -> dict:
-    """Each window pivot's JSON: the first request, then ``runs`` warm ones."""
+# The timelines' pages without a window too (their timelines read the hour cells either way).
+TIMELINE_PAGES = ("overview", "org page")
+
+
+async def time_windows(path: str, runs: int, engine_mb: float | None = None, timelines_only: bool = False) -> dict:
+    """Each window pivot's JSON: the first request, then ``runs`` warm ones (``engine_mb``:
+    the window_engine_mb setting; 0 times the SQL path over the cells)."""
     from urllib.parse import quote
 
-    ds, base = await _workbench(path)
+    ds, base = await _workbench(path, engine_mb)
     org = _busiest_org(path)
     results = {}
     # The server loads the window engine's cells in the background at startup: wait for it
@@ -586,9 +595,14 @@ async def time_windows(path: str, runs: int) -> dict:
     print(f"window engine load at startup (background): {time.perf_counter() - t:.2f} s", file=sys.stderr)
     for window, (start, end) in WINDOWS.items():
         for label, page in _window_pages().items():
+            if timelines_only and label not in TIMELINE_PAGES:
+                continue
             url = base + page.format(org=quote(org, safe="")) + f"&from={start}&to={end}"
             url = url.replace("?&", "?")
             results[f"{label} ({window})"] = await _time_url(ds, url, runs, label)
+    for label in TIMELINE_PAGES:
+        url = (base + _window_pages()[label].format(org=quote(org, safe=""))).rstrip("?")
+        results[f"{label} (no window)"] = await _time_url(ds, url, runs, label)
     return results
 
 
@@ -600,6 +614,9 @@ def main(argv=None) -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached database")
     parser.add_argument("--links-only", action="store_true", help="time only the links of the workbench pages")
     parser.add_argument("--windows-only", action="store_true", help="time only the window pivots (one day, the incident)")
+    parser.add_argument("--window-engine-mb", type=float, default=None,
+                        help="with --windows-only: the window_engine_mb setting (0: the SQL path over the cells)")
+    parser.add_argument("--timelines-only", action="store_true", help="with --windows-only: the overview and org page only")
     parser.add_argument("--report-only", action="store_true", help="time only report.json, report.csv and evidence")
     args = parser.parse_args(argv)
 
@@ -635,9 +652,12 @@ def main(argv=None) -> None:
         (args.report_only, "report", time_report), (args.links_only, "links", time_links), (args.windows_only, "windows", time_windows)
     ):
         if only:  # one part alone: its URLs timed against the link targets
-            timed = asyncio.run(timer(path, args.runs))
+            extra = {"engine_mb": args.window_engine_mb, "timelines_only": args.timelines_only} if kind == "windows" else {}
+            timed = asyncio.run(timer(path, args.runs, **extra))
             result = {"requests": args.requests, "sizes": sizes, "runs": args.runs, kind: timed, "summary": report_links(timed)}
-            with open(os.path.join(RESULTS, f"pages-{kind}-{args.requests}.json"), "w") as f:
+            suffix = ("" if extra.get("engine_mb") is None else f"-engine{args.window_engine_mb:g}mb") + (
+                "-timelines" if extra.get("timelines_only") else "")
+            with open(os.path.join(RESULTS, f"pages-{kind}-{args.requests}{suffix}.json"), "w") as f:
                 json.dump(dict(result, load=os.getloadavg(), cpus=os.cpu_count(), sqlite=sqlite3.sqlite_version), f, indent=2)
             return
     pages = asyncio.run(_time_pages(path, args.runs))

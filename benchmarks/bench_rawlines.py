@@ -17,6 +17,8 @@ Time the two in the same run, in turn, with farm-bench:
 
     farm-bench -n 3 --timeout 1800 --vs 'python benchmarks/bench_rawlines.py --pages off' \\
         -- python benchmarks/bench_rawlines.py --pages on
+
+and the timelines' index (m026) alone: ``--vs '... --timelines-index off' -- ... --timelines-index on``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--pages", choices=("on", "off"), default="on")
+    parser.add_argument("--timelines-index", choices=("on", "off"), default="on",
+                        help="off: without m026's window_scoped_hours_org (its cost alone, paired with on)")
     args = parser.parse_args(argv)
     log = cached_log(args.lines)
     if args.pages == "off":
@@ -71,6 +75,8 @@ def main(argv=None) -> None:
         db = schema.connect(path)
         if args.pages == "off":
             db.executescript(BEFORE_PAGES)
+        if args.timelines_index == "off":
+            db.execute("drop index window_scoped_hours_org")
         ingest.import_logs(db, [log])
         db.conn.close()
         seconds, cpu = time.monotonic() - started, cpu_seconds() - cpu
@@ -80,7 +86,7 @@ def main(argv=None) -> None:
         cells = conn.execute("select (select count(*) from window_hours) + (select count(*) from window_scoped_hours)").fetchone()[0]
         conn.close()
     per_line = stored / imported if imported else 0
-    print(f"pages={args.pages} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f} window_cells={cells}")
+    print(f"pages={args.pages} timelines_index={args.timelines_index} lines={imported} seconds={seconds:.2f} cpu={cpu:.2f} raw_chunks_bytes={stored} bytes_per_line={per_line:.1f} window_cells={cells}")
 
 
 if __name__ == "__main__":

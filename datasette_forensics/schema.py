@@ -1152,3 +1152,9 @@ def m025_hours_drop_window_days(db: sqlite_utils.Database) -> None:
     db.execute("drop table if exists window_days")
     db.execute("update or ignore derived_state set work = 'window_hours' where work = 'window_days'")
     db.execute("delete from derived_state where work = 'window_days'")
+
+
+# An org's hour cells for its timeline on the SQL path (views/sources.py), a range of
+# this index rather than a scan of every cell.
+TIMELINES_SCOPED_HOURS_ORG = "create index window_scoped_hours_org on window_scoped_hours(org_id, hour);"
+ddl_migration("m026_timelines_scoped_hours_org", TIMELINES_SCOPED_HOURS_ORG)

@@ -79,6 +79,10 @@ async def test_every_link_answers_and_every_count_is_its_rows(links_db):
         f"{base}/ips?from=2020-07-03T10:17:00Z&to=2020-07-12T08:43:30Z",
         f"{base}/user-agents?by=family&from=2020-07-02&to=2020-07-10",
         f"{base}/orgs?from=2020-07-05T12:00:00Z&to=2020-07-15",
+        # Windowed timelines (hour buckets for up to three days, else days; edges cut).
+        f"{base}?from=2020-07-03T10:17:00Z&to=2020-07-05T08:43:30Z", f"{base}?from=2020-07-02T06:30:00Z&to=2020-07-16T09:15:00Z",
+        f"{base}/orgs/{org}?from=2020-07-04T06:30:00Z&to=2020-07-06T09:15:00Z",
+        f"{base}/orgs/{org}?from=2020-07-05T12:00:00Z&to=2020-07-15",
     ]
     seen: set = set()
     queue = [(url, 0) for url in start]

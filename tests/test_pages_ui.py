@@ -363,21 +363,18 @@ async def test_root_sign_in_lands_on_the_workbench(logs_only):
 
 
 @pytest.mark.asyncio
-async def test_a_big_logs_timeline_reads_bounded_ranges(logs_only, monkeypatch):
-    from datasette_forensics.views import overview
+async def test_a_logs_timeline_is_exact_from_the_hour_cells(logs_only):
+    """The log timeline reads the hour cells (exact at any size; no "at least")."""
+    import sqlite3
 
     path, _ = logs_only
     ds = make_datasette([path])
-    exact = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
-    monkeypatch.setattr(overview, "EXACT_ROWS", 0)
-    monkeypatch.setattr(overview, "MIN_CAP", 1)
-    monkeypatch.setattr(overview, "INDEX_BUDGET", 0)
-    capped = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
-    # Each hour holds one request: a cap of one reads it, and says the figure is a floor.
-    assert [(b["start"], b["requests"]) for b in capped] == [(b["start"], b["requests"]) for b in exact]
-    assert all(b["at_least"] for b in capped) and not any(b["at_least"] for b in exact)
+    timeline = (await get_json(ds, "/logs/-/forensics.json"))["log_timeline"]
+    conn = sqlite3.connect(str(path))
+    hours = conn.execute("select ts / 3600000 * 3600000, count(*) from requests group by 1 order by 1").fetchall()
+    assert [(b["start_ms"], b["requests"]) for b in timeline] == hours and all("at_least" not in b for b in timeline)
     html = (await ds.client.get("/logs/-/forensics")).text
-    assert "2020-07-02 10:00 (at least)" in html
+    assert "2020-07-02 10:00" in html and "(at least)" not in html
 
 
 @pytest.mark.asyncio

@@ -8,7 +8,7 @@ from datasette import NotFound
 from datasette.utils import tilde_decode
 
 from ..derived.status import status_sql
-from . import case_parts, chart
+from . import case_parts, chart, sources
 from ..request_rows import REQUEST_JOINS
 from .common import address_and_agent, DAY_MS, choice, ms_iso, open_page, page_view, parse_state
 from .filter_bar import filter_bar
@@ -60,19 +60,13 @@ cross join scoped s on s.sig_id = so.sig_id and s.org_id = so.org_id
 where so.org_id = :org and s.explained != 0
 group by s.explained
 """
-TIMELINE = """
-select day, in_scope, unexplained from scope_days
-where org_id = :org and (day + 1) * 86400000 > :w_from and day * 86400000 < :w_to order by day
-"""
-# With signature or status filters: the org's own requests (scoped_org index), by day.
-TIMELINE_FILTERED = """
-select s.ts / 86400000 as day, count(*) as in_scope, sum(s.explained = 0) as unexplained
-from scoped s
-join signatures g on g.id = s.sig_id
+# With signature filters, the timeline counts the org's signatures that match them.
+FILTERED_SIGS = """
+select so.sig_id from sig_org so
+join signatures g on g.id = so.sig_id
 join ips i on i.id = g.ip_id
 join user_agents a on a.id = g.ua_id
-where s.org_id = :org and s.ts >= :w_from and s.ts < :w_to and {conds} and {status}
-group by day order by day
+where so.org_id = :org and {conds}
 """
 # The filter bar's status toggle, on signatures (so) and requests (s).
 STATUS = {
@@ -180,13 +174,23 @@ async def view(datasette, request):
                     "url": page.requests_url(scoped + [("rule", name)]),
                 }
             )
+    sigs = [r[0] for r in await db.execute(FILTERED_SIGS.format(**filtered), params)] if conds else None
+    figures, timeline_source = await sources.hour_figures(page, state.from_ms, state.to_ms, org=org, sigs=sigs)
+    first, last = (await db.execute(sources.LOG_SPAN)).first()
+    unit = sources.timeline_unit(state, first, last) if state.window else DAY_MS
     timeline = []
-    for day, in_scope, unexplained in await db.execute(TIMELINE_FILTERED.format(status=request_status, **filtered) if conds or status != "all" else TIMELINE, params):
-        span = scoped + signature_view + [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS))]
+    for bucket, _, in_scope, unexplained in sources.timeline_buckets(figures, unit):
+        # The status toggle keeps the unexplained requests, or the explained ones.
+        in_scope, unexplained = {"all": (in_scope, unexplained), "unexplained": (unexplained, unexplained),
+                                 "explained": (in_scope - unexplained, 0)}[status]
+        if not in_scope:
+            continue
+        span = scoped + signature_view + sources.bucket_span(state, bucket, unit)
         timeline.append(
             {
-                "day": ms_iso(day * DAY_MS)[:10],
-                "start_ms": day * DAY_MS,
+                "day": ms_iso(bucket * unit)[:10],
+                "start": chart.bucket_label(bucket * unit, unit),
+                "start_ms": bucket * unit,
                 "in_scope": in_scope,
                 "unexplained": unexplained,
                 "explained": in_scope - unexplained,
@@ -219,6 +223,8 @@ async def view(datasette, request):
         "integrations": integrations,
         "rules": rules,
         "timeline": timeline,
+        "timeline_unit": "day" if unit == DAY_MS else "hour",
+        "timeline_source": timeline_source,
         "latest_requests": latest,
         "status": status,
         "filters": state.filter_params(),
@@ -227,7 +233,8 @@ async def view(datasette, request):
     charts = [
         chart.time_bars(
             "chart-org-timeline",
-            "In-scope requests per day (UTC): unexplained and explained",
+            "In-scope requests per " + ("day" if unit == DAY_MS else "hour") + " (UTC): unexplained and explained"
+            + (" (the window only)" if state.window else ""),
             [
                 {
                     "start": t["start_ms"],
@@ -238,7 +245,7 @@ async def view(datasette, request):
                 }
                 for t in timeline
             ],
-            DAY_MS,
+            unit,
         )
     ]
     data["case"] = await db.execute_fn(

@@ -13,8 +13,8 @@ from .. import permissions
 from ..derived import out_of_scope
 from ..derived.status import STATUSES, status_sql
 from ..timeparse import utcnow
-from . import chart
-from .common import DAY_MS, ms_iso, open_page, page_view
+from . import chart, sources
+from .common import DAY_MS, ms_iso, open_page, page_view, parse_state
 
 INCIDENT = """
 select name, introduced_at, patched_at, patched_ms, scope_paths, org_routes, require_integration, set_at
@@ -39,10 +39,6 @@ select r.name, r.bit, (
 from rules r where r.applied = 1 order by r.applied_seq
 """
 BITS = "select name, bit from rules"
-TIMELINE = """
-select day, sum(in_scope) as in_scope, sum(unexplained) as unexplained
-from scope_days group by day order by day
-"""
 TOP_SIGNATURES = """
 select st.sig_id, i.ip, a.ua, st.requests, st.in_scope, st.unexplained, st.orgs, st.cross_tenant, p.path
 from sig_stats st
@@ -55,21 +51,6 @@ order by st.cross_tenant desc, st.unexplained desc, st.in_scope desc, st.request
 limit 10
 """
 SAVED_VIEWS = "select id, name, url, created_by, created_at from saved_views order by id desc"
-# The raw-log timeline reads the requests_ts index (every request once), and the
-# in-scope part from scope_days (per day) or scoped (per hour, for short logs).
-LOG_SPAN = "select min(ts), max(ts), max(id) from requests"
-LOG_BUCKETS = "select ts / :unit as bucket, count(*) from requests group by bucket"
-# Past EXACT_ROWS requests, each bucket counts at most :cap rows of the index ("at least").
-LOG_BUCKET_CAPPED = """
-select count(*) from (select 1 from requests where ts >= :start and ts < :end limit :cap)
-"""
-EXACT_ROWS = 200_000
-INDEX_BUDGET = 600_000  # index entries the capped counts may read in all
-MIN_CAP = 1_000
-SCOPE_HOURS = """
-select ts / :unit as bucket, count(*), sum(explained = 0) from scoped group by bucket
-"""
-
 PIVOTS = [
     ("ips", "IP clusters", "by address, /24 and /16 network, ASN, provider, country, network kind, reverse DNS"),
     ("user-agents", "User-agent groups", "by exact user agent, family, family and major version, OS, kind"),
@@ -115,9 +96,14 @@ async def view(datasette, request):
         for s in STATUSES
     ]
     waterfall, waterfall_source = await _waterfall(page, funnel)
+    state = await parse_state(page)
+    first, last = (await db.execute(sources.LOG_SPAN)).first()
+    figures, timeline_source = await sources.hour_figures(page, state.from_ms, state.to_ms)
     timeline = []
-    for day, in_scope, unexplained in await db.execute(TIMELINE):
-        span = [("ts__gte", str(day * DAY_MS)), ("ts__lt", str((day + 1) * DAY_MS)), ("in_scope", "1")]
+    for day, _, in_scope, unexplained in sources.timeline_buckets(figures, DAY_MS):
+        if not in_scope:
+            continue
+        span = sources.bucket_span(state, day, DAY_MS) + [("in_scope", "1")]
         timeline.append(
             {
                 "day": ms_iso(day * DAY_MS)[:10],
@@ -168,14 +154,18 @@ async def view(datasette, request):
         "pivots": [{"name": label, "url": page.page_url(name), "about": about} for name, label, about in PIVOTS],
         "saved_views": saved,
     }
-    log_timeline, unit = await _log_timeline(page)
+    unit = sources.timeline_unit(state, first, last)
+    log_timeline = _log_timeline(page, figures, unit)
     data["log_timeline"] = log_timeline
+    # The timelines show the window (?from=/?to=) when one is given; the rest of the page is the whole log.
+    data["timeline_window"] = {"from": ms_iso(state.from_ms), "to": ms_iso(state.to_ms)} if state.window else None
+    data["timeline_source"] = timeline_source
     charts = {
         "timeline": chart.time_bars(
             "chart-timeline",
             "Requests per " + ("day" if unit == DAY_MS else "hour") + " (UTC): unexplained, explained, out of scope",
             [
-                {"start": b["start_ms"], "at_least": b["at_least"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
+                {"start": b["start_ms"], "parts": {p: (b[p.replace(" ", "_")], b["links"][p.replace(" ", "_")]) for p in chart.PARTS if p != "in scope"}}
                 for b in log_timeline
             ],
             unit,
@@ -213,45 +203,20 @@ async def _waterfall(page, funnel: dict) -> tuple[list[dict], str]:
     return steps, source
 
 
-async def _log_timeline(page) -> tuple[list[dict], int]:
-    """Every request per hour (logs of up to three days) or day, split by scope."""
-    db = page.db
-    first, last, last_id = (await db.execute(LOG_SPAN)).first()
-    if first is None:
-        return [], DAY_MS
-    unit = chart.time_unit(first, last)
-    capped = set()
-    if last_id <= EXACT_ROWS:
-        totals = dict(list(await db.execute(LOG_BUCKETS, {"unit": unit})))
-    else:
-        # A big log: the page must not read every request; each bucket reads a bounded range.
-        buckets = range(first // unit, last // unit + 1)
-        cap = max(MIN_CAP, INDEX_BUDGET // len(buckets))
-        totals = {}
-        for bucket in buckets:
-            params = {"start": bucket * unit, "end": (bucket + 1) * unit, "cap": cap}
-            count = (await db.execute(LOG_BUCKET_CAPPED, params)).first()[0]
-            if count:
-                totals[bucket] = count
-            if count == cap:
-                capped.add(bucket)
-    if unit == DAY_MS:
-        scope = {day: (n, u) for day, n, u in await db.execute(TIMELINE)}
-    else:
-        scope = {b: (n, u) for b, n, u in await db.execute(SCOPE_HOURS, {"unit": unit})}
+def _log_timeline(page, figures: dict, unit: int) -> list[dict]:
+    """Every request per hour or day (``unit``), split by scope: exact, from the hour cells
+    and the window's raw edge hours; each bucket links to its requests (within the window)."""
     buckets = []
-    for bucket in sorted(set(totals) | set(scope)):
-        in_scope, unexplained = scope.get(bucket, (0, 0))
-        span = [("ts__gte", str(bucket * unit)), ("ts__lt", str((bucket + 1) * unit))]
+    for bucket, requests, in_scope, unexplained in sources.timeline_buckets(figures, unit):
+        span = sources.bucket_span(page.state, bucket, unit)
         buckets.append(
             {
                 "start": chart.bucket_label(bucket * unit, unit),
                 "start_ms": bucket * unit,
-                "requests": totals.get(bucket, 0),
-                "at_least": bucket in capped,
+                "requests": requests,
                 "unexplained": unexplained,
                 "explained": in_scope - unexplained,
-                "out_of_scope": max(totals.get(bucket, 0) - in_scope, 0),
+                "out_of_scope": requests - in_scope,
                 "links": {
                     "requests": page.requests_url(span),
                     "unexplained": page.requests_url(span + [("in_scope", "1"), ("unexplained", "1")]),
@@ -260,7 +225,7 @@ async def _log_timeline(page) -> tuple[list[dict], int]:
                 },
             }
         )
-    return buckets, unit
+    return buckets
 
 
 async def _save_view(page) -> Response:

@@ -10,7 +10,13 @@ With ``?org=`` every figure counts that org's in-scope requests only.
 
 from __future__ import annotations
 
-from ..derived.window_hours import hour_range
+import json
+
+from ..derived.window_hours import HOUR_MS, hour_range
+from ..windows import cells as cells_module
+from ..windows import database as window_database
+from ..windows import relations
+from . import chart
 from .common import State
 
 # (signature, org) pairs: sig_id, org_id, requests (in scope), unexplained, first_ts, last_ts.
@@ -138,3 +144,84 @@ def sigs_sql(state: State, only: str | None = None) -> tuple[str, dict]:
         cells, params = window_cells(state, only=only)
         return SIGS_WINDOW.format(cells=cells), params
     return SIGS.format(where=ONLY[only] if only else "1"), {}
+
+
+# --- the timelines: figures per UTC hour ------------------------------------------------
+# The SQL path's whole hours (the engine's are windows/relations.whole_hours): every
+# request from window_hours, in scope and unexplained from window_scoped_hours.
+HOURS_ALL = "select hour, sum(requests) from window_hours where hour >= :h_from and hour < :h_to group by hour"
+HOURS_SCOPED = """
+select hour, sum(requests), sum(unexplained) from window_scoped_hours
+where hour >= :h_from and hour < :h_to and {where} group by hour
+"""
+# One org's cells through window_scoped_hours_org (m026), not a scan of every cell.
+ORG_CELLS = "org_id = :org"
+SIG_CELLS = "+sig_id in (select value from json_each(:sigs))"
+
+
+def _whole_hours_sql(conn, h_from: int, h_to: int, org: str | None, sigs) -> dict[int, list[int]]:
+    params = {"h_from": h_from, "h_to": h_to, "org": org, "sigs": json.dumps(list(sigs or []))}
+    where = [c for c, on in ((ORG_CELLS, org is not None), (SIG_CELLS, sigs is not None)) if on] or ["1"]
+    scoped = {h: [n, u] for h, n, u in conn.execute(HOURS_SCOPED.format(where=" and ".join(where)), params)}
+    if org is not None or sigs is not None:
+        return {h: [n, n, u] for h, (n, u) in scoped.items()}
+    return {h: [n, *scoped.get(h, [0, 0])] for h, n in conn.execute(HOURS_ALL, params)}
+
+
+async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = None, sigs=None) -> tuple[dict, str]:
+    """Per UTC hour with requests in [lo, hi) (None: open): {hour: [requests, in_scope,
+    unexplained]} (of one org's in-scope requests, of the signatures ``sigs``, when given),
+    exact: the whole hours from the cells (through the window engine when they fit its
+    memory bound, else in SQL), the partial edge hours from their raw requests. Also
+    returns the source's name (as window_source)."""
+    mb = window_database.limit_mb(page.datasette)
+    key = page.db.path or page.db.name
+
+    def run(conn):
+        engine = mb > 0 and window_database.cells_bytes(conn, key) <= mb * 1024 * 1024
+        if engine:
+            cells = cells_module.cached(conn, key)
+            whole = lambda f, t, o, s: relations.whole_hours(cells, f, t, o, s)  # noqa: E731
+        else:
+            whole = lambda f, t, o, s: _whole_hours_sql(conn, f, t, o, s)  # noqa: E731
+        figures = relations.hour_figures(conn, lo, hi, whole, org, sigs)
+        return figures, "window_engine" if engine else "window_hours"
+
+    return await page.db.execute_fn(run)
+
+
+# The log's first and last request: two reads of the requests_ts index (min and max in
+# one select would walk the whole index).
+LOG_SPAN = "select (select min(ts) from requests), (select max(ts) from requests)"
+
+
+def timeline_unit(state: State, first: int | None, last: int | None) -> int:
+    """The timeline's bucket: hours for up to three days, else days, of the window
+    (clamped to the log's first and last request) when one is given."""
+    if state.from_ms is not None and first is not None:
+        first = max(first, state.from_ms)
+    if state.to_ms is not None and last is not None:
+        last = min(last, state.to_ms - 1)
+    return chart.time_unit(first, last)
+
+
+def timeline_buckets(figures: dict, unit: int) -> list[tuple[int, int, int, int]]:
+    """Per-hour figures summed per bucket of ``unit`` ms: (bucket, requests, in_scope,
+    unexplained), in time order."""
+    per = unit // HOUR_MS
+    out: dict[int, list[int]] = {}
+    for hour, values in figures.items():
+        sums = out.setdefault(hour // per, [0, 0, 0])
+        for i, v in enumerate(values):
+            sums[i] += v
+    return [(b, *out[b]) for b in sorted(out)]
+
+
+def bucket_span(state: State, bucket: int, unit: int) -> list[tuple[str, str]]:
+    """The requests_view ts bounds of a bucket, clamped to the window."""
+    start, end = bucket * unit, (bucket + 1) * unit
+    if state.from_ms is not None:
+        start = max(start, state.from_ms)
+    if state.to_ms is not None:
+        end = min(end, state.to_ms)
+    return [("ts__gte", str(start)), ("ts__lt", str(end))]

@@ -30,6 +30,79 @@ def _edges(conn: sqlite3.Connection, lo: int, hi: int, edge_lo: int, edge_hi: in
     return conn.execute(EDGES, {"lo": lo, "hi": hi, "edge_lo": edge_lo, "edge_hi": edge_hi}).fetchall()
 
 
+# The timelines' figures per UTC hour: (hour, requests, in_scope, unexplained).
+HOUR_EDGES = """
+select r.ts / 3600000, r.sig_id, coalesce(s.org_id, ''), count(*), coalesce(sum(s.explained = 0), 0)
+from requests r left join scoped s on s.request_id = r.id
+where (r.ts >= :lo and r.ts < :edge_lo) or (r.ts >= :edge_hi and r.ts < :hi)
+group by 1, 2, 3
+"""
+
+
+def org_rows(cells: Cells, org: str) -> np.ndarray:
+    """The positions of one org's scoped cells, in hour order: a slice of the cells sorted
+    by org (computed once per loaded generation), never a scan of every cell."""
+    order = cells.__dict__.get("_by_org")
+    if order is None:
+        order = np.argsort(cells.s_org, kind="stable")  # stable: hour order within each org
+        cells.__dict__["_by_org"] = order
+        cells.__dict__["_by_org_keys"] = cells.s_org[order]
+    i = int(np.searchsorted(cells.orgs, org))
+    if i >= len(cells.orgs) or cells.orgs[i] != org:
+        return order[:0]
+    keys = cells.__dict__["_by_org_keys"]
+    return order[int(np.searchsorted(keys, i, "left")):int(np.searchsorted(keys, i, "right"))]
+
+
+def _per_hour(hours: np.ndarray, *weights: np.ndarray) -> dict[int, list[int]]:
+    if not len(hours):
+        return {}
+    base = int(hours.min())
+    sums = [np.bincount(hours - base, weights=w).astype(np.int64) for w in weights]
+    present = np.flatnonzero(np.bincount(hours - base))
+    return {int(h) + base: [int(s[h]) for s in sums] for h in present}
+
+
+def whole_hours(cells: Cells, h_from: int, h_to: int, org: str | None = None, sigs=None) -> dict[int, list[int]]:
+    """From the engine's arrays, per whole hour in [h_from, h_to): [requests, in_scope,
+    unexplained]; of one org's in-scope requests (requests = in_scope) when given, of the
+    signatures ``sigs`` (ids) when given."""
+    if org is None and sigs is None:
+        a, b = _slice(cells.hour, h_from, h_to), _slice(cells.s_hour, h_from, h_to)
+        out = _per_hour(cells.hour[a].astype(np.int64), cells.requests[a])
+        for hour, (n, u) in _per_hour(cells.s_hour[b].astype(np.int64), cells.s_requests[b], cells.s_unexplained[b]).items():
+            out.setdefault(hour, [0])[1:] = [n, u]
+        return {h: v if len(v) == 3 else [v[0], 0, 0] for h, v in out.items()}
+    rows = org_rows(cells, org) if org is not None else np.arange(len(cells.s_hour))
+    rows = rows[_slice(cells.s_hour[rows], h_from, h_to)]
+    if sigs is not None:
+        rows = rows[np.isin(cells.s_sig[rows], np.asarray(list(sigs), dtype=np.int64))]
+    return {h: [n, n, u] for h, (n, u) in _per_hour(cells.s_hour[rows].astype(np.int64), cells.s_requests[rows],
+                                                   cells.s_unexplained[rows]).items()}
+
+
+def hour_figures(conn: sqlite3.Connection, lo: int | None, hi: int | None, whole, org: str | None = None,
+                 sigs=None) -> dict[int, list[int]]:
+    """Per UTC hour with requests in [lo, hi): [requests, in_scope, unexplained]. The whole
+    hours come from ``whole(h_from, h_to, org, sigs)`` (the engine's :func:`whole_hours` or
+    the SQL path's), the partial edge hours from their raw requests."""
+    lo = -BIG if lo is None else lo
+    hi = BIG if hi is None else hi
+    h_from, h_to, edge_lo, edge_hi = hour_range(lo, hi)
+    out = whole(h_from, h_to, org, sigs)
+    wanted = None if sigs is None else set(sigs)
+    params = {"lo": lo, "hi": hi, "edge_lo": edge_lo, "edge_hi": edge_hi}
+    for hour, sig, row_org, n, u in conn.execute(HOUR_EDGES, params):
+        if (org is not None and row_org != org) or (wanted is not None and sig not in wanted):
+            continue
+        figures = out.setdefault(hour, [0, 0, 0])
+        figures[0] += n
+        if row_org != "":
+            figures[1] += n
+            figures[2] += u
+    return {h: v for h, v in out.items() if v[0]}
+
+
 def sig_figures(conn: sqlite3.Connection, cells: Cells, lo: int | None, hi: int | None) -> dict[str, np.ndarray]:
     """Per signature with requests in [lo, hi): sig_id, requests, in_scope, unexplained,
     first_ts, last_ts (arrays sorted by sig_id)."""
