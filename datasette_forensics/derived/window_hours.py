@@ -93,11 +93,10 @@ ADD_CELLS = "insert into window_hours (hour, sig_id, requests, first_ts, last_ts
 _TS, _SIG = itemgetter(2), itemgetter(3)  # in a requests row as the import's reader makes it
 
 
-def cells_of(rows: list[tuple]) -> np.ndarray | None:
+def cells_of(rows: list[tuple]) -> list[tuple] | None:
     """The (hour, sig_id, requests, first_ts, last_ts) cells of a chunk's request rows
-    (ts at index 2, sig_id at 3), as a 5 × cells array sorted by (hour, sig_id): the
-    import's reader counts them beside its parsing, so the store, the busier side,
-    only adds them (an array travels between the processes as one block of bytes).
+    (ts at index 2, sig_id at 3), sorted by (hour, sig_id): the import's reader counts
+    them beside its parsing, so the store, the busier side, only adds them.
 
     Returns:
         None for no rows; for a time before 1970 (SQL's division truncates where
@@ -121,13 +120,13 @@ def cells_of(rows: list[tuple]) -> np.ndarray | None:
     ends = np.append(starts[1:], n)
     first = key[starts]
     columns = (first >> 32, first & 0xFFFFFFFF, ends - starts, ts[starts], ts[ends - 1])
-    return np.stack(columns)
+    return list(zip(*(column.tolist() for column in columns)))
 
 
-def add_cells(conn, cells: np.ndarray) -> None:
+def add_cells(conn, cells: list[tuple]) -> None:
     """Add a chunk's cells (:func:`cells_of`, for exactly the rows it stored) to
     ``window_hours``, in its transaction."""
-    conn.executemany(ADD_CELLS, zip(*cells.tolist()))
+    conn.executemany(ADD_CELLS, cells)
 
 
 def add_requests(conn, first_id: int) -> None:
