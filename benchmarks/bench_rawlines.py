@@ -7,9 +7,8 @@ additions (``--pages on``, the product) or without them (``--pages off``:
 ``rawlines.pack`` replaced by one that packs nothing, before the parse process
 forks, and the indexes of m019_pages put back as they were before: ``requests_sig``
 on ``sig_id`` alone, no /24, /16, family or kind index, and the window hour cells'
-build, the reader's per-chunk counts, their store and the per-batch recount,
-``derived.window_hours.refresh``, ``cells_of``, ``add_requests`` and ``refresh_scoped``,
-replaced by no-ops). It prints the seconds, the
+build, per-chunk counts and per-batch recount, ``derived.window_hours.refresh``,
+``add_requests`` and ``refresh_scoped``, replaced by no-ops). It prints the seconds, the
 CPU seconds, and the raw lines' stored bytes per line (the ``raw_chunks`` table's
 pages, by ``dbstat``, over the lines imported).
 
@@ -66,7 +65,6 @@ def main(argv=None) -> None:
     if args.pages == "off":
         rawlines.pack = lambda batch_id, line_nos, lines: []
         window_hours.refresh = lambda db, *args, **kwargs: None
-        window_hours.cells_of = lambda rows: None
         window_hours.add_requests = lambda conn, *args, **kwargs: None
         window_hours.refresh_scoped = lambda db, *args, **kwargs: None
     with tempfile.TemporaryDirectory(dir=os.path.join(HERE, "out")) as tmp:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import sqlite_utils
 
 from . import derived, importers, pipeline, processes, rawlines
-from .derived import indexes, line_counts, window_hours
+from .derived import indexes, line_counts
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -191,9 +191,7 @@ class Chunk:
     per row. ``raw_rows`` keep the bytes of imported lines that are not valid
     UTF-8. ``new_rows`` are the dictionaries' new rows, in dependency order, and
     the ids in the rows are the reader's (provisional: see dictionaries.py).
-    ``raw_chunks`` are the imported lines themselves, packed by rawlines.pack;
-    ``cells`` the requests' hour cells (derived.window_hours.cells_of), counted by the
-    reader so that the store, the import's busier side, only adds them.
+    ``raw_chunks`` are the imported lines themselves, packed by rawlines.pack.
     """
 
     requests: list[tuple]
@@ -205,7 +203,6 @@ class Chunk:
     last_line: int  # the number of the chunk's last counted line
     progress: int  # bytes read so far (files) or rows (queries)
     raw_chunks: list[tuple] = field(default_factory=list)
-    cells: object = None
 
     @property
     def lines(self) -> int:
@@ -256,7 +253,6 @@ class ChunkReader:
             self.requests, self.request_hashes, self.rejected, self.rejected_hashes, self.raw_rows,
             [d.take_rows() for d in self.dictionaries], last_line, progress,
             rawlines.pack(self.batch_id, [r[1] for r in self.requests], self.raw_lines),
-            window_hours.cells_of(self.requests),
         )  # fmt: skip
         self.start()
         return chunk
@@ -334,8 +330,6 @@ class BatchWriter:
                         on conflict do update set upto = excluded.upto""",
                         [batch_id, d.table, rows[-1][0] + 1],
                     )
-            # The reader's cells hold while its signature ids and all its lines land.
-            cells = None if moved.get("signatures") else chunk.cells
             if moved.get("signatures") or moved.get("uris") or moved.get("referers"):
                 self._move_ids(requests)
             keep, duplicates = line_counts.count(conn, batch_id, chunk.request_hashes + chunk.rejected_hashes)
@@ -345,7 +339,6 @@ class BatchWriter:
                     dropped = {r[1] for r, k in zip(requests, keep) if not k}
                     raw_rows = [r for r in raw_rows if r[1] not in dropped]
                 requests = [r for r, k in zip(requests, keep) if k]
-                cells = None
                 rejected = [r for r, k in zip(rejected, keep[n:]) if k]
             first_id = conn.execute("select coalesce(max(id), 0) + 1 from requests").fetchone()[0]
             conn.executemany(
@@ -363,7 +356,7 @@ class BatchWriter:
             if raw_rows:
                 conn.executemany("insert into raw_bytes values (?, ?, ?)", raw_rows)
             rawlines.store(conn, chunk.raw_chunks)
-            derived.after_chunk(conn, first_id, cells)
+            derived.after_chunk(conn, first_id)
             imported = len(requests)
             n_rejected = len(rejected)
             conn.execute(

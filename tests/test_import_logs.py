@@ -303,28 +303,6 @@ def test_raw_lines_and_hour_cells_across_reads_chunks_and_batches(tmp_path, monk
     conn.close()
 
 
-def test_the_readers_hour_cells_are_sqls_or_none():
-    """window_hours.cells_of (the reader's count) gives SQL's group-by exactly, and
-    leaves to the store's SQL the rows it must not count: a time before 1970, and rows
-    with more cells than half their number."""
-    from datasette_forensics.derived import window_hours
-
-    rng = random.Random(7)
-    base = 1_593_561_600_000  # 2020-07-01
-    rows = [(1, i, base + rng.randrange(0, 30 * 3_600_000), rng.randrange(1, 40)) for i in range(5000)]
-    conn = sqlite3.connect(":memory:")
-    conn.execute("create table r (batch_id, line_no, ts, sig_id)")
-    conn.executemany("insert into r values (?, ?, ?, ?)", rows)
-    expected = conn.execute(
-        "select ts / 3600000, sig_id, count(*), min(ts), max(ts) from r group by 1, 2 order by 1, 2"
-    ).fetchall()
-    assert list(zip(*window_hours.cells_of(rows).tolist())) == expected and len(expected) > 100
-    assert window_hours.cells_of([]) is None
-    assert window_hours.cells_of(rows + [(1, 9999, -5, 1)]) is None
-    spread = [(1, i, base + i, i) for i in range(100)]  # a signature per line
-    assert window_hours.cells_of(spread) is None
-
-
 def test_invalid_utf8_is_imported_and_the_exact_bytes_kept(tmp_path):
     db = tmp_path / "t.db"
     bad_ua = line(2, ua="Mozilla/5.0 XX cafY").encode().replace(b"XX", b"\xff\xfe").replace(b"cafY", b"caf\xe9")

@@ -131,15 +131,10 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
         out_of_scope.add_batch(db, batch_id)
 
 
-def after_chunk(conn: sqlite3.Connection, first_id: int, cells=None) -> None:
+def after_chunk(conn: sqlite3.Connection, first_id: int) -> None:
     """A chunk of a log batch stored requests from id ``first_id`` on (call in its
-    transaction): count them into the hour cells now, while the parser reads on, from
-    ``cells`` when the reader counted them (window_hours.cells_of, for exactly the rows
-    stored), else from the rows themselves."""
-    if cells is not None:
-        window_hours.add_cells(conn, cells)
-    else:
-        window_hours.add_requests(conn, first_id)
+    transaction): count them into the hour cells now, while the parser reads on."""
+    window_hours.add_requests(conn, first_id)
 
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:

@@ -22,9 +22,6 @@ copy stays the closed batches' until then, as the scope does.
 
 from __future__ import annotations
 
-from operator import itemgetter
-
-import numpy as np
 import sqlite_utils
 
 HOUR_MS = 3_600_000
@@ -78,56 +75,13 @@ group by 1, 2, 3 order by 1, 2, 3
 """
 
 
-# A chunk's cells added to those already kept (a chunk may share its first and last
-# hours' cells with the chunks around it).
-ADD = """
-on conflict (hour, sig_id) do update set requests = requests + excluded.requests,
-    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
-"""
 ADD_REQUESTS = """
 insert into window_hours (hour, sig_id, requests, first_ts, last_ts)
 select ts / 3600000, sig_id, count(*), min(ts), max(ts)
 from requests where id >= ? group by 1, 2 order by 1, 2
-""" + ADD
-ADD_CELLS = "insert into window_hours (hour, sig_id, requests, first_ts, last_ts) values (?, ?, ?, ?, ?)" + ADD
-_TS, _SIG = itemgetter(2), itemgetter(3)  # in a requests row as the import's reader makes it
-
-
-def cells_of(rows: list[tuple]) -> np.ndarray | None:
-    """The (hour, sig_id, requests, first_ts, last_ts) cells of a chunk's request rows
-    (ts at index 2, sig_id at 3), as a 5 × cells array sorted by (hour, sig_id): the
-    import's reader counts them beside its parsing, so the store, the busier side,
-    only adds them (an array travels between the processes as one block of bytes).
-
-    Returns:
-        None for no rows; for a time before 1970 (SQL's division truncates where
-        numpy's floors); and when the cells are more than half as many as the rows
-        (each line nearly a signature of its own): sent along, they would swell the
-        chunk that both processes hold, for little saved. :func:`add_requests` counts
-        those from the stored rows.
-    """
-    n = len(rows)
-    if not n:
-        return None
-    ts = np.fromiter(map(_TS, rows), np.int64, n)
-    if ts.min() < 0:
-        return None
-    key = (ts // HOUR_MS) << 32 | np.fromiter(map(_SIG, rows), np.int64, n)
-    order = np.lexsort((ts, key))
-    key, ts = key[order], ts[order]
-    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
-    if len(starts) * 2 > n:
-        return None
-    ends = np.append(starts[1:], n)
-    first = key[starts]
-    columns = (first >> 32, first & 0xFFFFFFFF, ends - starts, ts[starts], ts[ends - 1])
-    return np.stack(columns)
-
-
-def add_cells(conn, cells: np.ndarray) -> None:
-    """Add a chunk's cells (:func:`cells_of`, for exactly the rows it stored) to
-    ``window_hours``, in its transaction."""
-    conn.executemany(ADD_CELLS, zip(*cells.tolist()))
+on conflict (hour, sig_id) do update set requests = requests + excluded.requests,
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
+"""
 
 
 def add_requests(conn, first_id: int) -> None:
