@@ -178,7 +178,7 @@ async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = N
     key = page.db.path or page.db.name
 
     def run(conn):
-        engine = mb > 0 and window_database.cells_bytes(conn, key) <= mb * 1024 * 1024
+        engine = window_database.fits(conn, key, mb)
         if engine:
             cells = cells_module.cached(conn, key)
             whole = lambda f, t, o, s: relations.whole_hours(cells, f, t, o, s)  # noqa: E731

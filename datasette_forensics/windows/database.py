@@ -86,6 +86,12 @@ def has_cells(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute("select 1 from sqlite_master where name = 'window_generation'").fetchone())
 
 
+def fits(conn: sqlite3.Connection, key: str, mb: float) -> bool:
+    """Whether the engine serves this database: it is on (``mb`` > 0) and the cells
+    exist and fit its memory bound."""
+    return mb > 0 and has_cells(conn) and cells_bytes(conn, key) <= mb * 1024 * 1024
+
+
 # Per database path: the background task that loads its cells when the server starts.
 warming: dict[str, "asyncio.Task"] = {}
 
@@ -99,7 +105,7 @@ def start_warming(datasette, db) -> None:
         return
 
     def warm(conn):
-        if has_cells(conn) and cells_bytes(conn, key) <= mb * 1024 * 1024:
+        if fits(conn, key, mb):
             cells_module.cached(conn, key)
 
     warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
@@ -114,10 +120,7 @@ async def for_page(page) -> bool:
         return False
     key = page.db.path or page.db.name
 
-    def fits(conn):
-        return has_cells(conn) and cells_bytes(conn, key) <= mb * 1024 * 1024
-
-    if not await page.db.execute_fn(fits):
+    if not await page.db.execute_fn(lambda conn: fits(conn, key, mb)):
         return False
     page.db = WindowDatabase(page.db, key, state.window_params())
     state.engine = True
