@@ -75,10 +75,9 @@ group by 1, 2, 3 order by 1, 2, 3
 """
 
 
-ADD_REQUESTS = """
-insert into window_hours (hour, sig_id, requests, first_ts, last_ts)
-select ts / 3600000, sig_id, count(*), min(ts), max(ts)
-from requests where id >= ? group by 1, 2 order by 1, 2
+# A chunk's cells added to those kept (its first and last hours' cells may be shared
+# with the chunks around it).
+ADD_REQUESTS = HOURS.format(where="where id >= ?") + """
 on conflict (hour, sig_id) do update set requests = requests + excluded.requests,
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
 """
@@ -95,14 +94,12 @@ def bump(db: sqlite_utils.Database) -> None:
     db.execute("update window_generation set generation = generation + 1 where id = 1")
 
 
-def refresh(db: sqlite_utils.Database, sigs_table: str | None = None) -> None:
-    """Recount the cells: all, or those of the signatures in ``sigs_table`` (a trusted
-    temp table name with a sig_id column)."""
-    where = "" if sigs_table is None else f"where sig_id in (select sig_id from {sigs_table})"
-    db.execute(f"delete from window_hours {where}")
-    db.execute(f"delete from window_scoped_hours {where}")
-    db.execute(HOURS.format(where=where))
-    db.execute(SCOPED_HOURS.format(where=where))
+def refresh(db: sqlite_utils.Database) -> None:
+    """Recount every cell."""
+    db.execute("delete from window_hours")
+    db.execute("delete from window_scoped_hours")
+    db.execute(HOURS.format(where=""))
+    db.execute(SCOPED_HOURS.format(where=""))
     bump(db)
 
 
