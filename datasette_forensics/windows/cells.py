@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,6 +39,13 @@ class Cells:
     s_first_ts: np.ndarray
     s_last_ts: np.ndarray
     orgs: np.ndarray  # org ids (str), sorted
+
+    @cached_property
+    def by_org(self) -> tuple[np.ndarray, np.ndarray]:
+        """The scoped cells' positions sorted by org (stable: hour order within each org),
+        and their org indexes in that order: an org's cells are one slice."""
+        order = np.argsort(self.s_org, kind="stable")
+        return order, self.s_org[order]
 
     @property
     def nbytes(self) -> int:

@@ -42,15 +42,10 @@ group by 1, 2, 3
 def org_rows(cells: Cells, org: str) -> np.ndarray:
     """The positions of one org's scoped cells, in hour order: a slice of the cells sorted
     by org (computed once per loaded generation), never a scan of every cell."""
-    order = cells.__dict__.get("_by_org")
-    if order is None:
-        order = np.argsort(cells.s_org, kind="stable")  # stable: hour order within each org
-        cells.__dict__["_by_org"] = order
-        cells.__dict__["_by_org_keys"] = cells.s_org[order]
+    order, keys = cells.by_org
     i = int(np.searchsorted(cells.orgs, org))
     if i >= len(cells.orgs) or cells.orgs[i] != org:
         return order[:0]
-    keys = cells.__dict__["_by_org_keys"]
     return order[int(np.searchsorted(keys, i, "left")):int(np.searchsorted(keys, i, "right"))]
 
 
