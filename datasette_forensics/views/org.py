@@ -176,8 +176,7 @@ async def view(datasette, request):
             )
     sigs = [r[0] for r in await db.execute(FILTERED_SIGS.format(**filtered), params)] if conds else None
     figures, timeline_source = await sources.hour_figures(page, state.from_ms, state.to_ms, org=org, sigs=sigs)
-    first, last = (await db.execute(sources.LOG_SPAN)).first()
-    unit = sources.timeline_unit(state, first, last) if state.window else DAY_MS
+    unit = sources.timeline_unit(state, *(await db.execute(sources.LOG_SPAN)).first()) if state.window else DAY_MS
     timeline = []
     for bucket, _, in_scope, unexplained in sources.timeline_buckets(figures, unit):
         # The status toggle keeps the unexplained requests, or the explained ones.
