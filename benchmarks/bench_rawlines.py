@@ -7,17 +7,14 @@ additions (``--pages on``, the product) or without them (``--pages off``:
 ``rawlines.pack`` replaced by one that packs nothing, before the parse process
 forks, and the indexes of m019_pages put back as they were before: ``requests_sig``
 on ``sig_id`` alone, no /24, /16, family or kind index, and the window hour cells'
-build, per-chunk counts and per-batch recount, ``derived.window_hours.refresh``,
-``add_requests`` and ``refresh_scoped``, replaced by no-ops). It prints the seconds, the
-CPU seconds, and the raw lines' stored bytes per line (the ``raw_chunks`` table's
+build, counts while the store waits and at the close, and per-batch recount,
+``derived.window_hours.refresh``, ``catch_up`` and ``refresh_scoped``, replaced by
+no-ops). It prints the seconds, the CPU seconds, and the raw lines' stored bytes per line (the ``raw_chunks`` table's
 pages, by ``dbstat``, over the lines imported).
 
-Time the two in the same run, in turn, with farm-bench:
-
-    farm-bench -n 3 --timeout 1800 --vs 'python benchmarks/bench_rawlines.py --pages off' \\
-        -- python benchmarks/bench_rawlines.py --pages on
-
-and the timelines' index (m026) alone: ``--vs '... --timelines-index off' -- ... --timelines-index on``.
+Time the two in the same run, in turn (A B A B ...), and compare them pair by pair:
+``python benchmarks/bench_rawlines.py --pages on`` against ``--pages off``; and the
+timelines' index (m026) alone: ``--timelines-index on`` against ``off``.
 """
 
 from __future__ import annotations
@@ -65,7 +62,7 @@ def main(argv=None) -> None:
     if args.pages == "off":
         rawlines.pack = lambda batch_id, line_nos, lines: []
         window_hours.refresh = lambda db, *args, **kwargs: None
-        window_hours.add_requests = lambda conn, *args, **kwargs: None
+        window_hours.catch_up = lambda conn, *args, **kwargs: False
         window_hours.refresh_scoped = lambda db, *args, **kwargs: None
     with tempfile.TemporaryDirectory(dir=os.path.join(HERE, "out")) as tmp:
         path = os.path.join(tmp, "import.db")

@@ -48,10 +48,15 @@ STORE_CACHE_KIB = int(os.environ.get("FORENSICS_STORE_CACHE_KIB") or 32 << 10)
 # user agent) travel and wait one or two at a time, not fifty thousand.
 CHUNK_BYTES = 16 << 20
 DETECT_LINES = 20
-# WAL pages between automatic checkpoints while an import writes (SQLite's default
-# is 1,000): a page the import rewrites (the tail of requests and of its indexes,
-# the line counts) is copied back to the database once per 40 MB of log, not per 4 MB.
-CHECKPOINT_PAGES = 10_000
+# While an import writes, the WAL is copied back to the database when the store waits
+# for the parser (BatchWriter.idle), once IDLE_CHECKPOINT_CHUNKS chunks are in it
+# (about 40 MB of log: a page the import rewrites, the tail of requests and of its
+# indexes or the line counts, is copied back once per 40 MB, not per 4 MB as with
+# SQLite's default of 1,000 pages). CHECKPOINT_PAGES is the automatic checkpoint for
+# a store that never waits (no parse process, or a parser faster than the store):
+# the WAL stays bounded. Measured at 1M lines: the store spends 1.5 s less in commits.
+IDLE_CHECKPOINT_CHUNKS = 3
+CHECKPOINT_PAGES = 40_000
 
 try:  # the compiled fast path for plain lines (setup.py builds it; absent, the Python loop does its work)
     from ._plainlines import take as _take_plain
@@ -252,7 +257,7 @@ class ChunkReader:
         chunk = Chunk(
             self.requests, self.request_hashes, self.rejected, self.rejected_hashes, self.raw_rows,
             [d.take_rows() for d in self.dictionaries], last_line, progress,
-            rawlines.pack(self.batch_id, [r[1] for r in self.requests], self.raw_lines),
+            rawlines.pack(self.batch_id, lambda i, rows=self.requests: rows[i][1], self.raw_lines),
         )  # fmt: skip
         self.start()
         return chunk
@@ -314,6 +319,19 @@ class BatchWriter:
         self.dictionaries = dictionaries  # the reader's: their tables, columns and refs
         # Per table, the reader's ids that did not land, and the stored ids they stand for.
         self.moved: dict[str, dict[int, int]] = {}
+        self.unchecked = 0  # chunks committed since the last checkpoint done while idle
+
+    def idle(self) -> bool:
+        """Work done while the parser has not finished the next chunk: count the stored
+        requests into the hour cells, then copy the WAL back to the database once
+        IDLE_CHECKPOINT_CHUNKS chunks are in it. Returns True when there was work."""
+        if derived.while_idle(self.db):
+            return True
+        if self.unchecked >= IDLE_CHECKPOINT_CHUNKS:
+            self.conn.execute("pragma wal_checkpoint(passive)")
+            self.unchecked = 0
+            return True
+        return False
 
     def store(self, chunk: Chunk, result: FileResult) -> None:
         """Store a chunk in one transaction, and add its counts to ``result`` once committed."""
@@ -340,7 +358,6 @@ class BatchWriter:
                     raw_rows = [r for r in raw_rows if r[1] not in dropped]
                 requests = [r for r, k in zip(requests, keep) if k]
                 rejected = [r for r, k in zip(rejected, keep[n:]) if k]
-            first_id = conn.execute("select coalesce(max(id), 0) + 1 from requests").fetchone()[0]
             conn.executemany(
                 "insert into requests (batch_id, line_no, ts, sig_id, uri_id, method, status,"
                 " bytes, referer_id, token_id, org_id, extra)"
@@ -356,7 +373,6 @@ class BatchWriter:
             if raw_rows:
                 conn.executemany("insert into raw_bytes values (?, ?, ?)", raw_rows)
             rawlines.store(conn, chunk.raw_chunks)
-            derived.after_chunk(conn, first_id)
             imported = len(requests)
             n_rejected = len(rejected)
             conn.execute(
@@ -365,6 +381,7 @@ class BatchWriter:
                 lines_duplicate = lines_duplicate + ?, last_line = ? where id = ?""",
                 [chunk.lines, imported, n_rejected, duplicates, chunk.last_line, batch_id],
             )
+        self.unchecked += 1
         result.lines_read += chunk.lines
         result.imported += imported
         result.rejected += n_rejected
@@ -520,6 +537,7 @@ def import_file(
         return _file_chunks(prepared, skip_until, reader)
 
     chunks = pipeline.Chunks(produce, pipeline.use_child(size) and bool(db_file), prepared.display)
+    chunks.idle = writer.idle
     if chunks.in_child:
         reader.release()  # the child has its own copy
     page_cache = conn.execute("pragma cache_size").fetchone()[0]

@@ -59,6 +59,9 @@ class Chunks:
 
     def __init__(self, produce: Producer, in_child: bool, name: str):
         self.end = None
+        # Work the consumer may do while the next chunk is not there yet: called until
+        # it returns False or the chunk comes (a child only; None: nothing).
+        self.idle: Callable[[], bool] | None = None
         self.in_child = in_child
         self._child: tuple[int, Connection, int] | None = None
         if in_child:
@@ -116,6 +119,8 @@ class Chunks:
     def _receive(self, name: str) -> Iterator:
         pid, receive, stored = self._child
         while True:
+            while self.idle is not None and not receive.poll() and self.idle():
+                pass
             try:
                 message = receive.recv()
             except EOFError:

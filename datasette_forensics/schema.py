@@ -1158,3 +1158,16 @@ def m025_hours_drop_window_days(db: sqlite_utils.Database) -> None:
 # this index rather than a scan of every cell.
 TIMELINES_SCOPED_HOURS_ORG = "create index window_scoped_hours_org on window_scoped_hours(org_id, hour);"
 ddl_migration("m026_timelines_scoped_hours_org", TIMELINES_SCOPED_HOURS_ORG)
+
+
+# idle_cells: the hour cells of a log batch are counted while the import waits for its
+# parser, not in each chunk's transaction; ``window_hours_upto`` says how far they are
+# counted (derived/window_hours.py). Cells kept before are complete: every request so far.
+IDLE_CELLS_WINDOW_HOURS_UPTO = """
+create table window_hours_upto (       -- window_hours counts every request with id < upto
+    id integer primary key check (id = 1),
+    upto integer not null
+);
+insert into window_hours_upto (id, upto) select 1, coalesce(max(id), 0) + 1 from requests;
+"""
+ddl_migration("m028_idle_cells_window_hours_upto", IDLE_CELLS_WINDOW_HOURS_UPTO)

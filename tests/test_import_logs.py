@@ -99,6 +99,22 @@ def assert_accounted(db_path: Path) -> None:
         )
 
 
+def assert_cells_exact(db_path: Path) -> int:
+    """The hour cells count exactly the requests below their watermark (window_hours_upto):
+    what a kill at any moment leaves, and all of them once batches close. Returns the watermark."""
+    conn = sqlite3.connect(db_path)
+    try:
+        (upto,) = conn.execute("select upto from window_hours_upto").fetchone()
+        assert conn.execute("select * from window_hours order by hour, sig_id").fetchall() == conn.execute(
+            """select ts / 3600000, sig_id, count(*), min(ts), max(ts) from requests where id < ?
+            group by 1, 2 order by 1, 2""",
+            [upto],
+        ).fetchall()
+        return upto
+    finally:
+        conn.close()
+
+
 def summary(path: Path, read: int, imported: int, rejected: int, duplicates: int) -> str:
     return (
         f"{path}: {read:,} lines read = {imported:,} imported + {rejected:,} rejected"
@@ -263,8 +279,8 @@ def test_provenance_points_at_the_raw_line(tmp_path):
 
 
 def test_raw_lines_and_hour_cells_across_reads_chunks_and_batches(tmp_path, monkeypatch):
-    """The raw lines are packed in a thread as the reader reads (rawlines.Packer) and the
-    hour cells grow with each stored chunk (derived.after_chunk): with reads of 4 KiB,
+    """The raw lines are packed per chunk by the reader (rawlines.pack) and the hour
+    cells counted while the store waits and when a batch closes: with reads of 4 KiB,
     chunks of 1,234 lines (not whole blocks), rejected and duplicate lines, and a second
     batch into the same hours, every request's raw line is its file's line, the blocks
     are exactly rawlines.pack's, and window_hours is a direct count of the requests."""
@@ -300,7 +316,58 @@ def test_raw_lines_and_hour_cells_across_reads_chunks_and_batches(tmp_path, monk
         group by 1, 2 order by 1, 2"""
     ).fetchall()
     assert len(cells) > 100
+    assert assert_cells_exact(db) == conn.execute("select max(id) + 1 from requests").fetchone()[0]
     conn.close()
+
+
+def test_hour_cells_and_checkpoints_are_done_while_the_store_waits(tmp_path, monkeypatch):
+    """With a parser slower than the store, the store counts the stored requests into
+    the hour cells and copies the WAL back while it waits for the next chunk (not in
+    the chunks' transactions, not only at the close), and the cells end exact."""
+    from datasette_forensics import derived, rawlines
+
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 400)
+    monkeypatch.setattr(ingest, "IDLE_CHECKPOINT_CHUNKS", 2)
+    pack = rawlines.pack
+
+    def slow_pack(*args):  # runs in the parse process: the store waits for each chunk
+        time.sleep(0.1)
+        return pack(*args)
+
+    monkeypatch.setattr(rawlines, "pack", slow_pack)
+    db_path = tmp_path / "t.db"
+    db = schema.connect(str(db_path))
+    seen = []  # per idle call that counted: (cells' requests, requests stored, batch status)
+    checkpoints = []
+    while_idle, idle = derived.while_idle, ingest.BatchWriter.idle
+
+    def spy_while_idle(database):
+        counted = while_idle(database)
+        if counted:
+            seen.append(database.execute(
+                """select (select sum(requests) from window_hours), (select count(*) from requests),
+                (select status from import_batches order by id desc limit 1)"""
+            ).fetchone())
+        return counted
+
+    def spy_idle(writer):
+        before = writer.unchecked
+        worked = idle(writer)
+        if before and not writer.unchecked:
+            checkpoints.append(before)
+        return worked
+
+    monkeypatch.setattr(derived, "while_idle", spy_while_idle)
+    monkeypatch.setattr(ingest.BatchWriter, "idle", spy_idle)
+    lines = [line(i, ip=f"198.51.100.{i % 23}", when=f"01/Jul/2020:{i // 200 % 24:02d}:{i % 60:02d}:00 +0000")
+             for i in range(3000)]
+    ingest.import_logs(db, [str(write(tmp_path / "a.log", lines))])
+    db.conn.close()
+    assert len(seen) >= 3, seen
+    assert all(cells == stored and status == "running" for cells, stored, status in seen), seen
+    assert checkpoints and set(checkpoints) == {2}
+    assert assert_cells_exact(db_path) == 3001
 
 
 def test_invalid_utf8_is_imported_and_the_exact_bytes_kept(tmp_path):
@@ -624,6 +691,7 @@ def test_interrupted_import_resumes(tmp_path, big_log, sig):
     assert b["status"] != "complete"
     assert 0 < b["lines_read"] < BIG_LINES
     assert_accounted(db)
+    assert assert_cells_exact(db) <= b["lines_imported"] + 1
 
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, timeout=300, env=SMALL_CHUNKS)
     assert again.returncode == 0, again.stderr
@@ -640,6 +708,7 @@ def test_interrupted_import_resumes(tmp_path, big_log, sig):
         db, "select count(*), count(distinct batch_id || ':' || line_no) from requests"
     )[0]
     assert count == distinct == BIG_LINES - rejected
+    assert assert_cells_exact(db) == count + 1
     assert rows(db, "pragma integrity_check") == [("ok",)]
 
 

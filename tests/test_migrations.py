@@ -156,3 +156,28 @@ async def test_datasette_refuses_an_unmigratable_database_in_one_sentence(tmp_pa
     with pytest.raises(click.ClickException, match="^old: .*rebuild it by importing") as refused:
         await ds.invoke_startup()
     assert "\n" not in refused.value.message
+
+
+def test_a_database_from_before_idle_cells_keeps_its_cells_and_counts_on(sample_db_path, tmp_path):
+    """m028 starts the hour cells' watermark after the requests a database holds (older
+    versions counted every stored request at once); the next batch is counted from there."""
+    from datasette_forensics import ingest
+
+    db = schema.connect(str(sample_db_path))
+    cells = db.execute("select * from window_hours order by hour, sig_id").fetchall()
+    last = db.execute("select max(id) from requests").fetchone()[0]
+    db.execute("drop table window_hours_upto")
+    db.execute("delete from _sqlite_migrations where name = 'm028_idle_cells_window_hours_upto'")
+    db.conn.close()
+    db = schema.connect(str(sample_db_path))
+    assert db.execute("select upto from window_hours_upto").fetchone()[0] == last + 1
+    assert db.execute("select * from window_hours order by hour, sig_id").fetchall() == cells
+    more = tmp_path / "more.log"
+    more.write_text(
+        '203.0.113.9 - - [01/Jul/2020:02:00:00 +0000] "GET /api/0/x/ HTTP/1.1" 200 1 "-" "curl/8"\n'
+    )
+    ingest.import_logs(db, [str(more)])
+    assert db.execute("select * from window_hours order by hour, sig_id").fetchall() == db.execute(
+        "select ts / 3600000, sig_id, count(*), min(ts), max(ts) from requests group by 1, 2 order by 1, 2"
+    ).fetchall()
+    assert db.execute("select upto from window_hours_upto").fetchone()[0] == last + 2

@@ -176,18 +176,33 @@ async def test_request_page_of_a_database_without_raw_lines_says_so(tmp_path):
 
 
 def test_pack_and_read_back_blocks():
-    nos = list(range(3, 3 + 1200, 1))
-    lines = [f"line {n} \xe9".encode() if n % 7 else b"" for n in nos]
-    rows = rawlines.pack(9, nos, lines)
-    assert len(rows) == 3 and rows[0][1:3] == (3, 3 + rawlines.BLOCK_LINES - 1)
-    conn = sqlite3.connect(":memory:")
+    """Blocks numbered without a gap, with gaps (rejected or duplicate lines), and with a
+    line that holds a newline (a value from a query can) all read back line by line."""
     from datasette_forensics.schema import PAGES_RAW_CHUNKS
 
+    conn = sqlite3.connect(":memory:")
     conn.executescript(PAGES_RAW_CHUNKS)
-    rawlines.store(conn, rows)
-    for n, line in zip(nos, lines):
-        assert rawlines.raw_line(conn, 9, n) == line
+    nos = list(range(3, 3 + 1200, 1))
+    lines = [f"line {n} \xe9".encode() if n % 7 else b"" for n in nos]
+    rows = rawlines.pack(9, nos.__getitem__, lines)
+    assert len(rows) == 3 and rows[0][1:3] == (3, 3 + rawlines.BLOCK_LINES - 1)
+    assert {r[3] for r in rows} == {rawlines.CONSECUTIVE}
+    # gaps: every third line missing; and one block whose lines hold newlines
+    gapped = [n for n in range(1, 2000) if n % 3]
+    gapped_lines = [f"gapped {n}".encode() for n in gapped]
+    gapped_rows = rawlines.pack(10, gapped.__getitem__, gapped_lines)
+    assert all(r[3].startswith(rawlines.OFFSETS) for r in gapped_rows)
+    newline_lines = [b"a\nb", b"", b"c\n", b"\nd"]
+    newline_rows = rawlines.pack(11, [5, 6, 8, 9].__getitem__, newline_lines)
+    assert newline_rows[0][3] not in (rawlines.CONSECUTIVE,) and not newline_rows[0][3].startswith(rawlines.OFFSETS)
+    for r in (rows, gapped_rows, newline_rows):
+        rawlines.store(conn, r)
+    for batch, numbers, texts in ((9, nos, lines), (10, gapped, gapped_lines), (11, [5, 6, 8, 9], newline_lines)):
+        for n, line in zip(numbers, texts):
+            assert rawlines.raw_line(conn, batch, n) == line
     assert rawlines.raw_line(conn, 9, 2) is None and rawlines.raw_line(conn, 8, 3) is None
+    assert rawlines.raw_line(conn, 10, 3) is None and rawlines.raw_line(conn, 10, 1997) == b"gapped 1997"
+    assert rawlines.raw_line(conn, 11, 7) is None
 
 
 def test_blocks_kept_by_earlier_versions_zlib_still_read():
@@ -202,7 +217,7 @@ def test_blocks_kept_by_earlier_versions_zlib_still_read():
     conn = sqlite3.connect(":memory:")
     conn.executescript(PAGES_RAW_CHUNKS)
     rawlines.store(conn, [(1, 10, 12, zlib.compress(meta, 1), zlib.compress(b"".join(old_lines), 1))])
-    rawlines.store(conn, rawlines.pack(2, [10, 11], [b"new one", b"new two"]))
+    rawlines.store(conn, rawlines.pack(2, [10, 11].__getitem__, [b"new one", b"new two"]))
     assert not conn.execute("select lines from raw_chunks where batch_id = 2").fetchone()[0].startswith(b"\x78")
     assert rawlines.raw_line(conn, 1, 10) == b"old line one \xff"
     assert rawlines.raw_line(conn, 1, 12) == b"old line two"

@@ -127,14 +127,20 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
             window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)
             db.execute("drop table temp.touched_sigs")
         aggregates.refresh_batch(db, batch_id)
-        window_hours.bump(db)  # its chunks grew window_hours (after_chunk)
+        window_hours.catch_up(db.conn)  # what the import's idle moments left
+        window_hours.bump(db)
         out_of_scope.add_batch(db, batch_id)
 
 
-def after_chunk(conn: sqlite3.Connection, first_id: int) -> None:
-    """A chunk of a log batch stored requests from id ``first_id`` on (call in its
-    transaction): count them into the hour cells now, while the parser reads on."""
-    window_hours.add_requests(conn, first_id)
+def while_idle(db: sqlite_utils.Database) -> bool:
+    """An import waits for its parser: count the requests stored so far into the hour
+    cells, in a transaction of their own (a batch's close counts whatever is left).
+
+    Returns:
+        True when there was work to do.
+    """
+    with write_transaction(db):
+        return window_hours.catch_up(db.conn)
 
 
 def after_records(db: sqlite_utils.Database, kind: str) -> None:

@@ -7,17 +7,19 @@ in-scope requests per (hour, signature, org), with those no applied rule explain
 either table, so a reader knows when to reload.
 
 The derived-data owner (:mod:`datasette_forensics.derived`) keeps them: a full build
-with the aggregates; ``window_hours`` grown by each stored chunk of a log batch, in the
-chunk's own transaction, from the rows it just wrote (:func:`add_requests`: an upsert of
-the chunk's cells, done while the import's parser works on the next chunk, instead of
-a recount of the batch's signatures when it closes); ``window_scoped_hours`` recounted
-for the signatures whose scope a batch changed when it closes; a recount of
-unexplained after a wholesale re-evaluation; and a rule's move per (signature, org,
-hour) from the counts it computes anyway (``temp.rule_new`` of :mod:`.explanations`):
-one update per touched cell, no look at the requests again.
+with the aggregates; ``window_hours`` brought up to date by :func:`catch_up`, which
+counts the requests stored since it last ran (``window_hours_upto`` says how far the
+cells go) in one upsert. An import runs it whenever its store waits for the parser
+(``derived.while_idle``: the cells cost the store's idle moments, not its busy ones),
+and a batch's close runs it for whatever is left; ``window_scoped_hours`` is recounted
+for the signatures whose scope a batch changed when it closes; unexplained is recounted
+after a wholesale re-evaluation; and a rule moves unexplained per (signature, org, hour)
+from the counts it computes anyway (``temp.rule_new`` of :mod:`.explanations`): one
+update per touched cell, no look at the requests again.
 
-The generation is bumped when a batch closes, not per chunk: the window engine's
-copy stays the closed batches' until then, as the scope does.
+The generation is bumped when a batch closes: the window engine's copy stays the closed
+batches' until then, as the scope does. A batch killed mid-way leaves its last chunks
+uncounted until it resumes or any other batch closes (both catch up first).
 """
 
 from __future__ import annotations
@@ -75,18 +77,29 @@ group by 1, 2, 3 order by 1, 2, 3
 """
 
 
-# A chunk's cells added to those kept (its first and last hours' cells may be shared
-# with the chunks around it).
+# The cells of the requests from an id on, added to those kept (their first and last
+# hours' cells may be shared with the requests around them).
 ADD_REQUESTS = HOURS.format(where="where id >= ?") + """
 on conflict (hour, sig_id) do update set requests = requests + excluded.requests,
     first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)
 """
 
 
-def add_requests(conn, first_id: int) -> None:
-    """Count the requests stored from id ``first_id`` on (a chunk just written, in its
-    transaction) into ``window_hours``."""
-    conn.execute(ADD_REQUESTS, [int(first_id)])
+def catch_up(conn) -> bool:
+    """Count the requests stored since the cells were last brought up to date into
+    ``window_hours`` (inside the caller's transaction).
+
+    Returns:
+        True when there were requests to count.
+    """
+    upto, last = conn.execute(
+        "select (select upto from window_hours_upto), (select coalesce(max(id), 0) from requests)"
+    ).fetchone()
+    if last < upto:
+        return False
+    conn.execute(ADD_REQUESTS, [upto])
+    conn.execute("update window_hours_upto set upto = ?", [last + 1])
+    return True
 
 
 def bump(db: sqlite_utils.Database) -> None:
@@ -99,6 +112,7 @@ def refresh(db: sqlite_utils.Database) -> None:
     db.execute("delete from window_hours")
     db.execute("delete from window_scoped_hours")
     db.execute(HOURS.format(where=""))
+    db.execute("update window_hours_upto set upto = (select coalesce(max(id), 0) + 1 from requests)")
     db.execute(SCOPED_HOURS.format(where=""))
     bump(db)
 
