@@ -1,10 +1,10 @@
 """A rule move: undo one applied rule, then apply it again, timed, with the code of a given checkout.
 
 For a same-run comparison of two versions of the derived tables' upkeep (say a
-branch against ``main``), run it under farm-bench on two copies of a database with
+branch against ``main``), run it with ``benchmarks/ab.py`` on two copies of a database with
 the rules applied (``bench_rules.py``'s, after an ``--apply all``):
 
-    farm-bench -n 5 --vs 'python benchmarks/bench_rule_move.py --code /tmp/main --db /tmp/b.db' \\
+    python benchmarks/ab.py -n 5 --vs 'python benchmarks/bench_rule_move.py --code /tmp/main --db /tmp/b.db' \\
         -- python benchmarks/bench_rule_move.py --code . --db /tmp/a.db
 
 It prints the undo's and the apply's wall and CPU seconds and the requests moved.
