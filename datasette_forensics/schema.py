@@ -1158,3 +1158,23 @@ def m025_hours_drop_window_days(db: sqlite_utils.Database) -> None:
 # this index rather than a scan of every cell.
 TIMELINES_SCOPED_HOURS_ORG = "create index window_scoped_hours_org on window_scoped_hours(org_id, hour);"
 ddl_migration("m026_timelines_scoped_hours_org", TIMELINES_SCOPED_HOURS_ORG)
+
+
+# A later batch into a large database (derived/): the seen counts of the one unfinished
+# batch while every other batch is finished (line_counts.py), kept apart from
+# line_counts, which that batch then only reads, and merged into it in hash order when
+# the batch closes; and the last request a full refresh of the aggregates counted
+# (aggregates.py), below which a closing batch's requests are counted already.
+LATER_BATCHES = """
+create table line_counts_batch (
+    h integer primary key,
+    batch_id integer not null,
+    seen integer not null
+);
+create table derived_upto (
+    id integer primary key check (id = 1),
+    request_id integer not null
+);
+insert into derived_upto (id, request_id) select 1, max(id) from requests having max(id) is not null;
+"""
+ddl_migration("m027_later_batches", LATER_BATCHES)
