@@ -175,15 +175,11 @@ def _count_shared(
                 if h in state:
                     state[h][1] = seen
                     resumed.append((batch_id, h))
-        if apart:  # a line's copies stored are then the larger of line_counts' and this batch's
+        if apart:  # this batch's seen count is kept here (a copy is new when seen exceeds n)
             for h, seen in conn.execute(
                 "select h, seen from line_counts_batch where h in (select value from json_each(?))", [part]
             ):
-                s = state.get(h)
-                if s is None:
-                    state[h] = [seen, seen]
-                else:
-                    s[0], s[1] = max(s[0], seen), seen
+                state.setdefault(h, [0, 0])[1] = seen
     keep, duplicates = [], 0
     for h in hashes:
         s = state.get(h)
