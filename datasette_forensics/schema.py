@@ -1160,6 +1160,26 @@ TIMELINES_SCOPED_HOURS_ORG = "create index window_scoped_hours_org on window_sco
 ddl_migration("m026_timelines_scoped_hours_org", TIMELINES_SCOPED_HOURS_ORG)
 
 
+# A later batch into a large database (derived/): the seen counts of the one unfinished
+# batch while every other batch is finished (line_counts.py), kept apart from
+# line_counts, which that batch then only reads, and merged into it in hash order when
+# the batch closes; and the last request a full refresh of the aggregates counted
+# (aggregates.py), below which a closing batch's requests are counted already.
+LATER_BATCHES = """
+create table line_counts_batch (
+    h integer primary key,
+    batch_id integer not null,
+    seen integer not null
+);
+create table derived_upto (
+    id integer primary key check (id = 1),
+    request_id integer not null
+);
+insert into derived_upto (id, request_id) select 1, max(id) from requests having max(id) is not null;
+"""
+ddl_migration("m027_later_batches", LATER_BATCHES)
+
+
 # idle_cells: the hour cells of a log batch are counted while the import waits for its
 # parser, not in each chunk's transaction; ``window_hours_upto`` says how far they are
 # counted (derived/window_hours.py). Cells kept before are complete: every request so far.

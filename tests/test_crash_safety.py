@@ -24,6 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -166,8 +167,10 @@ def check_consistent(db: Path) -> dict:
             totals["imported"] += imported
             totals["rejected"] += rejected
             totals["duplicate"] += duplicate
-        copies = conn.execute(  # the counts a batch alone stages are merged when it closes
-            "select (select coalesce(sum(n), 0) from line_counts) + (select coalesce(sum(n), 0) from line_counts_staged)"
+        copies = conn.execute(  # the counts staged or kept apart are merged when their batch closes
+            """select (select coalesce(sum(n), 0) from line_counts where h not in (select h from line_counts_batch))
+            + (select coalesce(sum(max(b.seen, coalesce(c.n, 0))), 0) from line_counts_batch b left join line_counts c using (h))
+            + (select coalesce(sum(n), 0) from line_counts_staged)"""
         ).fetchone()[0]
         rows = conn.execute("select (select count(*) from requests) + (select count(*) from rejected_lines)").fetchone()[0]
         assert copies == rows, f"line_counts holds {copies} copies for {rows} stored lines"
@@ -200,6 +203,26 @@ def kill_plan(rng: random.Random, counted: int) -> list[tuple[str, float]]:
     return plan
 
 
+def run_and_kill(db: Path, log: Path, after: float | None, kill_now) -> tuple[subprocess.Popen, int, bytes]:
+    """Import ``log`` in a subprocess and SIGKILL it after ``after`` seconds, or once
+    ``kill_now(proc)`` says so; returns the process, the lines read at the kill, stderr."""
+    proc = subprocess.Popen(command(db, log), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if after is not None:
+            time.sleep(after)
+        else:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and time.monotonic() < deadline and not kill_now(proc):
+                time.sleep(0.003)
+        _, read_at_kill = progress(db)
+        proc.send_signal(signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc, read_at_kill, stderr
+
+
 def test_sigkill_at_random_moments_keeps_the_database_consistent(tmp_path):
     rng = random.Random(SEED)
     log = tmp_path / "access.log"
@@ -209,29 +232,20 @@ def test_sigkill_at_random_moments_keeps_the_database_consistent(tmp_path):
     started = time.monotonic()
     seen = {"no commit yet": 0, "mid-way": 0, "after the last chunk": 0, "finished first": 0}
     for mode, value in kill_plan(rng, expected["counted"]):
-        proc = subprocess.Popen(command(db, log), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            if mode == "startup":
-                time.sleep(value)
-            else:
-                deadline = time.monotonic() + 60
-                while proc.poll() is None and time.monotonic() < deadline:
-                    if mode == "no-commit" and started_batch(db, proc.pid):
-                        break  # this run has its batch (new or resumed), not yet its next chunk
-                    batches, read = progress(db)
-                    if mode == "progress" and read >= value:
-                        time.sleep(rng.uniform(0, 0.04))  # land inside the next chunk
-                        break
-                    if mode == "finishing" and read >= expected["counted"] and writing(db):
-                        time.sleep(value)  # inside the work after the last chunk
-                        break
-                    time.sleep(0.003)
-            _, read_at_kill = progress(db)
-            proc.send_signal(signal.SIGKILL)
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+
+        def kill_now(proc) -> bool:
+            if mode == "no-commit" and started_batch(db, proc.pid):
+                return True  # this run has its batch (new or resumed), not yet its next chunk
+            batches, read = progress(db)
+            if mode == "progress" and read >= value:
+                time.sleep(rng.uniform(0, 0.04))  # land inside the next chunk
+                return True
+            if mode == "finishing" and read >= expected["counted"] and writing(db):
+                time.sleep(value)  # inside the work after the last chunk
+                return True
+            return False
+
+        proc, read_at_kill, stderr = run_and_kill(db, log, value if mode == "startup" else None, kill_now)
         if proc.returncode == -signal.SIGKILL:
             if read_at_kill <= 0:
                 seen["no commit yet"] += 1
@@ -270,3 +284,57 @@ def test_sigkill_at_random_moments_keeps_the_database_consistent(tmp_path):
     finally:
         conn.conn.close()
     print(f"\n{KILLS} kills: {seen}; {time.monotonic() - started:.1f}s")
+
+
+LATER_KILLS = 8
+
+
+def test_sigkill_of_a_later_batch_keeps_its_counts_and_the_earlier_batch_s(tmp_path):
+    """A second log, sharing lines with a first one already imported, is killed at
+    random moments while it counts its lines apart from line_counts (the first batch is
+    finished), then run to the end: every line is stored as often as the log with most
+    copies of it holds, and the counts say so."""
+    rng = random.Random(SEED + 1)
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    write_log(first, 40_000, SEED + 2)
+    write_log(second, 60_000, SEED + 3)
+    shared = [line for line in first.read_text().splitlines() if line.strip()][::40]
+    with open(second, "a", encoding="utf-8", newline="\n") as f:  # 1,000 lines of the first log, some twice
+        f.writelines(line + "\n" for line in shared + shared[::3])
+    db = tmp_path / "later.db"
+    build_sample_db(db, with_logs=False).conn.close()
+    done = subprocess.run(command(db, first), env=run_env(), capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    counted = query(db, "select lines_read from import_batches")[0][0]
+    second_lines = sum(1 for line in second.read_text().splitlines() if line.strip())
+    targets = sorted(rng.sample(range(second_lines // 20, second_lines * 19 // 20), LATER_KILLS))
+    midway = 0
+    for target in targets:
+
+        def kill_now(proc) -> bool:
+            batches, read = progress(db)
+            if batches == 2 and read >= target:
+                time.sleep(rng.uniform(0, 0.04))  # land inside the next chunk
+                return True
+            return False
+
+        proc, read_at_kill, stderr = run_and_kill(db, second, None, kill_now)
+        assert b"Traceback" not in stderr, stderr.decode()
+        if proc.returncode == -signal.SIGKILL and 0 < read_at_kill < second_lines:
+            midway += 1
+        check_consistent(db)
+    assert midway >= LATER_KILLS // 2
+    final = subprocess.run(command(db, second), env=run_env(), capture_output=True, timeout=300)
+    assert final.returncode == 0, final.stderr.decode()
+    check_consistent(db)
+    assert query(db, "select status, lines_read from import_batches order by id") == [
+        ("complete", counted), ("complete", second_lines)
+    ]
+    # Each distinct line, stored as often as the log with most copies of it holds.
+    copies = [Counter(line for line in path.read_text().splitlines() if line.strip()) for path in (first, second)]
+    expected = sum(max(copies[0][line], copies[1][line]) for line in copies[0].keys() | copies[1].keys())
+    stored = query(db, "select (select count(*) from requests) + (select count(*) from rejected_lines)")[0][0]
+    assert stored == expected
+    assert query(db, "select sum(n) from line_counts")[0][0] == expected
+    for table in ("line_counts_staged", "line_counts_batch", "line_counts_suspended"):
+        assert query(db, f"select count(*) from {table}") == [(0,)], table

@@ -9,7 +9,8 @@ dictionaries (log batches), account records, the incident, and the rules table
 - :mod:`.explanations`: the applied rules' bits in ``scoped.explained`` and the
   unexplained counts they move.
 - :mod:`.aggregates`: the page aggregates ``sig_stats``, ``pivot_groups``,
-  ``org_stats`` and ``scope_days``.
+  ``org_stats`` and ``scope_days``, and ``derived_upto``, the last request a full
+  refresh counted (a closing batch adds its requests only when none is counted yet).
 - :mod:`.window_hours`: ``window_hours`` and ``window_scoped_hours``, requests per (hour,
   signature[, org]) for time windows.
 - :mod:`.waterfall`: ``rule_waterfall``.
@@ -20,8 +21,8 @@ dictionaries (log batches), account records, the incident, and the rules table
 - the owner columns of ``ips`` (``network``, ``country``, ``as_name``, ``asn``,
   ``provider``, ``rdns``), from the shipped data and the ``ip_info`` records
   (:mod:`datasette_forensics.ipinfo`).
-- :mod:`.line_counts`: ``line_counts``, ``line_counts_staged`` and
-  ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
+- :mod:`.line_counts`: ``line_counts``, ``line_counts_staged``, ``line_counts_batch``
+  and ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
 - :mod:`.indexes`: the ``requests`` indexes a first import defers
   (``deferred_indexes``) and builds by a sort when its batch closes.
 
@@ -115,13 +116,19 @@ def after_incident(db: sqlite_utils.Database) -> None:
 
 def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None) -> None:
     """A log batch closed: bring ip_info, the scope, the explanations and the aggregates
-    up to date for its requests only.
+    up to date for its requests only (everything, when a recompute already counted
+    some of them while the batch was unfinished).
 
     Args:
         min_ip_id: the ``ips`` ids above this one are new (None: look at every address).
     """
     with db.atomic():
         ipinfo.apply_ip_info(db, min_ip_id=min_ip_id)
+        if aggregates.counted_already(db, batch_id):
+            # A recompute ran while the batch was unfinished and counted its requests
+            # so far: adding the batch now would count those twice.
+            recompute(db)
+            return
         if scope.after_batch(db, batch_id):
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)

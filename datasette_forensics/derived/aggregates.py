@@ -59,7 +59,17 @@ def gkey_sql(grouping: str) -> str:
     return f"json_array({', '.join(GKEYS.get(grouping, GROUPINGS[grouping][1]))})"
 
 
-# Every figure but the latest URI, per signature; :patched is null before an incident.
+# A signature's request figures over some requests r; :patched is null before an incident.
+SIG_FIGURES = """
+select r.sig_id, count(*) as requests,
+    coalesce(sum(r.status between 200 and 299), 0) as ok,  -- all statuses null: sum() is null
+    min(r.ts) as first_ts, max(r.ts) as last_ts,
+    coalesce(sum(r.ts >= :patched), 0) as after_patch,
+    coalesce(sum(r.ts >= :patched and r.status between 200 and 299), 0) as after_patch_ok
+from {requests} group by r.sig_id
+"""
+
+# Every figure but the latest URI, per signature.
 SIG_STATS = """
 insert into sig_stats (sig_id, ip_id, ua_id, requests, ok, first_ts, last_ts,
     after_patch, after_patch_ok, in_scope, orgs, cross_tenant, unexplained)
@@ -67,16 +77,21 @@ select a.sig_id, g.ip_id, g.ua_id, a.requests, a.ok, a.first_ts, a.last_ts,
     a.after_patch, a.after_patch_ok,
     coalesce(ss.requests, 0), coalesce(ss.orgs, 0), coalesce(ss.cross_tenant, 0),
     coalesce((select sum(so.unexplained) from sig_org so where so.sig_id = a.sig_id), 0)
-from (
-    select sig_id, count(*) as requests,
-        coalesce(sum(status between 200 and 299), 0) as ok,  -- all statuses null: sum() is null
-        min(ts) as first_ts, max(ts) as last_ts,
-        coalesce(sum(ts >= :patched), 0) as after_patch,
-        coalesce(sum(ts >= :patched and status between 200 and 299), 0) as after_patch_ok
-    from {requests} group by sig_id
-) a
+from ({figures}) a
 join signatures g on g.id = a.sig_id
 left join signature_scope ss on ss.sig_id = a.sig_id
+"""
+
+# A log batch's requests added to sig_stats: it only adds requests, so a signature's
+# counts grow by the batch's, its times widen; its scope figures are read again (the
+# scope and the explanations of the batch's signatures were just brought up to date).
+ADD_SIG_STATS = SIG_STATS + """where true
+on conflict (sig_id) do update set
+    requests = requests + excluded.requests, ok = ok + excluded.ok,
+    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
+    after_patch = after_patch + excluded.after_patch, after_patch_ok = after_patch_ok + excluded.after_patch_ok,
+    in_scope = excluded.in_scope, orgs = excluded.orgs, cross_tenant = excluded.cross_tenant,
+    unexplained = excluded.unexplained
 """
 
 # The URI of each signature's latest request (of those at its last time, the last
@@ -173,45 +188,56 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
                     db.execute(f"delete from {table}")
                 # Every request: one pass in table order and a sort beats a walk of the
                 # requests_sig index, which visits the table in random order (2× at 1M rows).
-                db.execute(SIG_STATS.format(requests="requests not indexed"), params)
+                db.execute(SIG_STATS.format(figures=SIG_FIGURES.format(requests="requests r not indexed")), params)
                 db.execute(LAST_URI.format(where=""))
                 for grouping in GROUPINGS:
                     refresh_grouping(db, grouping, None)
                 db.execute(ORG_STATS.format(where=""))
                 db.execute(SCOPE_DAYS.format(join=""))
+                db.execute(
+                    """insert or replace into derived_upto (id, request_id)
+                    select 1, max(id) from requests having max(id) is not null"""
+                )
             return
         db.execute("drop table if exists temp.aggregate_sigs")
         db.execute(f"create temp table aggregate_sigs as select distinct sig_id from ({sigs_sql})")
         where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
         db.execute(f"delete from sig_stats {where}")
-        db.execute(SIG_STATS.format(requests=f"requests {where}"), params)
+        db.execute(SIG_STATS.format(figures=SIG_FIGURES.format(requests=f"requests r {where}")), params)
         db.execute(LAST_URI.format(where=where))
-        for grouping in GROUPINGS:
-            refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
-        # The orgs these signatures reach, and the (org, day) pairs of their in-scope requests.
-        db.execute("drop table if exists temp.aggregate_orgs")
-        db.execute(
-            f"create temp table aggregate_orgs as select distinct org_id from sig_org {where}"
+        _refresh_above_signatures(db)
+
+
+def _refresh_above_signatures(db: sqlite_utils.Database) -> None:
+    """The groups, orgs and days that hold the signatures of temp.aggregate_sigs (whose
+    sig_stats rows are current), recomputed; drops temp.aggregate_sigs."""
+    where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
+    for grouping in GROUPINGS:
+        refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
+    # The orgs these signatures reach, and the (org, day) pairs of their in-scope requests.
+    db.execute("drop table if exists temp.aggregate_orgs")
+    db.execute(
+        f"create temp table aggregate_orgs as select distinct org_id from sig_org {where}"
+    )
+    db.execute("delete from org_stats where org_id in (select org_id from temp.aggregate_orgs)")
+    db.execute(ORG_STATS.format(where="where so.org_id in (select org_id from temp.aggregate_orgs)"))
+    db.execute("drop table if exists temp.aggregate_days")
+    db.execute(
+        f"""create temp table aggregate_days as
+        select distinct org_id, ts / 86400000 as day from scoped {where}"""
+    )
+    db.execute(
+        """delete from scope_days where (org_id, day) in
+        (select org_id, day from temp.aggregate_days)"""
+    )
+    db.execute(
+        SCOPE_DAYS.format(
+            join="""join temp.aggregate_days x on x.org_id = s.org_id
+            and s.ts >= x.day * 86400000 and s.ts < (x.day + 1) * 86400000"""
         )
-        db.execute("delete from org_stats where org_id in (select org_id from temp.aggregate_orgs)")
-        db.execute(ORG_STATS.format(where="where so.org_id in (select org_id from temp.aggregate_orgs)"))
-        db.execute("drop table if exists temp.aggregate_days")
-        db.execute(
-            f"""create temp table aggregate_days as
-            select distinct org_id, ts / 86400000 as day from scoped {where}"""
-        )
-        db.execute(
-            """delete from scope_days where (org_id, day) in
-            (select org_id, day from temp.aggregate_days)"""
-        )
-        db.execute(
-            SCOPE_DAYS.format(
-                join="""join temp.aggregate_days x on x.org_id = s.org_id
-                and s.ts >= x.day * 86400000 and s.ts < (x.day + 1) * 86400000"""
-            )
-        )
-        for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
-            db.execute(f"drop table temp.{table}")
+    )
+    for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
+        db.execute(f"drop table temp.{table}")
 
 
 def refresh_days(db: sqlite_utils.Database) -> None:
@@ -334,10 +360,30 @@ def refresh_grouping(db: sqlite_utils.Database, grouping: str, sigs_sql: str | N
         db.execute("drop table temp.aggregate_keys")
 
 
+def counted_already(db: sqlite_utils.Database, batch_id: int) -> bool:
+    """Whether a full refresh counted some of an unfinished batch's requests (it ran
+    while the batch was interrupted, or between its chunks): ``derived_upto`` keeps
+    the last request id it counted. Then the batch's close must not add them again."""
+    row = db.execute("select request_id from derived_upto").fetchone()
+    if row is None:
+        return False
+    first = db.execute(
+        f"select min(r.id) from {indexes.batch_requests(db.conn)} where r.batch_id = ?", [batch_id]
+    ).fetchone()[0]
+    return first is not None and first <= row[0]
+
+
 def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
-    """Bring the aggregates up to date after a log batch: only that batch's signatures."""
+    """Bring the aggregates up to date after a log batch: only that batch's signatures.
+
+    A batch only adds requests: its signatures' rows of sig_stats take the batch's
+    figures added to theirs (the batch's requests are read, not all of theirs), then
+    the groups, orgs and days that hold them are recomputed. None of its requests
+    may be counted already (see :func:`counted_already`).
+    """
     rows = indexes.batch_requests(db.conn)
-    params = {"batch_id": int(batch_id)}
+    row = db.execute("select patched_ms from incident where id = 1").fetchone()
+    params = {"batch_id": int(batch_id), "patched": row[0] if row else None}
     if not db.execute(
         f"""select exists(select 1 from {rows} where r.batch_id < :batch_id)
         or exists(select 1 from {rows} where r.batch_id > :batch_id)""",
@@ -347,7 +393,8 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
         return
     db.execute("drop table if exists temp.aggregate_batch")
     db.execute(
-        f"create temp table aggregate_batch as select distinct r.sig_id from {rows} where r.batch_id = :batch_id",
+        "create temp table aggregate_batch as "
+        + SIG_FIGURES.format(requests=f"{rows} where r.batch_id = :batch_id"),
         params,
     )
     touched, everything = db.execute(
@@ -359,7 +406,18 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
         # million signatures).
         refresh(db)
     else:
-        refresh(db, "select sig_id from temp.aggregate_batch")
+        with db.atomic():
+            db.execute(ADD_SIG_STATS.format(figures="select * from temp.aggregate_batch"), params)
+            # A signature's latest request may be the batch's where the batch reached its last time.
+            db.execute(
+                LAST_URI.format(
+                    where="""where sig_id in (select a.sig_id from temp.aggregate_batch a
+                    join sig_stats s on s.sig_id = a.sig_id where s.last_ts = a.last_ts)"""
+                )
+            )
+            db.execute("drop table if exists temp.aggregate_sigs")
+            db.execute("create temp table aggregate_sigs as select sig_id from temp.aggregate_batch")
+            _refresh_above_signatures(db)
     db.execute("drop table temp.aggregate_batch")
 
 

@@ -1,7 +1,7 @@
 """Duplicate-line counts: how many copies of each raw line the database holds (MODEL §1.1).
 
 The import keeps them in each chunk's transaction (:func:`count`), so a chunk and
-its counts commit together. Three tables, all keyed by a line's 64-bit hash h:
+its counts commit together. Four tables, all keyed by a line's 64-bit hash h:
 
 - ``line_counts``: the copies stored (n), and the batch that last touched the
   line with the copies of it that batch has seen (batch_id, seen).
@@ -15,9 +15,18 @@ its counts commit together. Three tables, all keyed by a line's 64-bit hash h:
   adds them to ``line_counts`` in one pass in hash order when the batch closes,
   or as soon as another batch must read the counts.
 
-A batch that shares the database reads and writes the counts of its chunk's
-distinct lines in hash order, so that each page of ``line_counts`` is read and
-written once per chunk, not once per line.
+- ``line_counts_batch``: the copies seen so far by the one unfinished batch, when
+  it shares the database with finished batches only (a later batch into a large
+  database, the usual case). ``line_counts`` does not change under it then, so
+  each chunk only reads it, and writes the counts of its own lines here, in a
+  table as large as the batch rather than the database; :func:`merge` folds them
+  into ``line_counts`` in one pass in hash order when the batch closes, or as
+  soon as another batch must read the counts.
+
+A batch that shares the database with another unfinished batch reads and writes
+the counts in ``line_counts`` itself (:func:`_count_shared`). Either way a chunk
+reads the counts of its distinct lines in hash order, so that each page is read
+(and written) once per chunk, not once per line.
 """
 
 from __future__ import annotations
@@ -56,12 +65,30 @@ def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[l
             "insert into line_counts_staged (batch_id, h, n) values (?, ?, 1)", zip(repeat(batch_id), hashes)
         )
         return None, 0
-    merge(conn)
-    return _count_shared(conn, batch_id, hashes)
+    unfinished = {
+        row[0]
+        for row in conn.execute(
+            "select id from import_batches where status in ('running', 'interrupted') and id != ?", [batch_id]
+        )
+    }
+    apart = conn.execute("select batch_id from line_counts_batch limit 1").fetchone()  # one batch's at most
+    if unfinished or (apart is not None and apart[0] != batch_id):
+        merge(conn)
+        return _count_shared(conn, batch_id, hashes, unfinished)
+    _merge_staged(conn)  # this batch's, from while it was alone
+    return _count_shared(conn, batch_id, hashes, unfinished, apart=True)
 
 
 def merge(conn: sqlite3.Connection) -> None:
-    """Add the staged counts to ``line_counts``, in hash order (inside a write transaction).
+    """Fold the staged counts and the batch counts into ``line_counts``, in hash order
+    (inside a write transaction): before a batch that shares the database with another
+    unfinished one counts, and when a batch closes."""
+    _merge_staged(conn)
+    _merge_batch(conn)
+
+
+def _merge_staged(conn: sqlite3.Connection) -> None:
+    """Add the staged counts to ``line_counts``.
 
     Staged rows come from one batch (only a batch alone stages, and any other
     batch merges before it counts), whose copies of a line add to those it
@@ -78,6 +105,27 @@ def merge(conn: sqlite3.Connection) -> None:
     conn.execute("delete from line_counts_staged")
 
 
+def _merge_batch(conn: sqlite3.Connection) -> None:
+    """Fold ``line_counts_batch`` into ``line_counts``.
+
+    Its rows come from one batch B, counted while every other batch was finished
+    (:func:`count` merges them before anything else reads or writes the counts),
+    so ``line_counts`` is what B read: B's seen count is the whole of it, the
+    line's copies stored the larger of the two, and B now owns the line, as
+    :func:`_count_shared` would have left it (the suspended counts B resumed went
+    when it counted them).
+    """
+    if conn.execute("select not exists(select 1 from line_counts_batch)").fetchone()[0]:
+        return
+    conn.execute(
+        """insert into line_counts (h, n, batch_id, base, seen)
+        select h, seen, batch_id, 0, seen from line_counts_batch where true order by h
+        on conflict(h) do update set n = max(n, excluded.n), batch_id = excluded.batch_id,
+        base = 0, seen = excluded.seen"""
+    )
+    conn.execute("delete from line_counts_batch")
+
+
 def finish_batch(conn: sqlite3.Connection, batch_id: int) -> None:
     """A batch is finished (inside the transaction that says so): it never resumes,
     so its suspended counts are done with, and its staged counts are merged."""
@@ -85,20 +133,22 @@ def finish_batch(conn: sqlite3.Connection, batch_id: int) -> None:
     conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
 
 
-def _count_shared(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[list[bool], int]:
+def _count_shared(
+    conn: sqlite3.Connection, batch_id: int, hashes: list[int], unfinished: set[int], apart: bool = False
+) -> tuple[list[bool], int]:
     """:func:`count` for a batch that shares the database with others' lines.
 
     ``line_counts`` keeps, per line, the batch that last touched it and the
     copies that batch has seen; when another batch touches a line while the
-    batch that had it is unfinished, that batch's count moves to
-    ``line_counts_suspended``, and comes back when it resumes.
+    batch that had it is unfinished (its id in ``unfinished``), that batch's
+    count moves to ``line_counts_suspended``, and comes back when it resumes.
+
+    Args:
+        apart: no other batch is unfinished: read ``line_counts`` and keep this
+            batch's seen counts in ``line_counts_batch`` (which then overrides
+            what ``line_counts`` says this batch has seen) instead of writing them
+            to ``line_counts``.
     """
-    unfinished = {
-        row[0]
-        for row in conn.execute(
-            "select id from import_batches where status in ('running', 'interrupted') and id != ?", [batch_id]
-        )
-    }
     suspended_here = conn.execute(
         "select exists(select 1 from line_counts_suspended where batch_id = ?)", [batch_id]
     ).fetchone()[0]
@@ -125,6 +175,11 @@ def _count_shared(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) ->
                 if h in state:
                     state[h][1] = seen
                     resumed.append((batch_id, h))
+        if apart:  # this batch's seen count is kept here (a copy is new when seen exceeds n)
+            for h, seen in conn.execute(
+                "select h, seen from line_counts_batch where h in (select value from json_each(?))", [part]
+            ):
+                state.setdefault(h, [0, 0])[1] = seen
     keep, duplicates = [], 0
     for h in hashes:
         s = state.get(h)
@@ -143,12 +198,19 @@ def _count_shared(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) ->
             on conflict(batch_id, h) do update set seen = excluded.seen""",
             suspend,
         )
-    if resumed:
+    if resumed:  # their seen counts are in state now, and written below
         conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
-    conn.executemany(  # in hash order, like the lookups
-        """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
-        on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
-        base = 0, seen = excluded.seen""",
-        [(h, state[h][0], batch_id, state[h][1]) for h in distinct],
-    )
+    if apart:
+        conn.executemany(  # in hash order, like the lookups
+            """insert into line_counts_batch (h, batch_id, seen) values (?, ?, ?)
+            on conflict(h) do update set seen = excluded.seen""",
+            [(h, batch_id, state[h][1]) for h in distinct],
+        )
+    else:
+        conn.executemany(
+            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
+            on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
+            base = 0, seen = excluded.seen""",
+            [(h, state[h][0], batch_id, state[h][1]) for h in distinct],
+        )
     return keep, duplicates
