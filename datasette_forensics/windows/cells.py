@@ -47,6 +47,25 @@ class Cells:
         order = np.argsort(self.s_org, kind="stable")
         return order, self.s_org[order]
 
+    @cached_property
+    def all_hours(self) -> dict[int, list[int]]:
+        """Per hour with requests: [requests, in_scope, unexplained] over every cell, once
+        per loaded generation: the overview's timelines read slices of it, not millions of
+        cells a request."""
+        out: dict[int, list[int]] = {}
+        for hours, columns, at in ((self.hour, (self.requests,), 0),
+                                   (self.s_hour, (self.s_requests, self.s_unexplained), 1)):
+            if not len(hours):
+                continue
+            base = int(hours.min())
+            shifted = hours.astype(np.int64) - base
+            sums = [np.bincount(shifted, weights=c).astype(np.int64) for c in columns]
+            for h in np.flatnonzero(np.bincount(shifted)):
+                figures = out.setdefault(int(h) + base, [0, 0, 0])
+                for i, s in enumerate(sums):
+                    figures[at + i] = int(s[h])
+        return out
+
     @property
     def nbytes(self) -> int:
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))

@@ -62,12 +62,8 @@ def whole_hours(cells: Cells, h_from: int, h_to: int, org: str | None = None, si
     """From the engine's arrays, per whole hour in [h_from, h_to): [requests, in_scope,
     unexplained]; of one org's in-scope requests (requests = in_scope) when given, of the
     signatures ``sigs`` (ids) when given."""
-    if org is None and sigs is None:
-        a, b = _slice(cells.hour, h_from, h_to), _slice(cells.s_hour, h_from, h_to)
-        out = _per_hour(cells.hour[a].astype(np.int64), cells.requests[a])
-        for hour, (n, u) in _per_hour(cells.s_hour[b].astype(np.int64), cells.s_requests[b], cells.s_unexplained[b]).items():
-            out.setdefault(hour, [0])[1:] = [n, u]
-        return {h: v if len(v) == 3 else [v[0], 0, 0] for h, v in out.items()}
+    if org is None and sigs is None:  # every cell: slices of the per-hour sums kept per loaded generation
+        return {h: list(v) for h, v in cells.all_hours.items() if h_from <= h < h_to}
     rows = org_rows(cells, org) if org is not None else np.arange(len(cells.s_hour))
     rows = rows[_slice(cells.s_hour[rows], h_from, h_to)]
     if sigs is not None:
