@@ -64,14 +64,16 @@ def pack(batch_id: int, line_no: Callable[[int], int], lines: list[bytes]) -> li
         block = lines[start:end]
         first, last = line_no(start), line_no(end - 1)
         joined = b"\n".join(block)
-        if joined.count(b"\n") != end - start - 1:  # a line holds a newline: say where each ends
-            meta = array("I", [line_no(i) - first for i in range(start, end)])
-            meta.extend(len(line) for line in block)
-            meta, joined = compress(meta.tobytes()), b"".join(block)
-        elif last - first == end - start - 1:
+        newline_inside = joined.count(b"\n") != end - start - 1
+        if not newline_inside and last - first == end - start - 1:
             meta = CONSECUTIVE
         else:
-            meta = OFFSETS + compress(array("I", [line_no(i) - first for i in range(start, end)]).tobytes())
+            offsets = array("I", [line_no(i) - first for i in range(start, end)])
+            if newline_inside:  # a line holds a newline: say where each ends
+                offsets.extend(len(line) for line in block)
+                meta, joined = compress(offsets.tobytes()), b"".join(block)
+            else:
+                meta = OFFSETS + compress(offsets.tobytes())
         rows.append((batch_id, first, last, meta, compress(joined)))
     return rows
 

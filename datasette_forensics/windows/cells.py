@@ -21,6 +21,16 @@ SEP = "\x1f"
 KEYS = {"window_hours": "hour, sig_id", "window_scoped_hours": "hour, sig_id, org_id"}
 
 
+def per_hour(hours: np.ndarray, *weights: np.ndarray) -> dict[int, list[int]]:
+    """Per hour present in ``hours``: the sum of each weight over its cells."""
+    if not len(hours):
+        return {}
+    base = int(hours.min())
+    sums = [np.bincount(hours - base, weights=w).astype(np.int64) for w in weights]
+    present = np.flatnonzero(np.bincount(hours - base))
+    return {int(h) + base: [int(s[h]) for s in sums] for h in present}
+
+
 @dataclass
 class Cells:
     generation: int
@@ -52,19 +62,10 @@ class Cells:
         """Per hour with requests: [requests, in_scope, unexplained] over every cell, once
         per loaded generation: the overview's timelines read slices of it, not millions of
         cells a request."""
-        out: dict[int, list[int]] = {}
-        for hours, columns, at in ((self.hour, (self.requests,), 0),
-                                   (self.s_hour, (self.s_requests, self.s_unexplained), 1)):
-            if not len(hours):
-                continue
-            base = int(hours.min())
-            shifted = hours.astype(np.int64) - base
-            sums = [np.bincount(shifted, weights=c).astype(np.int64) for c in columns]
-            for h in np.flatnonzero(np.bincount(shifted)):
-                figures = out.setdefault(int(h) + base, [0, 0, 0])
-                for i, s in enumerate(sums):
-                    figures[at + i] = int(s[h])
-        return out
+        out = per_hour(self.hour.astype(np.int64), self.requests)
+        for hour, (n, u) in per_hour(self.s_hour.astype(np.int64), self.s_requests, self.s_unexplained).items():
+            out.setdefault(hour, [0])[1:] = [n, u]
+        return {h: v if len(v) == 3 else [v[0], 0, 0] for h, v in out.items()}
 
     @property
     def nbytes(self) -> int:

@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 
 from ..derived.window_hours import hour_range
-from .cells import Cells
+from .cells import Cells, per_hour
 
 BIG = 2**62
 EDGES = """
@@ -49,15 +49,6 @@ def org_rows(cells: Cells, org: str) -> np.ndarray:
     return order[int(np.searchsorted(keys, i, "left")):int(np.searchsorted(keys, i, "right"))]
 
 
-def _per_hour(hours: np.ndarray, *weights: np.ndarray) -> dict[int, list[int]]:
-    if not len(hours):
-        return {}
-    base = int(hours.min())
-    sums = [np.bincount(hours - base, weights=w).astype(np.int64) for w in weights]
-    present = np.flatnonzero(np.bincount(hours - base))
-    return {int(h) + base: [int(s[h]) for s in sums] for h in present}
-
-
 def whole_hours(cells: Cells, h_from: int, h_to: int, org: str | None = None, sigs=None) -> dict[int, list[int]]:
     """From the engine's arrays, per whole hour in [h_from, h_to): [requests, in_scope,
     unexplained]; of one org's in-scope requests (requests = in_scope) when given, of the
@@ -68,7 +59,7 @@ def whole_hours(cells: Cells, h_from: int, h_to: int, org: str | None = None, si
     rows = rows[_slice(cells.s_hour[rows], h_from, h_to)]
     if sigs is not None:
         rows = rows[np.isin(cells.s_sig[rows], np.asarray(list(sigs), dtype=np.int64))]
-    return {h: [n, n, u] for h, (n, u) in _per_hour(cells.s_hour[rows].astype(np.int64), cells.s_requests[rows],
+    return {h: [n, n, u] for h, (n, u) in per_hour(cells.s_hour[rows].astype(np.int64), cells.s_requests[rows],
                                                    cells.s_unexplained[rows]).items()}
 
 
