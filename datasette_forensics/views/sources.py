@@ -171,14 +171,13 @@ def _whole_hours_sql(conn, h_from: int, h_to: int, org: str | None, sigs) -> dic
 async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = None, sigs=None) -> tuple[dict, str]:
     """Per UTC hour with requests in [lo, hi) (None: open): {hour: [requests, in_scope,
     unexplained]} (of one org's in-scope requests, of the signatures ``sigs``, when given),
-    exact: the whole hours from the cells (through the window engine when they fit its
-    memory bound, else in SQL), the partial edge hours from their raw requests. Also
+    exact: the whole hours from the cells (through the window engine when it serves the
+    database, else in SQL), the partial edge hours from their raw requests. Also
     returns the source's name (as window_source)."""
-    mb = window_database.limit_mb(page.datasette)
     key = page.db.path or page.db.name
+    engine = await window_database.serves(page)
 
     def run(conn):
-        engine = window_database.fits(conn, key, mb)
         if engine:
             cells = cells_module.cached(conn, key)
             whole = lambda f, t, o, s: relations.whole_hours(cells, f, t, o, s)  # noqa: E731

@@ -121,6 +121,12 @@ _cache: dict[str, Cells] = {}
 _lock = threading.Lock()
 
 
+def current(conn: sqlite3.Connection, key: str) -> bool:
+    """Whether the cells of database ``key`` are loaded for its generation now."""
+    cells = _cache.get(key)
+    return cells is not None and cells.generation == generation(conn)
+
+
 def cached(conn: sqlite3.Connection, key: str) -> Cells:
     """The cells of database ``key`` (its path), reloaded only when its generation changed."""
     gen = generation(conn)

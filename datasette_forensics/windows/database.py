@@ -92,16 +92,23 @@ def fits(conn: sqlite3.Connection, key: str, mb: float) -> bool:
     return mb > 0 and has_cells(conn) and cells_bytes(conn, key) <= mb * 1024 * 1024
 
 
-# Per database path: the background task that loads its cells when the server starts.
+# Cells up to this size (the estimate of cells_bytes; about 200,000 hour cells) load
+# within the request that needs them, in a quarter of a second or less; larger ones load
+# in the background while the pages read the SQL path (see for_page).
+INLINE_LOAD_BYTES = 8 << 20
+
+# Per database path: the background task loading its cells (at startup, or after a
+# later batch or rule change made the loaded ones stale).
 warming: dict[str, "asyncio.Task"] = {}
 
 
 def start_warming(datasette, db) -> None:
-    """Load the database's cells in the background (the startup hook calls it), so the
-    first window page after a server start does not pay the load."""
+    """Load the database's cells in the background unless a load of them is running
+    (the startup hook calls it, so the first window page after a server start does
+    not pay the load; for_page, when the loaded cells went stale)."""
     mb = limit_mb(datasette)
     key = db.path or db.name
-    if mb <= 0:
+    if mb <= 0 or (key in warming and not warming[key].done()):
         return
 
     def warm(conn):
@@ -111,18 +118,41 @@ def start_warming(datasette, db) -> None:
     warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
 
 
-async def for_page(page) -> bool:
-    """Serve this page's window from the engine when the cells fit the memory bound: swaps
-    ``page.db`` and sets ``page.state.engine``. Returns whether it did."""
-    state = page.state
+async def serves(page) -> bool:
+    """Whether the engine serves this page's database now: its cells fit the memory bound
+    and are loaded for the database's current generation, or are small enough to load
+    in place.
+
+    A page never waits for a large load: while the cells are not loaded for the
+    current generation (the server has just started, or a batch, rule or record change
+    has just landed), this starts their load in the background and answers False, so
+    the page reads the same figures in SQL (``views/sources.py``), exact but slower at
+    millions of requests; the pages after the load use the engine."""
     mb = limit_mb(page.datasette)
-    if not state.window or mb <= 0:
+    if mb <= 0:
         return False
     key = page.db.path or page.db.name
 
-    if not await page.db.execute_fn(lambda conn: fits(conn, key, mb)):
+    def use(conn) -> str:
+        if not fits(conn, key, mb):
+            return "sql"
+        if cells_module.current(conn, key) or cells_bytes(conn, key) <= INLINE_LOAD_BYTES:
+            return "engine"
+        return "load"
+
+    use = await page.db.execute_fn(use)
+    if use == "load":
+        start_warming(page.datasette, page.db)
+    return use == "engine"
+
+
+async def for_page(page) -> bool:
+    """Serve this page's window from the engine when it :func:`serves` the database: swaps
+    ``page.db`` and sets ``page.state.engine``. Returns whether it did."""
+    state = page.state
+    if not state.window or not await serves(page):
         return False
-    page.db = WindowDatabase(page.db, key, state.window_params())
+    page.db = WindowDatabase(page.db, page.db.path or page.db.name, state.window_params())
     state.engine = True
     return True
 
