@@ -401,6 +401,7 @@ async def _time_url(ds, url: str, runs: int, label: str = "") -> dict:
         "p50_ms": round(statistics.median(warm), 1),
         "p95_ms": round(_percentile(warm, 0.95), 1),
         "max_ms": round(max(timings), 1),
+        "warm_max_ms": round(max(warm), 1),
     }
 
 
@@ -556,6 +557,8 @@ def report_links(results: dict) -> dict:
         "worst_p95_ms": max(p95s),
         "p95_over_target": sorted(k for k, r in results.items() if r["p95_ms"] > LINK_P95_MS),
         "over_max": sorted(k for k, r in results.items() if r["max_ms"] > LINK_MAX_MS),
+        # The warm requests only: the first one of a kind may read pages from disk.
+        "warm_over_max": sorted(k for k, r in results.items() if r.get("warm_max_ms", r["max_ms"]) > LINK_MAX_MS),
         "target": {"p95_ms": LINK_P95_MS, "max_ms": LINK_MAX_MS},
     }
     print(json.dumps(summary))

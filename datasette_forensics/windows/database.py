@@ -113,7 +113,8 @@ def start_warming(datasette, db) -> None:
 
     def warm(conn):
         if fits(conn, key, mb):
-            cells_module.cached(conn, key)
+            cells = cells_module.cached(conn, key)
+            groups_module.sig_attributes(conn, key, cells.generation)  # every pivot's first request needs them
 
     warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
 
