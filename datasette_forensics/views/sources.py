@@ -175,7 +175,7 @@ async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = N
     database, else in SQL), the partial edge hours from their raw requests. Also
     returns the source's name (as window_source)."""
     key = page.db.path or page.db.name
-    engine = await window_database.serves(page)
+    engine = await window_database.serves(page, wait=False)
 
     def run(conn):
         if engine:

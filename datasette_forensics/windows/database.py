@@ -94,7 +94,7 @@ def fits(conn: sqlite3.Connection, key: str, mb: float) -> bool:
 
 # Cells up to this size (the estimate of cells_bytes; about 200,000 hour cells) load
 # within the request that needs them, in a quarter of a second or less; larger ones load
-# in the background while the pages read the SQL path (see for_page).
+# in the background (see serves).
 INLINE_LOAD_BYTES = 8 << 20
 
 # Per database path: the background task loading its cells (at startup, or after a
@@ -102,33 +102,39 @@ INLINE_LOAD_BYTES = 8 << 20
 warming: dict[str, "asyncio.Task"] = {}
 
 
-def start_warming(datasette, db) -> None:
+def start_warming(datasette, db) -> "asyncio.Task | None":
     """Load the database's cells in the background unless a load of them is running
     (the startup hook calls it, so the first window page after a server start does
-    not pay the load; for_page, when the loaded cells went stale)."""
+    not pay the load; :func:`serves`, when the loaded cells went stale). Returns the
+    running load (None: the engine is off)."""
     mb = limit_mb(datasette)
     key = db.path or db.name
-    if mb <= 0 or (key in warming and not warming[key].done()):
-        return
+    if mb <= 0:
+        return None
+    if key in warming and not warming[key].done():
+        return warming[key]
 
     def warm(conn):
         if fits(conn, key, mb):
             cells = cells_module.cached(conn, key)
             groups_module.sig_attributes(conn, key, cells.generation)  # every pivot's first request needs them
 
-    warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
+    task = warming[key] = asyncio.get_running_loop().create_task(db.execute_fn(warm))
+    return task
 
 
-async def serves(page) -> bool:
-    """Whether the engine serves this page's database now: its cells fit the memory bound
+async def serves(page, wait: bool) -> bool:
+    """Whether the engine serves this page's database: its cells fit the memory bound
     and are loaded for the database's current generation, or are small enough to load
     in place.
 
-    A page never waits for a large load: while the cells are not loaded for the
-    current generation (the server has just started, or a batch, rule or record change
-    has just landed), this starts their load in the background and answers False, so
-    the page reads the same figures in SQL (``views/sources.py``), exact but slower at
-    millions of requests; the pages after the load use the engine."""
+    Otherwise (the server has just started, or a batch, rule or record change has just
+    landed) their load runs in the background, on one of Datasette's SQL threads, and
+    no other page waits for it. A page that can read the same figures in SQL fast at
+    millions of requests (the timelines, over the cells: ``wait=False``) does so
+    meanwhile; a pivot, whose SQL over a long window can reach the time limit at
+    millions of requests, awaits the load (``wait=True``, once per change: about 4 s at
+    5M requests) rather than show a time-out."""
     mb = limit_mb(page.datasette)
     if mb <= 0:
         return False
@@ -143,15 +149,20 @@ async def serves(page) -> bool:
 
     use = await page.db.execute_fn(use)
     if use == "load":
-        start_warming(page.datasette, page.db)
+        task = start_warming(page.datasette, page.db)
+        if not wait:
+            return False
+        await asyncio.shield(task)
+        return True
     return use == "engine"
 
 
 async def for_page(page) -> bool:
-    """Serve this page's window from the engine when it :func:`serves` the database: swaps
-    ``page.db`` and sets ``page.state.engine``. Returns whether it did."""
+    """Serve this page's window from the engine when it :func:`serves` the database
+    (waiting for a load of its cells): swaps ``page.db`` and sets ``page.state.engine``.
+    Returns whether it did."""
     state = page.state
-    if not state.window or not await serves(page):
+    if not state.window or not await serves(page, wait=True):
         return False
     page.db = WindowDatabase(page.db, page.db.path or page.db.name, state.window_params())
     state.engine = True
