@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from datasette_forensics import derived, incident, ingest, schema
-from datasette_forensics.derived import aggregates, indexes, line_counts, scope
+from datasette_forensics.derived import aggregates, explanations, indexes, line_counts, scope
 
 INDEXES_SQL = "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' order by name"
 
@@ -328,6 +328,38 @@ def test_a_later_batch_adds_its_figures_to_the_aggregates_as_a_recompute_counts_
     added = derived_tables(db)
     assert added["scoped"] and added["sig_stats"]
     monkeypatch.setattr(aggregates, "refresh", real_refresh)
+    derived.recompute(db)
+    assert derived_tables(db) == added
+    db.conn.close()
+
+
+def test_a_later_batch_outside_the_window_leaves_the_orgs_and_days_as_a_recompute_counts_them(
+    sample_db_path, tmp_path, monkeypatch
+):
+    """A batch of requests before the incident adds nothing to the scope: the rules are
+    not re-evaluated at its close, org_stats and scope_days not recounted, and every
+    aggregate (the out-of-scope counts too) still equals a full recompute."""
+    db = schema.connect(str(sample_db_path))
+    from datasette_forensics import rules
+    from datasette_forensics.rules import actions
+
+    actions.apply_all(db, rules.resolve_names(db, "all"), "test")
+    before = derived_tables(db)
+    log = later_log(tmp_path / "july.log", 3000, 11)
+    (tmp_path / "june.log").write_text(log.read_text().replace("/Jul/2020:", "/Jun/2020:"))
+    recounted = []
+    real = aggregates._refresh_orgs_and_days
+    monkeypatch.setattr(aggregates, "_refresh_orgs_and_days", lambda db, where: (recounted.append(where), real(db, where)))
+    monkeypatch.setattr(explanations, "reevaluate", lambda db, sigs=None: recounted.append(sigs))
+    (result,) = ingest.import_logs(db, [str(tmp_path / "june.log")])
+    assert result.imported > 2900 and recounted == []
+    monkeypatch.undo()
+    added = derived_tables(db)
+    assert added["scoped"] == before["scoped"] and added["scope_days"] == before["scope_days"]
+    assert added["sig_stats"] != before["sig_stats"]
+    outside = dict(db.execute("select org_id, n from out_of_scope_counts where reason = 'outside_window'").fetchall())
+    was = {row[0]: row[2] for row in before["out_of_scope_counts"] if row[1] == "outside_window"}
+    assert sum(outside.values()) - sum(was.values()) == result.imported
     derived.recompute(db)
     assert derived_tables(db) == added
     db.conn.close()

@@ -129,11 +129,13 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
             # so far: adding the batch now would count those twice.
             recompute(db)
             return
-        if scope.after_batch(db, batch_id):
+        touched = scope.after_batch(db, batch_id)
+        if touched:
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)
+        aggregates.refresh_batch(db, batch_id, scope.TOUCHED_SIGS if touched else None)
+        if touched:
             db.execute("drop table temp.touched_sigs")
-        aggregates.refresh_batch(db, batch_id)
         window_hours.catch_up(db.conn)  # what the import's idle moments left
         window_hours.bump(db)
         out_of_scope.add_batch(db, batch_id)

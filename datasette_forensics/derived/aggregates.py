@@ -208,13 +208,24 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
         _refresh_above_signatures(db)
 
 
-def _refresh_above_signatures(db: sqlite_utils.Database) -> None:
-    """The groups, orgs and days that hold the signatures of temp.aggregate_sigs (whose
-    sig_stats rows are current), recomputed; drops temp.aggregate_sigs."""
-    where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
+AGGREGATE_SIGS = "select sig_id from temp.aggregate_sigs"
+
+
+def _refresh_above_signatures(db: sqlite_utils.Database, scope_sigs: str | None = AGGREGATE_SIGS) -> None:
+    """The groups that hold the signatures of temp.aggregate_sigs (whose sig_stats rows
+    are current), and the orgs and days that hold those of ``scope_sigs`` (a SQL select
+    of the sig_ids whose scoped rows, sig_org or signature_scope changed; None: none
+    did), recomputed; drops temp.aggregate_sigs."""
     for grouping in GROUPINGS:
-        refresh_grouping(db, grouping, "select sig_id from temp.aggregate_sigs")
-    # The orgs these signatures reach, and the (org, day) pairs of their in-scope requests.
+        refresh_grouping(db, grouping, AGGREGATE_SIGS)
+    if scope_sigs is not None:
+        _refresh_orgs_and_days(db, f"where sig_id in ({scope_sigs})")
+    db.execute("drop table temp.aggregate_sigs")
+
+
+def _refresh_orgs_and_days(db: sqlite_utils.Database, where: str) -> None:
+    """org_stats and scope_days of the orgs and (org, day) pairs the signatures ``where``
+    picks (a condition on sig_id) reach with their in-scope requests, recomputed."""
     db.execute("drop table if exists temp.aggregate_orgs")
     db.execute(
         f"create temp table aggregate_orgs as select distinct org_id from sig_org {where}"
@@ -236,7 +247,7 @@ def _refresh_above_signatures(db: sqlite_utils.Database) -> None:
             and s.ts >= x.day * 86400000 and s.ts < (x.day + 1) * 86400000"""
         )
     )
-    for table in ("aggregate_sigs", "aggregate_orgs", "aggregate_days"):
+    for table in ("aggregate_orgs", "aggregate_days"):
         db.execute(f"drop table temp.{table}")
 
 
@@ -373,13 +384,17 @@ def counted_already(db: sqlite_utils.Database, batch_id: int) -> bool:
     return first is not None and first <= row[0]
 
 
-def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
+def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | None) -> None:
     """Bring the aggregates up to date after a log batch: only that batch's signatures.
 
     A batch only adds requests: its signatures' rows of sig_stats take the batch's
     figures added to theirs (the batch's requests are read, not all of theirs), then
-    the groups, orgs and days that hold them are recomputed. None of its requests
-    may be counted already (see :func:`counted_already`).
+    the groups that hold them are recomputed, and the orgs and days that hold the
+    signatures ``scope_sigs`` selects: those whose scope the batch changed
+    (scope.TOUCHED_SIGS; None when it changed none). org_stats and scope_days are
+    made of scoped, sig_org and signature_scope alone, which change for those only
+    (a batch outside the incident's window changes none). None of its requests may
+    be counted already (see :func:`counted_already`).
     """
     rows = indexes.batch_requests(db.conn)
     row = db.execute("select patched_ms from incident where id = 1").fetchone()
@@ -417,7 +432,7 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int) -> None:
             )
             db.execute("drop table if exists temp.aggregate_sigs")
             db.execute("create temp table aggregate_sigs as select sig_id from temp.aggregate_batch")
-            _refresh_above_signatures(db)
+            _refresh_above_signatures(db, scope_sigs)
     db.execute("drop table temp.aggregate_batch")
 
 

@@ -17,30 +17,44 @@ __all__ = ["ORG_OF_REQUEST", "REASONS", "REASON_SQL", "counts", "refresh", "add_
 
 REASONS = ("outside_window", "path_not_in_scope", "no_org", "unknown_org", "no_live_integration")
 
-# The reason a request r (with its path p) is out of scope; null when it is in scope.
-# Times and the integration requirement come from the incident row.
-REASON_SQL = f"""(
-    select case
-        when r.ts < x.introduced_ms or r.ts >= x.patched_ms then 'outside_window'
-        when coalesce(p.scope_match, 0) = 0 then 'path_not_in_scope'
-        when r.org_id is null and p.slug is null then 'no_org'
-        when o.org_id is null or o.org_id not in (select id from orgs) then 'unknown_org'
+# The reason a request is out of scope, over the incident row x; null when it is in
+# scope. Times and the integration requirement come from the incident row. The
+# request's time, own org id, path's scope match and slug, and its org are
+# placeholders: REASON_SQL reads them from r and p, COUNT from a row that holds the
+# request's org once resolved.
+REASON_CASE = """case
+        when {ts} < x.introduced_ms or {ts} >= x.patched_ms then 'outside_window'
+        when coalesce({scope_match}, 0) = 0 then 'path_not_in_scope'
+        when {own_org} is null and {slug} is null then 'no_org'
+        when {org} is null or {org} not in (select id from orgs) then 'unknown_org'
         when x.require_integration and not exists (
             select 1 from integration_windows i
-            where i.org_id = o.org_id and i.from_ms <= r.ts and (i.to_ms is null or r.ts < i.to_ms)
+            where i.org_id = {org} and i.from_ms <= {ts} and (i.to_ms is null or {ts} < i.to_ms)
         ) then 'no_live_integration'
-    end
+    end"""
+
+# The reason a request r (with its path p) is out of scope, as one expression.
+REASON_SQL = f"""(
+    select {REASON_CASE.format(ts="r.ts", scope_match="p.scope_match", own_org="r.org_id", slug="p.slug", org="o.org_id")}
     from incident x, (select {ORG_OF_REQUEST} as org_id) o
 )"""
 
+# Each request's org is resolved once, in q; REASON_SQL as the grouped column would
+# be evaluated three times a request (the filter, the key and the output), each
+# resolving the org again: 2.45 s for a batch of a million requests.
 COUNT = f"""
 insert into out_of_scope_counts (org_id, reason, n)
 select org_id, reason, count(*) from (
-    select coalesce({ORG_OF_REQUEST}, '') as org_id, {REASON_SQL} as reason
-    from {{requests}}
-    join uris u on u.id = r.uri_id
-    join paths p on p.id = u.path_id
-    {{where}}
+    select coalesce(q.org_id, '') as org_id,
+        {REASON_CASE.format(ts="q.ts", scope_match="q.scope_match", own_org="q.own_org", slug="q.slug", org="q.org_id")}
+        as reason
+    from (
+        select r.ts, r.org_id as own_org, p.scope_match, p.slug, {ORG_OF_REQUEST} as org_id
+        from {{requests}}
+        join uris u on u.id = r.uri_id
+        join paths p on p.id = u.path_id
+        {{where}}
+    ) q, incident x
 ) where reason is not null
 group by org_id, reason
 on conflict (org_id, reason) do update set n = n + excluded.n

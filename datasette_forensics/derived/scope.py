@@ -219,6 +219,8 @@ def after_batch(db: sqlite_utils.Database, batch_id: int) -> bool:
         True when temp.touched_sigs holds the signatures whose reach may have
         changed (those of the new in-scope rows, and those with new post-patch
         requests): the caller re-evaluates the rules over them and drops it.
+        False when there are none (a batch before the incident's window, say):
+        then nothing derived from the scope changed.
     """
     incident = get_incident(db)
     if incident is None:
@@ -240,6 +242,9 @@ def after_batch(db: sqlite_utils.Database, batch_id: int) -> bool:
         union select distinct r.sig_id from {rows} where r.batch_id = :batch_id and r.ts >= :patched""",
         dict(params, first=first_new),
     )
+    if not db.execute("select exists(select 1 from temp.touched_sigs)").fetchone()[0]:
+        db.execute("drop table temp.touched_sigs")
+        return False
     refresh_signatures(db, TOUCHED_SIGS)
     return True
 
