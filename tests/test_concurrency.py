@@ -169,7 +169,11 @@ def test_pages_answer_and_rules_apply_while_an_import_runs(tmp_path):
         stop = threading.Event()
 
         def poll() -> None:
+            # Round after round of every page, each round followed by a pause as long as
+            # it took: an analyst browsing hard, not a load test (a server kept busy
+            # without a pause slowed the import on a 2-core machine several times over).
             while not stop.is_set():
+                round_started = time.monotonic()
                 for url in urls:
                     started = time.monotonic()
                     try:
@@ -177,6 +181,7 @@ def test_pages_answer_and_rules_apply_while_an_import_runs(tmp_path):
                     except OSError as exc:
                         status, body = -1, str(exc).encode()
                     answers.append((url, status, time.monotonic() - started, b"database is locked" in body))
+                stop.wait(time.monotonic() - round_started)
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
