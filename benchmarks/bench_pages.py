@@ -352,9 +352,9 @@ async def _workbench(path: str, engine_mb: float | None = None):
     config = None if engine_mb is None else {"plugins": {"datasette-forensics": {"window_engine_mb": engine_mb}}}
     ds = Datasette([path], **permissions.datasette_kwargs(config, None))
     await ds.invoke_startup()
-    # The server loads the window engine's cells in the background at startup (the pages
-    # read the SQL path meanwhile): wait for it, so every kind is timed on a warm server,
-    # and report how long it took.
+    # The server loads the window engine's cells in the background at startup (window
+    # pivots wait for it, the timelines read the SQL path meanwhile): wait for it, so
+    # every kind is timed on a warm server, and report how long it took.
     t = time.perf_counter()
     for task in list(window_database.warming.values()):
         await task
@@ -558,7 +558,7 @@ def report_links(results: dict) -> dict:
         "p95_over_target": sorted(k for k, r in results.items() if r["p95_ms"] > LINK_P95_MS),
         "over_max": sorted(k for k, r in results.items() if r["max_ms"] > LINK_MAX_MS),
         # The warm requests only: the first one of a kind may read pages from disk.
-        "warm_over_max": sorted(k for k, r in results.items() if r.get("warm_max_ms", r["max_ms"]) > LINK_MAX_MS),
+        "warm_over_max": sorted(k for k, r in results.items() if r["warm_max_ms"] > LINK_MAX_MS),
         "target": {"p95_ms": LINK_P95_MS, "max_ms": LINK_MAX_MS},
     }
     print(json.dumps(summary))

@@ -174,7 +174,7 @@ async def hour_figures(page, lo: int | None, hi: int | None, org: str | None = N
     exact: the whole hours from the cells (through the window engine when it serves the
     database, else in SQL), the partial edge hours from their raw requests. Also
     returns the source's name (as window_source)."""
-    key = page.db.path or page.db.name
+    key = window_database.key_of(page.db)
     engine = await window_database.serves(page, wait=False)
 
     def run(conn):

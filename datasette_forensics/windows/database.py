@@ -68,6 +68,12 @@ def limit_mb(datasette) -> float:
         return DEFAULT_MB
 
 
+def key_of(db) -> str:
+    """The key the engine keeps a Datasette database's cells under: its path (its name
+    for a database without a file)."""
+    return db.path or db.name
+
+
 def cells_bytes(conn: sqlite3.Connection, key: str) -> int:
     """The memory the cells of this database would take in the engine (counted once per generation)."""
     gen = cells_module.generation(conn)
@@ -108,7 +114,7 @@ def start_warming(datasette, db) -> "asyncio.Task | None":
     not pay the load; :func:`serves`, when the loaded cells went stale). Returns the
     running load (None: the engine is off)."""
     mb = limit_mb(datasette)
-    key = db.path or db.name
+    key = key_of(db)
     if mb <= 0:
         return None
     if key in warming and not warming[key].done():
@@ -138,16 +144,16 @@ async def serves(page, wait: bool) -> bool:
     mb = limit_mb(page.datasette)
     if mb <= 0:
         return False
-    key = page.db.path or page.db.name
+    key = key_of(page.db)
 
-    def use(conn) -> str:
+    def decide(conn) -> str:
         if not fits(conn, key, mb):
             return "sql"
         if cells_module.current(conn, key) or cells_bytes(conn, key) <= INLINE_LOAD_BYTES:
             return "engine"
         return "load"
 
-    use = await page.db.execute_fn(use)
+    use = await page.db.execute_fn(decide)
     if use == "load":
         task = start_warming(page.datasette, page.db)
         if not wait:
@@ -164,7 +170,7 @@ async def for_page(page) -> bool:
     state = page.state
     if not state.window or not await serves(page, wait=True):
         return False
-    page.db = WindowDatabase(page.db, page.db.path or page.db.name, state.window_params())
+    page.db = WindowDatabase(page.db, key_of(page.db), state.window_params())
     state.engine = True
     return True
 
