@@ -460,6 +460,17 @@ def search_target(text: str) -> str:
     return "ua"
 
 
+async def paged_total(db, sql: str, params: dict, rows: list[dict]) -> int:
+    """The ``total`` column (``count(*) over ()``) of a page of ``sql``'s rows: from the
+    page's first row, or past the last page, where there is none, from the first page's."""
+    if rows:
+        return rows[0]["total"]
+    if not params.get("offset"):
+        return 0
+    first = (await db.execute(sql, dict(params, limit=1, offset=0))).first()
+    return 0 if first is None else first["total"]
+
+
 def paging(page: Page, total: int) -> dict:
     """Where this page of rows sits, with the URLs of its neighbours."""
     state = page.state

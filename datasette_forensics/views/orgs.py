@@ -9,7 +9,7 @@ from ..derived import status as org_status
 from . import case_parts, chart, sources
 from ..windows import database as window_database
 from .filter_bar import filter_bar
-from .common import choice, open_page, page_view, paging, parse_state, sort_choice
+from .common import choice, open_page, page_view, paged_total, paging, parse_state, sort_choice
 
 STATUS_SQL = org_status.status_sql("s")
 STATUS_FILTER = {"all": "1", **{s: org_status.filter_sql(s, "s") for s in org_status.STATUSES}}
@@ -117,7 +117,7 @@ async def view(datasette, request):
     else:
         sql = ORGS.format(status=status_sql, order=order)
     rows = [dict(r) for r in await page.db.execute(sql, params)]
-    total = rows[0]["total"] if rows else 0
+    total = await paged_total(page.db, sql, params, rows)
     top = {}
     if rows:
         params["orgs"] = json.dumps([r["org_id"] for r in rows])

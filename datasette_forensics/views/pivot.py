@@ -13,7 +13,7 @@ from ..derived.aggregates import GROUPINGS, IP_GROUPINGS, KINDS
 from . import case_parts, chart, sources
 from ..windows import database as window_database
 from .filter_bar import filter_bar
-from .common import Page, choice, ms_iso, open_page, paging, parse_state, sort_choice
+from .common import Page, choice, ms_iso, open_page, paged_total, paging, parse_state, sort_choice
 
 # grouping -> (heading, field names of its key, requests_view columns, workbench filters)
 GROUPING_KEYS = {
@@ -190,11 +190,9 @@ async def pivot_view(datasette, request, page_name: str):
             pairs, pair_params = sources.pairs_sql(state)
             params.update(pair_params)
         reach = REACH.format(pairs=pairs, **parts) if by_orgs else NO_REACH
-        result = await page.db.execute(
-            FILTERED.format(sigs=sigs, reach=reach, status=STATUS[status], order=order.format(t=""), **parts), params
-        )
-        rows = [dict(r) for r in result]
-        total = rows[0]["total"] if rows else 0
+        sql = FILTERED.format(sigs=sigs, reach=reach, status=STATUS[status], order=order.format(t=""), **parts)
+        rows = [dict(r) for r in await page.db.execute(sql, params)]
+        total = await paged_total(page.db, sql, params, rows)
         if rows:
             await _page_figures(page, state, by, parts, rows, orgs=not by_orgs)
 

@@ -11,7 +11,7 @@ from .. import notes
 from . import case_parts, sources
 from ..windows import database as window_database
 from .filter_bar import filter_bar
-from .common import address_and_agent, choice, ms_iso, open_page, page_view, paging, parse_state, sort_choice
+from .common import address_and_agent, choice, ms_iso, open_page, page_view, paged_total, paging, parse_state, sort_choice
 
 STATUS = {
     "all": "1",
@@ -108,7 +108,7 @@ async def view(datasette, request):
             cross=CROSS[cross], order=order, outer_order=outer_order,
         )
         rows = [dict(r) for r in await page.db.execute(sql, params)]
-        total = rows[0]["total"] if rows else 0
+        total = await paged_total(page.db, sql, params, rows)
     else:
         rows = [
             dict(r)
