@@ -1194,8 +1194,8 @@ ddl_migration("m028_idle_cells_window_hours_upto", IDLE_CELLS_WINDOW_HOURS_UPTO)
 
 
 # The Bloom filter of every line_counts hash (derived/line_filter.py): a later batch reads
-# the counts of only the lines it may hold. rows is the count of line_counts it covers;
-# token changes at every write. Missing or stale, the next later batch builds it.
+# the counts of only the lines it may hold. rows is the count of line_counts it covers
+# (-1: dropped); token grows at every write. Missing or stale, the next later batch builds it.
 LINE_FILTER = """
 create table line_filter (
     id integer primary key check (id = 1),

@@ -473,10 +473,40 @@ def test_a_batch_that_writes_line_counts_itself_drops_the_filter(tmp_path):
     conn.execute("begin immediate")
     line_counts.count(conn, second, [11, 13], line_filter.Memo())
     conn.execute("commit")
-    stored = conn.execute("select count(*) from line_filter").fetchone()[0]
+    stored = conn.execute("select count(*) from line_filter where rows = 2").fetchone()[0]
     assert stored == (line_filter.bloom_add is not None)
     conn.execute("update import_batches set lines_read = 2 where id = ?", [second])
     third = batch_row(conn, "running", 0)  # the second is unfinished: shared
     assert count_in_transaction(conn, third, [13, 14]) == ([False, True], 1)
-    assert conn.execute("select count(*) from line_filter").fetchone()[0] == 0
+    assert conn.execute("select count(*) from line_filter where rows >= 0").fetchone()[0] == 0
+    conn.close()
+
+
+@pytest.mark.skipif(line_filter.bloom_add is None, reason="the compiled module is not built")
+def test_a_writer_reads_the_filter_again_when_another_batch_wrote_line_counts_between_its_chunks(tmp_path):
+    """Between two chunks of a batch, another batch ran whole (beside an unfinished one it
+    writes line_counts itself and drops the filter): the writer's copy of the filter is
+    stale, and its next chunk finds that batch's lines."""
+    db = schema.connect(str(tmp_path / "t.db"))
+    conn = db.conn
+    first = batch_row(conn, "complete", 2)
+    count_in_transaction(conn, first, [11, 12])
+    batch = batch_row(conn, "running", 0)
+    memo = line_filter.Memo()
+
+    def chunk(hashes):
+        conn.execute("begin immediate")
+        try:
+            return line_counts.count(conn, batch, hashes, memo)
+        finally:
+            conn.execute("commit")
+
+    assert chunk([13]) == (None, 0)
+    assert memo.filter is not None
+    conn.execute("update import_batches set lines_read = 1 where id = ?", [batch])
+    other = batch_row(conn, "running", 0)
+    assert count_in_transaction(conn, other, [21, 22]) == (None, 0)  # shared: nothing held
+    conn.execute("update import_batches set status = 'complete', lines_read = 2 where id = ?", [other])
+    # 21 is held once (the other batch's), 13 once (this batch's own copy): the second is new.
+    assert chunk([21, 13, 14]) == ([False, True, True], 1)
     conn.close()

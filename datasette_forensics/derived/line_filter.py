@@ -8,12 +8,12 @@ a few false positives, which only cost a lookup), so a line it has never seen is
 not in ``line_counts``.
 
 The table ``line_filter`` keeps it, with the number of ``line_counts`` rows it
-covers and a random token that changes at every write. Every writer of
+covers and a token that grows by one at every write. Every writer of
 ``line_counts`` (all of them are in line_counts.py) rewrites the filter in the same
-transaction, or deletes it: so a filter in the database covers ``line_counts``,
-and a missing one, or one whose row count is not ``line_counts``'s (a writer that
-did not know it), is built again from ``line_counts`` by the next batch that needs
-it, never trusted. Removing rows would only make false positives; nothing removes
+transaction, or drops it (rows -1): so a filter in the database covers
+``line_counts``, and a missing or dropped one, or one whose row count is not
+``line_counts``'s (a writer that did not know it), is built again from
+``line_counts`` by the next batch that needs it, never trusted. Removing rows would only make false positives; nothing removes
 them. A first import never builds it: a later batch builds it when it first needs it.
 
 A batch's writer keeps its copy in memory (:class:`Memo`): the database's filter
@@ -27,7 +27,6 @@ bits of one 64-byte block per hash); without it, nothing uses or keeps a filter.
 
 from __future__ import annotations
 
-import random
 import sqlite3
 
 try:
@@ -120,15 +119,15 @@ def _build(conn: sqlite3.Connection, rows: int) -> bytearray:
 
 
 def drop(conn: sqlite3.Connection) -> None:
-    """``line_counts`` took rows the filter does not have: the next batch that needs it builds it."""
-    conn.execute("delete from line_filter")
+    """``line_counts`` took rows the filter does not have: the next batch that needs it
+    builds it. The row stays, its token moved on (a writer's copy is then stale)."""
+    conn.execute("update line_filter set token = token + 1, rows = -1, bits = x'' where rows >= 0")
 
 
 def _write(conn: sqlite3.Connection, bits: bytearray, rows: int) -> int:
-    token = random.getrandbits(62)
-    conn.execute(
-        """insert into line_filter (id, token, rows, bits) values (1, ?, ?, ?)
-        on conflict(id) do update set token = excluded.token, rows = excluded.rows, bits = excluded.bits""",
-        [token, rows, bits],
-    )
-    return token
+    return conn.execute(
+        """insert into line_filter (id, token, rows, bits) values (1, 1, ?, ?)
+        on conflict(id) do update set token = token + 1, rows = excluded.rows, bits = excluded.bits
+        returning token""",
+        [rows, bits],
+    ).fetchone()[0]
