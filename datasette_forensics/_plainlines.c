@@ -10,6 +10,9 @@
  *
  * BLAKE2b (RFC 7693), unkeyed, 8-byte digest, written out here after the
  * reference implementation.
+ *
+ * bloom_add(), bloom_add_text() and bloom_maybe() set and test the bits of the line
+ * counts' Bloom filter (derived/line_filter.py) over lists of 64-bit line hashes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -463,10 +466,171 @@ static PyObject *digest8(PyObject *self, PyObject *raw) {
     return PyBytes_FromStringAndSize((const char *)out, 8);
 }
 
+/* A blocked Bloom filter over 64-bit line hashes (derived/line_filter.py): each hash sets
+ * four bits of one 512-bit block, so a test reads one cache line. The filter's size in
+ * bytes is a power of two, at least 64. */
+
+static inline uint64_t fmix64(uint64_t x) {
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* The hash of an int (or of a 1-tuple's int: a row of a cursor), as 64 bits. */
+static int hash_of(PyObject *item, uint64_t *out) {
+    PyObject *v = item;
+    if (PyTuple_Check(item)) {
+        if (PyTuple_GET_SIZE(item) != 1) {
+            PyErr_SetString(PyExc_TypeError, "bloom: a row must have one column");
+            return -1;
+        }
+        v = PyTuple_GET_ITEM(item, 0);
+    }
+    long long h = PyLong_AsLongLong(v);
+    if (h == -1 && PyErr_Occurred()) return -1;
+    *out = fmix64((uint64_t)h);
+    return 0;
+}
+
+/* A mixed hash's block (64 bytes: its low bits) and its four bits in the block (9 bits each, from bit 28). */
+static inline unsigned char *bloom_block(unsigned char *bits, uint64_t nblocks, uint64_t x) {
+    return bits + ((x & (nblocks - 1)) << 6);
+}
+
+static inline unsigned bloom_bit(uint64_t x, int k) { return (unsigned)(x >> (28 + 9 * k)) & 511; }
+
+static inline void bloom_set(unsigned char *bits, uint64_t nblocks, uint64_t x) {
+    unsigned char *b = bloom_block(bits, nblocks, x);
+    for (int k = 0; k < 4; k++) b[bloom_bit(x, k) >> 3] |= (unsigned char)(1u << (bloom_bit(x, k) & 7));
+}
+
+static int bloom_buffer(PyObject *obj, Py_buffer *view, int writable, uint64_t *nblocks) {
+    if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
+    Py_ssize_t n = view->len;
+    if (n < 64 || (n & (n - 1))) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "bloom: the filter's size must be a power of two, at least 64 bytes");
+        return -1;
+    }
+    *nblocks = (uint64_t)n >> 6;
+    return 0;
+}
+
+PyDoc_STRVAR(bloom_add_doc, "bloom_add(bits: bytearray, hashes: iterable of int or 1-tuples): set each hash's bits; returns how many.");
+
+static PyObject *bloom_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "bloom_add(bits, hashes)");
+        return NULL;
+    }
+    Py_buffer view;
+    uint64_t nblocks;
+    if (bloom_buffer(args[0], &view, 1, &nblocks) < 0) return NULL;
+    unsigned char *bits = (unsigned char *)view.buf;
+    PyObject *it = PyObject_GetIter(args[1]);
+    if (it == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    long long count = 0;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        uint64_t x;
+        int bad = hash_of(item, &x);
+        Py_DECREF(item);
+        if (bad) break;
+        bloom_set(bits, nblocks, x);
+        count++;
+    }
+    Py_DECREF(it);
+    PyBuffer_Release(&view);
+    if (PyErr_Occurred()) return NULL;
+    return PyLong_FromLongLong(count);
+}
+
+PyDoc_STRVAR(bloom_maybe_doc, "bloom_maybe(bits, hashes: list[int]): the hashes the filter may hold, in order (the others it never saw).");
+
+static PyObject *bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "bloom_maybe(bits, hashes: list)");
+        return NULL;
+    }
+    Py_buffer view;
+    uint64_t nblocks;
+    if (bloom_buffer(args[0], &view, 0, &nblocks) < 0) return NULL;
+    const unsigned char *bits = (const unsigned char *)view.buf;
+    PyObject *list = args[1], *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        uint64_t x;
+        if (hash_of(item, &x) < 0) {
+            Py_DECREF(out);
+            out = NULL;
+            break;
+        }
+        const unsigned char *b = bloom_block((unsigned char *)bits, nblocks, x);
+        int all = 1;
+        for (int k = 0; k < 4 && all; k++) all = (b[bloom_bit(x, k) >> 3] >> (bloom_bit(x, k) & 7)) & 1;
+        if (all && PyList_Append(out, item) < 0) {
+            Py_DECREF(out);
+            out = NULL;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
+PyDoc_STRVAR(bloom_add_text_doc, "bloom_add_text(bits: bytearray, text: str): set the bits of each hash of a comma-separated list of integers (SQLite's group_concat); returns how many.");
+
+static PyObject *bloom_add_text(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "bloom_add_text(bits, text: str)");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(args[1], &n);
+    if (p == NULL) return NULL;
+    Py_buffer view;
+    uint64_t nblocks;
+    if (bloom_buffer(args[0], &view, 1, &nblocks) < 0) return NULL;
+    unsigned char *bits = (unsigned char *)view.buf;
+    long long count = 0;
+    Py_ssize_t i = 0;
+    while (i < n) {
+        int negative = p[i] == '-';
+        if (negative) i++;
+        uint64_t v = 0;
+        Py_ssize_t start = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9' && i - start < 19) v = v * 10 + (uint64_t)(p[i++] - '0');
+        if (i == start || (i < n && p[i] != ',')) {
+            PyBuffer_Release(&view);
+            PyErr_SetString(PyExc_ValueError, "bloom_add_text: not a comma-separated list of integers");
+            return NULL;
+        }
+        i++;  /* the comma */
+        uint64_t x = fmix64(negative ? (uint64_t)0 - v : v);
+        bloom_set(bits, nblocks, x);
+        count++;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong(count);
+}
+
 static PyMethodDef methods[] = {
     {"take", (PyCFunction)(void (*)(void))take, METH_FASTCALL, take_doc},
     {"match", match, METH_O, match_doc},
     {"digest", digest8, METH_O, digest_doc},
+    {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
+    {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
+    {"bloom_add_text", (PyCFunction)(void (*)(void))bloom_add_text, METH_FASTCALL, bloom_add_text_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,7 +26,7 @@ from .terminal import visible
 # Tables the plugin keeps for itself: derived data, dictionaries, bookkeeping.
 HIDDEN_TABLES = (
     "_sqlite_migrations", "dictionary_watermarks", "line_counts", "line_counts_suspended", "line_counts_staged",
-    "line_counts_batch", "derived_upto", "window_hours_upto", "raw_bytes", "raw_chunks",
+    "line_counts_batch", "line_filter", "derived_upto", "window_hours_upto", "raw_bytes", "raw_chunks",
     "slug_windows", "integration_windows", "pivot_groups", "org_stats", "sig_stats", "sig_org",
     "signature_scope", "scope_days", "scoped", "scoped_clustered", "post_patch_valid", "rule_waterfall",
     "paths", "uris", "referers", "signatures",

@@ -14,7 +14,7 @@ RECORD_KINDS = (
     "memberships", "sessions", "partners", "partner_orgs", "ip_info",
 )
 # Bookkeeping tables an analyst never needs to browse.
-HIDDEN_TABLES = ("line_counts", "line_counts_suspended", "line_counts_staged", "line_counts_batch", "derived_upto", "window_hours_upto", "raw_bytes", "raw_chunks", "slug_windows", "integration_windows", "_sqlite_migrations")
+HIDDEN_TABLES = ("line_counts", "line_counts_suspended", "line_counts_staged", "line_counts_batch", "line_filter", "derived_upto", "window_hours_upto", "raw_bytes", "raw_chunks", "slug_windows", "integration_windows", "_sqlite_migrations")
 
 
 def sample_files(sample: Path = SAMPLE_DATA) -> tuple[dict[str, Path], Path, list[Path]]:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import sqlite_utils
 
 from . import derived, importers, pipeline, processes, rawlines
-from .derived import indexes, line_counts
+from .derived import indexes, line_counts, line_filter
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -320,6 +320,7 @@ class BatchWriter:
         # Per table, the reader's ids that did not land, and the stored ids they stand for.
         self.moved: dict[str, dict[int, int]] = {}
         self.unchecked = 0  # chunks committed since the last checkpoint done while idle
+        self.line_filter = line_filter.Memo()  # the line counts' filter, between chunks
 
     def idle(self) -> bool:
         """Work done while the parser has not finished the next chunk: count the stored
@@ -350,7 +351,9 @@ class BatchWriter:
                     )
             if moved.get("signatures") or moved.get("uris") or moved.get("referers"):
                 self._move_ids(requests)
-            keep, duplicates = line_counts.count(conn, batch_id, chunk.request_hashes + chunk.rejected_hashes)
+            keep, duplicates = line_counts.count(
+                conn, batch_id, chunk.request_hashes + chunk.rejected_hashes, self.line_filter
+            )
             if keep is not None:
                 n = len(requests)
                 if raw_rows:
@@ -567,7 +570,9 @@ def import_file(
             close()
             conn.execute(f"pragma cache_size = {page_cache}")
         reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
-        _close_batch(db, batch_id, result, chunks.end if result.status == "complete" else None, finish)
+        _close_batch(
+            db, batch_id, result, chunks.end if result.status == "complete" else None, finish, writer.line_filter
+        )
     finally:
         conn.execute(f"pragma wal_autocheckpoint = {checkpoint}")
     if on_progress:
@@ -796,8 +801,11 @@ def _mark_interrupted(conn, batch_id: int) -> None:
     conn.execute("update import_batches set status = 'interrupted', pid = null where id = ?", [batch_id])
 
 
-def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, finish) -> None:
-    """Mark a batch finished and run ``finish`` in one transaction.
+def _close_batch(
+    db, batch_id: int, result: FileResult, sha256: str | None, finish, memo: line_filter.Memo | None = None
+) -> None:
+    """Mark a batch finished and run ``finish`` in one transaction (``memo``: its
+    writer's copy of the line filter).
 
     Apart, a kill between the two would leave a finished batch whose requests the
     scope, ip_info and the aggregates never saw, and a re-run would find nothing
@@ -813,7 +821,7 @@ def _close_batch(db, batch_id: int, result: FileResult, sha256: str | None, fini
         # A finished batch never resumes: its line counts are settled, its readers'
         # watermarks done with, and the indexes it deferred are built before the
         # scope and the aggregates read them.
-        line_counts.finish_batch(conn, batch_id)
+        line_counts.finish_batch(conn, batch_id, memo)
         conn.execute("delete from dictionary_watermarks where batch_id = ?", [batch_id])
         indexes.build(conn, batch_id)
         if finish:

@@ -1191,3 +1191,17 @@ create table window_hours_upto (       -- window_hours counts every request with
 insert into window_hours_upto (id, upto) select 1, coalesce(max(id), 0) + 1 from requests;
 """
 ddl_migration("m028_idle_cells_window_hours_upto", IDLE_CELLS_WINDOW_HOURS_UPTO)
+
+
+# The Bloom filter of every line_counts hash (derived/line_filter.py): a later batch reads
+# the counts of only the lines it may hold. rows is the count of line_counts it covers
+# (-1: dropped); token grows at every write. Missing or stale, the next later batch builds it.
+LINE_FILTER = """
+create table line_filter (
+    id integer primary key check (id = 1),
+    token integer not null,
+    rows integer not null,
+    bits blob not null
+);
+"""
+ddl_migration("m029_line_filter_store17", LINE_FILTER)

@@ -164,3 +164,23 @@ def test_digest_is_blake2b():
     for n in [*range(0, 300), 1023, 1024, 1025, 100_000]:
         data = rnd.randbytes(n)
         assert _plainlines.digest(data) == hashlib.blake2b(data, digest_size=8).digest(), n
+
+
+def test_the_bloom_filter_holds_every_hash_it_was_given():
+    """bloom_add (ints or rows) and bloom_add_text (group_concat's text) set the same bits;
+    bloom_maybe keeps every hash added (no false negative) and few others."""
+    rng = random.Random(7)
+    added = [rng.getrandbits(64) - (1 << 63) for _ in range(20_000)] + [-(1 << 63), (1 << 63) - 1, 0, -1, 1]
+    from_ints, from_rows, from_text = bytearray(1 << 16), bytearray(1 << 16), bytearray(1 << 16)
+    assert _plainlines.bloom_add(from_ints, added) == len(added)
+    assert _plainlines.bloom_add(from_rows, [(h,) for h in added]) == len(added)
+    assert _plainlines.bloom_add_text(from_text, ",".join(map(str, added))) == len(added)
+    assert from_ints == from_rows == from_text
+    assert _plainlines.bloom_maybe(from_ints, added) == added
+    others = [rng.getrandbits(64) - (1 << 63) for _ in range(20_000)]
+    assert len(_plainlines.bloom_maybe(from_ints, others)) < 200  # 26 bits a hash: well under 1%
+    for bad in ("1,,2", "x", "12345678901234567890"):
+        with pytest.raises(ValueError):
+            _plainlines.bloom_add_text(bytearray(64), bad)
+    with pytest.raises(ValueError):
+        _plainlines.bloom_maybe(bytes(100), [1])  # not a power of two

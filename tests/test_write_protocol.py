@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from datasette_forensics import derived, incident, ingest, schema
-from datasette_forensics.derived import aggregates, explanations, indexes, line_counts, scope
+from datasette_forensics.derived import aggregates, explanations, indexes, line_counts, line_filter, scope
 
 INDEXES_SQL = "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' order by name"
 
@@ -390,3 +390,123 @@ def test_a_recompute_while_a_batch_is_interrupted_is_not_counted_twice_when_it_r
     derived.recompute(db)
     assert derived_tables(db) == closed
     db.conn.close()
+
+
+def lookups_of(conn) -> list[str]:
+    """Record the reads of line_counts' rows by hash (the statements, as run)."""
+    seen: list[str] = []
+    conn.set_trace_callback(lambda sql: seen.append(sql) if "from line_counts where h in" in sql else None)
+    return seen
+
+
+def filter_holds(conn, table: str = "line_counts") -> bool:
+    """The stored filter is current (it covers line_counts' rows) and holds every hash of ``table``."""
+    rows, bits = conn.execute("select rows, bits from line_filter").fetchone()
+    hashes = [h for (h,) in conn.execute(f"select h from {table}")]
+    return rows == conn.execute("select count(*) from line_counts").fetchone()[0] and line_filter.Filter(
+        bytearray(bits), 0, 0
+    ).maybe(hashes) == hashes
+
+
+@pytest.mark.skipif(line_filter.bloom_add is None, reason="the compiled module is not built")
+def test_a_later_batch_reads_the_counts_of_only_the_lines_the_filter_may_hold(tmp_path, monkeypatch):
+    """A first import builds no filter; the first later batch builds it from line_counts,
+    keeps its own lines in it, and leaves it covering line_counts at its close; a batch
+    of new lines then reads no counts at all, and one of old lines finds every copy."""
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 40)
+    db = schema.connect(str(tmp_path / "t.db"))
+    conn = db.conn
+    (first,) = ingest.import_logs(db, [write_log(tmp_path / "a.log", list(range(100)) + [5, 5])])
+    assert (first.imported, first.duplicates) == (102, 0)  # a line's copies in one batch are all kept
+    assert conn.execute("select count(*) from line_filter").fetchone()[0] == 0  # a first import: none
+    lookups = lookups_of(conn)
+    # 50..149: 50..99 are stored once, 120 comes three times and 0 twice (0 is held once).
+    numbers = list(range(50, 150)) + [120, 120, 0, 0]
+    (second,) = ingest.import_logs(db, [write_log(tmp_path / "b.log", numbers)])
+    assert (second.imported, second.duplicates) == (53, 51)  # 100..149, 120 twice more, 0 once more
+    assert lookups  # it read the counts of the lines the database held
+    assert filter_holds(conn)
+    assert conn.execute("select count(*) from line_counts").fetchone()[0] == 150
+    lookups.clear()
+    (new,) = ingest.import_logs(db, [write_log(tmp_path / "c.log", list(range(1000, 1100)))])
+    assert (new.imported, new.duplicates) == (100, 0)
+    assert lookups == []  # the filter never saw these lines: nothing to read
+    assert filter_holds(conn)
+    (old,) = ingest.import_logs(db, [write_log(tmp_path / "d.log", list(range(1000, 1100)) + [120] * 4 + [5] * 3)])
+    assert (old.imported, old.duplicates) == (1, 106)  # 120's fourth copy only
+    assert lookups and filter_holds(conn)
+    conn.set_trace_callback(None)
+    db.conn.close()
+
+
+@pytest.mark.skipif(line_filter.bloom_add is None, reason="the compiled module is not built")
+def test_a_filter_that_does_not_cover_line_counts_is_built_again_never_trusted(tmp_path):
+    """A writer that did not know the filter (an older version) added a line to
+    line_counts: the next batch sees the row count differ, builds the filter again,
+    and counts that line as held."""
+    other = schema.connect(str(tmp_path / "other.db"))
+    ingest.import_logs(other, [write_log(tmp_path / "x.log", [777])])
+    ((h,),) = other.execute("select h from line_counts").fetchall()
+    other.conn.close()
+    db = schema.connect(str(tmp_path / "t.db"))
+    conn = db.conn
+    ingest.import_logs(db, [write_log(tmp_path / "a.log", list(range(50)))])
+    ingest.import_logs(db, [write_log(tmp_path / "b.log", list(range(50, 100)))])
+    assert filter_holds(conn)
+    conn.execute("insert into line_counts (h, n, batch_id, base, seen) values (?, 1, 1, 0, 1)", [h])
+    conn.commit()
+    assert not filter_holds(conn)
+    (again,) = ingest.import_logs(db, [write_log(tmp_path / "c.log", [777, 778])])
+    assert (again.imported, again.duplicates) == (1, 1)
+    assert filter_holds(conn)
+    db.conn.close()
+
+
+def test_a_batch_that_writes_line_counts_itself_drops_the_filter(tmp_path):
+    """The shared protocol and the staged merge write line_counts without the filter: they
+    delete it in the same transaction (the next batch that keeps its counts apart builds it)."""
+    db = schema.connect(str(tmp_path / "t.db"))
+    conn = db.conn
+    first = batch_row(conn, "complete", 2)
+    count_in_transaction(conn, first, [11, 12])
+    second = batch_row(conn, "running", 0)
+    conn.execute("begin immediate")
+    line_counts.count(conn, second, [11, 13], line_filter.Memo())
+    conn.execute("commit")
+    stored = conn.execute("select count(*) from line_filter where rows = 2").fetchone()[0]
+    assert stored == (line_filter.bloom_add is not None)
+    conn.execute("update import_batches set lines_read = 2 where id = ?", [second])
+    third = batch_row(conn, "running", 0)  # the second is unfinished: shared
+    assert count_in_transaction(conn, third, [13, 14]) == ([False, True], 1)
+    assert conn.execute("select count(*) from line_filter where rows >= 0").fetchone()[0] == 0
+    conn.close()
+
+
+@pytest.mark.skipif(line_filter.bloom_add is None, reason="the compiled module is not built")
+def test_a_writer_reads_the_filter_again_when_another_batch_wrote_line_counts_between_its_chunks(tmp_path):
+    """Between two chunks of a batch, another batch ran whole (beside an unfinished one it
+    writes line_counts itself and drops the filter): the writer's copy of the filter is
+    stale, and its next chunk finds that batch's lines."""
+    db = schema.connect(str(tmp_path / "t.db"))
+    conn = db.conn
+    first = batch_row(conn, "complete", 2)
+    count_in_transaction(conn, first, [11, 12])
+    batch = batch_row(conn, "running", 0)
+    memo = line_filter.Memo()
+
+    def chunk(hashes):
+        conn.execute("begin immediate")
+        try:
+            return line_counts.count(conn, batch, hashes, memo)
+        finally:
+            conn.execute("commit")
+
+    assert chunk([13]) == (None, 0)
+    assert memo.filter is not None
+    conn.execute("update import_batches set lines_read = 1 where id = ?", [batch])
+    other = batch_row(conn, "running", 0)
+    assert count_in_transaction(conn, other, [21, 22]) == (None, 0)  # shared: nothing held
+    conn.execute("update import_batches set status = 'complete', lines_read = 2 where id = ?", [other])
+    # 21 is held once (the other batch's), 13 once (this batch's own copy): the second is new.
+    assert chunk([21, 13, 14]) == ([False, True, True], 1)
+    conn.close()

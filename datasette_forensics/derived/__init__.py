@@ -23,6 +23,8 @@ dictionaries (log batches), account records, the incident, and the rules table
   (:mod:`datasette_forensics.ipinfo`).
 - :mod:`.line_counts`: ``line_counts``, ``line_counts_staged``, ``line_counts_batch``
   and ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
+- :mod:`.line_filter`: ``line_filter``, the Bloom filter of ``line_counts``' hashes
+  a later batch reads first (rewritten or dropped by every writer of ``line_counts``).
 - :mod:`.indexes`: the ``requests`` indexes a first import defers
   (``deferred_indexes``) and builds by a sort when its batch closes.
 

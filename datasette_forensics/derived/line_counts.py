@@ -26,22 +26,27 @@ its counts commit together. Four tables, all keyed by a line's 64-bit hash h:
 A batch that shares the database with another unfinished batch reads and writes
 the counts in ``line_counts`` itself (:func:`_count_shared`). Either way a chunk
 reads the counts of its distinct lines in hash order, so that each page is read
-(and written) once per chunk, not once per line.
+(and written) once per chunk, not once per line; a batch that keeps its counts apart
+reads only those of the lines the Bloom filter of :mod:`.line_filter` may hold.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from itertools import repeat
 
+from . import line_filter
 from .sorting import small_sort_runs
 
 # Hashes per lookup statement (a JSON array bound as one parameter).
 LOOKUP_BATCH = 5000
 
 
-def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[list[bool] | None, int]:
+def count(
+    conn: sqlite3.Connection, batch_id: int, hashes: list[int], memo: line_filter.Memo | None = None
+) -> tuple[list[bool] | None, int]:
     """Count a chunk's lines; say which to keep: not those the database already holds enough copies of.
 
     The k-th copy of a line in a batch is a duplicate when the database already
@@ -52,6 +57,7 @@ def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[l
     Args:
         hashes: the chunk's line hashes, in line order within each kind (a
             line's hash tells its kind: the same bytes parse the same way).
+        memo: the batch writer's copy of the line filter, kept between its chunks.
 
     Returns:
         (keep, duplicates): a flag per hash, or None to keep every line.
@@ -76,15 +82,15 @@ def count(conn: sqlite3.Connection, batch_id: int, hashes: list[int]) -> tuple[l
         merge(conn)
         return _count_shared(conn, batch_id, hashes, unfinished)
     _merge_staged(conn)  # this batch's, from while it was alone
-    return _count_shared(conn, batch_id, hashes, unfinished, apart=True)
+    return _count_shared(conn, batch_id, hashes, unfinished, apart=True, known=line_filter.usable(conn, batch_id, memo))
 
 
-def merge(conn: sqlite3.Connection) -> None:
+def merge(conn: sqlite3.Connection, memo: line_filter.Memo | None = None) -> None:
     """Fold the staged counts and the batch counts into ``line_counts``, in hash order
     (inside a write transaction): before a batch that shares the database with another
-    unfinished one counts, and when a batch closes."""
+    unfinished one counts, and when a batch closes (``memo``: its writer's)."""
     _merge_staged(conn)
-    _merge_batch(conn)
+    _merge_batch(conn, memo)
 
 
 def _merge_staged(conn: sqlite3.Connection) -> None:
@@ -103,9 +109,10 @@ def _merge_staged(conn: sqlite3.Connection) -> None:
             on conflict(h) do update set n = n + excluded.n, seen = seen + excluded.seen"""
         )
     conn.execute("delete from line_counts_staged")
+    line_filter.drop(conn)
 
 
-def _merge_batch(conn: sqlite3.Connection) -> None:
+def _merge_batch(conn: sqlite3.Connection, memo: line_filter.Memo | None = None) -> None:
     """Fold ``line_counts_batch`` into ``line_counts``.
 
     Its rows come from one batch B, counted while every other batch was finished
@@ -115,7 +122,8 @@ def _merge_batch(conn: sqlite3.Connection) -> None:
     :func:`_count_shared` would have left it (the suspended counts B resumed went
     when it counted them).
     """
-    if conn.execute("select not exists(select 1 from line_counts_batch)").fetchone()[0]:
+    apart = conn.execute("select batch_id from line_counts_batch limit 1").fetchone()
+    if apart is None:
         return
     conn.execute(
         """insert into line_counts (h, n, batch_id, base, seen)
@@ -124,18 +132,55 @@ def _merge_batch(conn: sqlite3.Connection) -> None:
         base = 0, seen = excluded.seen"""
     )
     conn.execute("delete from line_counts_batch")
+    line_filter.after_merge(conn, apart[0], memo)
 
 
-def finish_batch(conn: sqlite3.Connection, batch_id: int) -> None:
+def finish_batch(conn: sqlite3.Connection, batch_id: int, memo: line_filter.Memo | None = None) -> None:
     """A batch is finished (inside the transaction that says so): it never resumes,
-    so its suspended counts are done with, and its staged counts are merged."""
-    merge(conn)
+    so its suspended counts are done with, and its staged counts are merged
+    (``memo``: its writer's copy of the line filter)."""
+    merge(conn, memo)
     conn.execute("delete from line_counts_suspended where batch_id = ?", [batch_id])
 
 
+def _write_counts(
+    conn: sqlite3.Connection,
+    batch_id: int,
+    apart: bool,
+    resumed: list,
+    known: line_filter.Filter | None,
+    distinct: list[int],
+    counts: Iterable[tuple[int, int, int]],
+) -> None:
+    """Write a chunk's counts, ``counts`` (h, copies stored, copies this batch has seen)
+    in hash order, as :func:`_count_shared` keeps them."""
+    if resumed:  # their seen counts are in the counts now, and written below
+        conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
+    if known is not None:
+        known.add(distinct)
+    if apart:
+        conn.executemany(  # in hash order, like the lookups
+            """insert into line_counts_batch (h, batch_id, seen) values (?, ?, ?)
+            on conflict(h) do update set seen = excluded.seen""",
+            ((h, batch_id, seen) for h, _, seen in counts),
+        )
+    else:
+        conn.executemany(
+            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
+            on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
+            base = 0, seen = excluded.seen""",
+            ((h, n, batch_id, seen) for h, n, seen in counts),
+        )
+
+
 def _count_shared(
-    conn: sqlite3.Connection, batch_id: int, hashes: list[int], unfinished: set[int], apart: bool = False
-) -> tuple[list[bool], int]:
+    conn: sqlite3.Connection,
+    batch_id: int,
+    hashes: list[int],
+    unfinished: set[int],
+    apart: bool = False,
+    known: line_filter.Filter | None = None,
+) -> tuple[list[bool] | None, int]:
     """:func:`count` for a batch that shares the database with others' lines.
 
     ``line_counts`` keeps, per line, the batch that last touched it and the
@@ -148,15 +193,22 @@ def _count_shared(
             batch's seen counts in ``line_counts_batch`` (which then overrides
             what ``line_counts`` says this batch has seen) instead of writing them
             to ``line_counts``.
+        known: with ``apart``, the line filter: read the counts of only the lines
+            it may hold (it holds every line of ``line_counts``, hence of
+            ``line_counts_suspended``, and of this batch's ``line_counts_batch``),
+            and add this chunk's lines to it.
     """
+    if not apart:
+        line_filter.drop(conn)  # line_counts takes this chunk's lines below
     suspended_here = conn.execute(
         "select exists(select 1 from line_counts_suspended where batch_id = ?)", [batch_id]
     ).fetchone()[0]
     state: dict[int, list[int]] = {}  # h -> [copies stored, copies this batch has seen]
     suspend, resumed = [], []
     distinct = sorted(set(hashes))  # hash order: each page of line_counts read once
-    for start in range(0, len(distinct), LOOKUP_BATCH):
-        part = json.dumps(distinct[start : start + LOOKUP_BATCH])
+    lookup = distinct if known is None else known.maybe(distinct)
+    for start in range(0, len(lookup), LOOKUP_BATCH):
+        part = json.dumps(lookup[start : start + LOOKUP_BATCH])
         for h, n, owner, seen in conn.execute(
             "select h, n, batch_id, seen from line_counts where h in (select value from json_each(?))", [part]
         ):
@@ -180,6 +232,10 @@ def _count_shared(
                 "select h, seen from line_counts_batch where h in (select value from json_each(?))", [part]
             ):
                 state.setdefault(h, [0, 0])[1] = seen
+    if not state and len(distinct) == len(hashes):
+        # Every line is new to the database and to this batch, and once in the chunk.
+        _write_counts(conn, batch_id, apart, resumed, known, distinct, ((h, 1, 1) for h in distinct))
+        return None, 0
     keep, duplicates = [], 0
     for h in hashes:
         s = state.get(h)
@@ -198,19 +254,5 @@ def _count_shared(
             on conflict(batch_id, h) do update set seen = excluded.seen""",
             suspend,
         )
-    if resumed:  # their seen counts are in state now, and written below
-        conn.executemany("delete from line_counts_suspended where batch_id = ? and h = ?", resumed)
-    if apart:
-        conn.executemany(  # in hash order, like the lookups
-            """insert into line_counts_batch (h, batch_id, seen) values (?, ?, ?)
-            on conflict(h) do update set seen = excluded.seen""",
-            [(h, batch_id, state[h][1]) for h in distinct],
-        )
-    else:
-        conn.executemany(
-            """insert into line_counts (h, n, batch_id, base, seen) values (?, ?, ?, 0, ?)
-            on conflict(h) do update set n = excluded.n, batch_id = excluded.batch_id,
-            base = 0, seen = excluded.seen""",
-            [(h, state[h][0], batch_id, state[h][1]) for h in distinct],
-        )
+    _write_counts(conn, batch_id, apart, resumed, known, distinct, ((h, *state[h]) for h in distinct))
     return keep, duplicates
