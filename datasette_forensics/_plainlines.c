@@ -507,6 +507,14 @@ static inline void bloom_set(unsigned char *bits, uint64_t nblocks, uint64_t x) 
     for (int k = 0; k < 4; k++) b[bloom_bit(x, k) >> 3] |= (unsigned char)(1u << (bloom_bit(x, k) & 7));
 }
 
+/* Whether bloom_set(x) set all four of x's bits (the same block and bits). */
+static inline int bloom_has(unsigned char *bits, uint64_t nblocks, uint64_t x) {
+    const unsigned char *b = bloom_block(bits, nblocks, x);
+    for (int k = 0; k < 4; k++)
+        if (!((b[bloom_bit(x, k) >> 3] >> (bloom_bit(x, k) & 7)) & 1)) return 0;
+    return 1;
+}
+
 static int bloom_buffer(PyObject *obj, Py_buffer *view, int writable, uint64_t *nblocks) {
     if (PyObject_GetBuffer(obj, view, writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) return -1;
     Py_ssize_t n = view->len;
@@ -561,7 +569,7 @@ static PyObject *bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_buffer view;
     uint64_t nblocks;
     if (bloom_buffer(args[0], &view, 0, &nblocks) < 0) return NULL;
-    const unsigned char *bits = (const unsigned char *)view.buf;
+    unsigned char *bits = (unsigned char *)view.buf;
     PyObject *list = args[1], *out = PyList_New(0);
     if (out == NULL) {
         PyBuffer_Release(&view);
@@ -575,10 +583,7 @@ static PyObject *bloom_maybe(PyObject *self, PyObject *const *args, Py_ssize_t n
             out = NULL;
             break;
         }
-        const unsigned char *b = bloom_block((unsigned char *)bits, nblocks, x);
-        int all = 1;
-        for (int k = 0; k < 4 && all; k++) all = (b[bloom_bit(x, k) >> 3] >> (bloom_bit(x, k) & 7)) & 1;
-        if (all && PyList_Append(out, item) < 0) {
+        if (bloom_has(bits, nblocks, x) && PyList_Append(out, item) < 0) {
             Py_DECREF(out);
             out = NULL;
             break;
