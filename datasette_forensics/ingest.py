@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Iterator
 import sqlite_utils
 
 from . import derived, importers, pipeline, processes, rawlines
-from .derived import indexes, line_counts, line_filter
+from .derived import batch_figures, indexes, line_counts, line_filter
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -321,12 +321,16 @@ class BatchWriter:
         self.moved: dict[str, dict[int, int]] = {}
         self.unchecked = 0  # chunks committed since the last checkpoint done while idle
         self.line_filter = line_filter.Memo()  # the line counts' filter, between chunks
+        # The signature figures of the stored requests, counted while idle (a child only).
+        self.tally: batch_figures.Tally | None = None
 
     def idle(self) -> bool:
         """Work done while the parser has not finished the next chunk: count the stored
         requests into the hour cells, then copy the WAL back to the database once
         IDLE_CHECKPOINT_CHUNKS chunks are in it. Returns True when there was work."""
         if derived.while_idle(self.db):
+            return True
+        if self.tally is not None and self.tally.step():
             return True
         if self.unchecked >= IDLE_CHECKPOINT_CHUNKS:
             self.conn.execute("pragma wal_checkpoint(passive)")
@@ -339,6 +343,7 @@ class BatchWriter:
         conn = self.conn
         batch_id = self.batch_id
         requests, rejected, raw_rows = chunk.requests, chunk.rejected, chunk.raw_rows
+        ids = None
         with write_transaction(self.db):
             moved = self.moved
             for d, rows in zip(self.dictionaries, chunk.new_rows):
@@ -367,6 +372,9 @@ class BatchWriter:
                 " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 requests,
             )
+            if requests and self.tally is not None:  # rowids are handed out in order, under the lock
+                last = conn.execute("select last_insert_rowid()").fetchone()[0]
+                ids = (last - len(requests) + 1, last)
             if rejected:
                 conn.executemany(
                     "insert into rejected_lines (batch_id, line_no, raw, raw_bytes, reason)"
@@ -384,6 +392,8 @@ class BatchWriter:
                 lines_duplicate = lines_duplicate + ?, last_line = ? where id = ?""",
                 [chunk.lines, imported, n_rejected, duplicates, chunk.last_line, batch_id],
             )
+        if ids is not None:  # committed
+            self.tally.stored(*ids)
         self.unchecked += 1
         result.lines_read += chunk.lines
         result.imported += imported
@@ -541,6 +551,8 @@ def import_file(
 
     chunks = pipeline.Chunks(produce, pipeline.use_child(size) and bool(db_file), prepared.display)
     chunks.idle = writer.idle
+    if chunks.in_child:  # counted while the store waits; in one process, at the close
+        writer.tally = batch_figures.Tally(conn)
     if chunks.in_child:
         reader.release()  # the child has its own copy
     page_cache = conn.execute("pragma cache_size").fetchone()[0]
@@ -571,10 +583,13 @@ def import_file(
             conn.execute(f"pragma cache_size = {page_cache}")
         reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
         _close_batch(
-            db, batch_id, result, chunks.end if result.status == "complete" else None, finish, writer.line_filter
+            db, batch_id, result, chunks.end if result.status == "complete" else None, finish, writer.line_filter,
+            writer.tally,
         )
     finally:
         conn.execute(f"pragma wal_autocheckpoint = {checkpoint}")
+        if writer.tally is not None:
+            writer.tally.drop()
     if on_progress:
         on_progress(result, progress)
     return result
@@ -802,10 +817,11 @@ def _mark_interrupted(conn, batch_id: int) -> None:
 
 
 def _close_batch(
-    db, batch_id: int, result: FileResult, sha256: str | None, finish, memo: line_filter.Memo | None = None
+    db, batch_id: int, result: FileResult, sha256: str | None, finish, memo: line_filter.Memo | None = None,
+    tally: batch_figures.Tally | None = None,
 ) -> None:
-    """Mark a batch finished and run ``finish`` in one transaction (``memo``: its
-    writer's copy of the line filter).
+    """Mark a batch finished and run ``finish(result, tally)`` in one transaction
+    (``memo``: its writer's copy of the line filter; ``tally``: its signature figures).
 
     Apart, a kill between the two would leave a finished batch whose requests the
     scope, ip_info and the aggregates never saw, and a re-run would find nothing
@@ -825,16 +841,18 @@ def _close_batch(
         conn.execute("delete from dictionary_watermarks where batch_id = ?", [batch_id])
         indexes.build(conn, batch_id)
         if finish:
-            finish(result)
+            finish(result, tally)
 
 
-def _after_batch(db: sqlite_utils.Database, result: FileResult, first_ip_id: int) -> None:
+def _after_batch(
+    db: sqlite_utils.Database, result: FileResult, first_ip_id: int, tally: batch_figures.Tally | None = None
+) -> None:
     """Bring ip_info, the scope and the aggregates up to date after one batch.
 
     ``first_ip_id`` is the first ``ips`` id this run could add; a resumed batch also
     added addresses in its earlier, interrupted runs, so it looks at every address.
     """
-    derived.after_batch(db, result.batch_id, min_ip_id=None if result.resumed_from else first_ip_id - 1)
+    derived.after_batch(db, result.batch_id, None if result.resumed_from else first_ip_id - 1, tally)
 
 
 def import_rows(
@@ -855,7 +873,7 @@ def import_rows(
     first_ip_id = db.execute("select coalesce(max(id), 0) + 1 from ips").fetchone()[0]
     return import_file(
         db, source, batch_name, command, on_progress,
-        finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
+        finish=lambda result, tally: _after_batch(db, result, first_ip_id, tally), proxies=proxies,
     )
 
 
@@ -892,7 +910,7 @@ def import_logs(
         try:
             result = import_file(
                 db, p, batch_name, command, on_progress,
-                finish=lambda result: _after_batch(db, result, first_ip_id), proxies=proxies,
+                finish=lambda result, tally: _after_batch(db, result, first_ip_id, tally), proxies=proxies,
             )
         except BaseException:
             for rest in prepared[index + 1 :]:

@@ -25,6 +25,8 @@ dictionaries (log batches), account records, the incident, and the rules table
   and ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
 - :mod:`.line_filter`: ``line_filter``, the Bloom filter of ``line_counts``' hashes
   a later batch reads first (rewritten or dropped by every writer of ``line_counts``).
+- :mod:`.batch_figures`: a first import's signature figures, counted while it waits
+  for its parser into a temporary table its close reads ``sig_stats`` from.
 - :mod:`.indexes`: the ``requests`` indexes a first import defers
   (``deferred_indexes``) and builds by a sort when its batch closes.
 
@@ -116,13 +118,15 @@ def after_incident(db: sqlite_utils.Database) -> None:
     recompute(db)
 
 
-def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None) -> None:
+def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None, tally=None) -> None:
     """A log batch closed: bring ip_info, the scope, the explanations and the aggregates
     up to date for its requests only (everything, when a recompute already counted
     some of them while the batch was unfinished).
 
     Args:
         min_ip_id: the ``ips`` ids above this one are new (None: look at every address).
+        tally: the import's :class:`.batch_figures.Tally` (its signature figures
+            counted while it waited for its parser), or None.
     """
     with db.atomic():
         ipinfo.apply_ip_info(db, min_ip_id=min_ip_id)
@@ -135,7 +139,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
         if touched:
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)
-        aggregates.refresh_batch(db, batch_id, scope.TOUCHED_SIGS if touched else None)
+        aggregates.refresh_batch(db, batch_id, scope.TOUCHED_SIGS if touched else None, tally)
         if touched:
             db.execute("drop table temp.touched_sigs")
         window_hours.catch_up(db.conn)  # what the import's idle moments left

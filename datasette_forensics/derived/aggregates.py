@@ -170,7 +170,7 @@ group by 1, 2
 """
 
 
-def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
+def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str | None = None) -> None:
     """Recompute the page aggregates.
 
     Args:
@@ -178,6 +178,8 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
         sigs_sql: a SQL select of the sig_ids whose requests or scope changed (built
             by the caller from trusted SQL, like ``scope.refresh_signatures``); the
             groups, orgs and days they touch are recomputed. None recomputes all.
+        figures: with sigs_sql None, a select of every request's SIG_FIGURES already
+            counted (:mod:`.batch_figures`); None counts them here.
     """
     row = db.execute("select patched_ms from incident where id = 1").fetchone()
     params = {"patched": row[0] if row else None}
@@ -188,7 +190,8 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None) -> None:
                     db.execute(f"delete from {table}")
                 # Every request: one pass in table order and a sort beats a walk of the
                 # requests_sig index, which visits the table in random order (2× at 1M rows).
-                db.execute(SIG_STATS.format(figures=SIG_FIGURES.format(requests="requests r not indexed")), params)
+                every = figures or SIG_FIGURES.format(requests="requests r not indexed")
+                db.execute(SIG_STATS.format(figures=every), params)
                 db.execute(LAST_URI.format(where=""))
                 for grouping in GROUPINGS:
                     refresh_grouping(db, grouping, None)
@@ -384,7 +387,7 @@ def counted_already(db: sqlite_utils.Database, batch_id: int) -> bool:
     return first is not None and first <= row[0]
 
 
-def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | None) -> None:
+def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | None, tally=None) -> None:
     """Bring the aggregates up to date after a log batch: only that batch's signatures.
 
     A batch only adds requests: its signatures' rows of sig_stats take the batch's
@@ -394,7 +397,9 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | No
     (scope.TOUCHED_SIGS; None when it changed none). org_stats and scope_days are
     made of scoped, sig_org and signature_scope alone, which change for those only
     (a batch outside the incident's window changes none). None of its requests may
-    be counted already (see :func:`counted_already`).
+    be counted already (see :func:`counted_already`). ``tally``: the import's
+    :class:`.batch_figures.Tally`, whose figures a first import takes when they hold
+    exactly its requests.
     """
     rows = indexes.batch_requests(db.conn)
     row = db.execute("select patched_ms from incident where id = 1").fetchone()
@@ -404,7 +409,12 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | No
         or exists(select 1 from {rows} where r.batch_id > :batch_id)""",
         params,
     ).fetchone()[0]:
-        refresh(db)  # the only batch with requests (a first import): every signature is its
+        # The only batch with requests (a first import): every signature is its.
+        figures = None
+        if tally is not None:
+            stored = db.execute(f"select count(*) from {rows} where r.batch_id = :batch_id", params).fetchone()[0]
+            figures = tally.figures(db.conn, stored)
+        refresh(db, figures=figures)
         return
     db.execute("drop table if exists temp.aggregate_batch")
     db.execute(
