@@ -24,8 +24,9 @@ from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import derived, importers, pipeline, processes, rawlines
+from . import derived, importers, ipinfo, pipeline, processes, rawlines
 from .derived import batch_figures, indexes, line_counts, line_filter
+from .checkpointer import Checkpointer
 from .dictionaries import Dictionary, moved_row, store_rows
 from .enrich import classify_ip, classify_user_agent
 from .errors import ForensicsError
@@ -48,8 +49,8 @@ STORE_CACHE_KIB = int(os.environ.get("FORENSICS_STORE_CACHE_KIB") or 32 << 10)
 # user agent) travel and wait one or two at a time, not fifty thousand.
 CHUNK_BYTES = 16 << 20
 DETECT_LINES = 20
-# While an import writes, the WAL is copied back to the database when the store waits
-# for the parser (BatchWriter.idle), once IDLE_CHECKPOINT_CHUNKS chunks are in it
+# While an import writes, the WAL is copied back to the database beside the store (a
+# thread of its own, checkpointer.py), once IDLE_CHECKPOINT_CHUNKS chunks are in it
 # (about 40 MB of log: a page the import rewrites, the tail of requests and of its
 # indexes or the line counts, is copied back once per 40 MB, not per 4 MB as with
 # SQLite's default of 1,000 pages). CHECKPOINT_PAGES is the automatic checkpoint for
@@ -319,24 +320,16 @@ class BatchWriter:
         self.dictionaries = dictionaries  # the reader's: their tables, columns and refs
         # Per table, the reader's ids that did not land, and the stored ids they stand for.
         self.moved: dict[str, dict[int, int]] = {}
-        self.unchecked = 0  # chunks committed since the last checkpoint done while idle
+        self.unchecked = 0  # chunks committed since the checkpointer was last asked
         self.line_filter = line_filter.Memo()  # the line counts' filter, between chunks
-        # The signature figures of the stored requests, counted while idle (a child only).
+        # The signature figures of the stored requests, counted beside it (a child only).
         self.tally: batch_figures.Tally | None = None
+        self.checkpointer: Checkpointer | None = None  # copies the WAL back beside it (a child only)
 
     def idle(self) -> bool:
-        """Work done while the parser has not finished the next chunk: count the stored
-        requests into the hour cells, then copy the WAL back to the database once
-        IDLE_CHECKPOINT_CHUNKS chunks are in it. Returns True when there was work."""
-        if derived.while_idle(self.db):
-            return True
-        if self.tally is not None and self.tally.step():
-            return True
-        if self.unchecked >= IDLE_CHECKPOINT_CHUNKS:
-            self.conn.execute("pragma wal_checkpoint(passive)")
-            self.unchecked = 0
-            return True
-        return False
+        """Work done while the parser has not finished the next chunk (a child only):
+        count the stored requests into the hour cells. Returns True when there was work."""
+        return derived.while_idle(self.db)
 
     def store(self, chunk: Chunk, result: FileResult) -> None:
         """Store a chunk in one transaction, and add its counts to ``result`` once committed."""
@@ -395,6 +388,9 @@ class BatchWriter:
         if ids is not None:  # committed
             self.tally.stored(*ids)
         self.unchecked += 1
+        if self.checkpointer is not None and self.unchecked >= IDLE_CHECKPOINT_CHUNKS:
+            self.checkpointer.request()
+            self.unchecked = 0
         result.lines_read += chunk.lines
         result.imported += imported
         result.rejected += n_rejected
@@ -551,8 +547,9 @@ def import_file(
 
     chunks = pipeline.Chunks(produce, pipeline.use_child(size) and bool(db_file), prepared.display)
     chunks.idle = writer.idle
-    if chunks.in_child:  # counted while the store waits; in one process, at the close
-        writer.tally = batch_figures.Tally(conn)
+    if chunks.in_child:  # beside the store (in one process: at the close, and in its commits, as before)
+        writer.tally = batch_figures.Tally(db_file)
+        writer.checkpointer = Checkpointer(db_file)
     if chunks.in_child:
         reader.release()  # the child has its own copy
     page_cache = conn.execute("pragma cache_size").fetchone()[0]
@@ -582,14 +579,19 @@ def import_file(
             close()
             conn.execute(f"pragma cache_size = {page_cache}")
         reader.release()  # the derived tables are rebuilt next: the caches need not stay in memory
+        head = derived.Head(writer.tally)
+        if chunks.in_child and not result.resumed_from:  # the new addresses' owners, beside the close
+            head.located = ipinfo.Located(conn, reader.ips.first_new - 1)
         _close_batch(
             db, batch_id, result, chunks.end if result.status == "complete" else None, finish, writer.line_filter,
-            writer.tally,
+            head,
         )
     finally:
         conn.execute(f"pragma wal_autocheckpoint = {checkpoint}")
         if writer.tally is not None:
-            writer.tally.drop()
+            writer.tally.drop(conn)
+        if writer.checkpointer is not None:
+            writer.checkpointer.close()
     if on_progress:
         on_progress(result, progress)
     return result
@@ -818,10 +820,10 @@ def _mark_interrupted(conn, batch_id: int) -> None:
 
 def _close_batch(
     db, batch_id: int, result: FileResult, sha256: str | None, finish, memo: line_filter.Memo | None = None,
-    tally: batch_figures.Tally | None = None,
+    head: derived.Head | None = None,
 ) -> None:
-    """Mark a batch finished and run ``finish(result, tally)`` in one transaction
-    (``memo``: its writer's copy of the line filter; ``tally``: its signature figures).
+    """Mark a batch finished and run ``finish(result, head)`` in one transaction
+    (``memo``: its writer's copy of the line filter; ``head``: what was done ahead for it).
 
     Apart, a kill between the two would leave a finished batch whose requests the
     scope, ip_info and the aggregates never saw, and a re-run would find nothing
@@ -841,18 +843,18 @@ def _close_batch(
         conn.execute("delete from dictionary_watermarks where batch_id = ?", [batch_id])
         indexes.build(conn, batch_id)
         if finish:
-            finish(result, tally)
+            finish(result, head)
 
 
 def _after_batch(
-    db: sqlite_utils.Database, result: FileResult, first_ip_id: int, tally: batch_figures.Tally | None = None
+    db: sqlite_utils.Database, result: FileResult, first_ip_id: int, head: derived.Head | None = None
 ) -> None:
     """Bring ip_info, the scope and the aggregates up to date after one batch.
 
     ``first_ip_id`` is the first ``ips`` id this run could add; a resumed batch also
     added addresses in its earlier, interrupted runs, so it looks at every address.
     """
-    derived.after_batch(db, result.batch_id, None if result.resumed_from else first_ip_id - 1, tally)
+    derived.after_batch(db, result.batch_id, None if result.resumed_from else first_ip_id - 1, head)
 
 
 def import_rows(
@@ -873,7 +875,7 @@ def import_rows(
     first_ip_id = db.execute("select coalesce(max(id), 0) + 1 from ips").fetchone()[0]
     return import_file(
         db, source, batch_name, command, on_progress,
-        finish=lambda result, tally: _after_batch(db, result, first_ip_id, tally), proxies=proxies,
+        finish=lambda result, head: _after_batch(db, result, first_ip_id, head), proxies=proxies,
     )
 
 
@@ -910,7 +912,7 @@ def import_logs(
         try:
             result = import_file(
                 db, p, batch_name, command, on_progress,
-                finish=lambda result, tally: _after_batch(db, result, first_ip_id, tally), proxies=proxies,
+                finish=lambda result, head: _after_batch(db, result, first_ip_id, head), proxies=proxies,
             )
         except BaseException:
             for rest in prepared[index + 1 :]:

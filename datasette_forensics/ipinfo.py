@@ -17,6 +17,8 @@ Each address is looked up once: when a log batch adds it, and again only when th
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
+import threading
 
 import sqlite_utils
 
@@ -80,7 +82,42 @@ def _mask(bits: int, length: int) -> int:
     return ((1 << length) - 1) << (bits - length)
 
 
-def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> int:
+class Located:
+    """The shipped data's (network, country, as_name) of a batch's new addresses,
+    looked up in a thread while the batch's close runs its first SQL statements
+    (SQLite lets go of the interpreter lock while it sorts and writes, and the parse
+    process has ended, so the second core is free): 0.4 s of a 1M-line close.
+
+    Only a head start: :func:`apply_ip_info` looks up inline any address it does not
+    find here, and everything when the thread failed.
+    """
+
+    LIMIT = 200_000  # more new addresses than this: looked up inline, in bounded memory
+
+    def __init__(self, conn: sqlite3.Connection, min_ip_id: int):
+        rows = conn.execute("select id, ip from ips where id > ? order by id limit ?", [min_ip_id, self.LIMIT + 1])
+        self._rows = rows.fetchall()
+        self.found: dict[int, tuple] | None = None
+        self._thread = None
+        if len(self._rows) <= self.LIMIT:
+            self._thread = threading.Thread(target=self._run, name="forensics-geo", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.found = {id_: geo.lookup(ip) for id_, ip in self._rows}
+        except Exception:  # noqa: BLE001 - inline look-ups then say what is wrong
+            self.found = None
+
+    def result(self) -> dict[int, tuple] | None:
+        """{ips id: (network, country, as_name)}, once the thread is done; None when it failed."""
+        if self._thread is not None:
+            self._thread.join()
+        self._rows = []
+        return self.found
+
+
+def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None, located: Located | None = None) -> int:
     """Fill the owner columns of ``ips``: shipped data, then ``ip_info`` by longest-prefix match.
 
     Reads the addresses in batches of CHUNK ids, so a database of any size is
@@ -93,6 +130,7 @@ def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> in
         min_ip_id: only look at ``ips`` rows with a larger id (the rows a log batch
             just added); None recomputes every row, clearing values no network
             gives any more.
+        located: the shipped data's values of some of those rows, looked up already.
 
     Returns:
         how many ``ips`` rows changed.
@@ -102,7 +140,7 @@ def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> in
     if own:
         conn.execute("begin immediate")
     try:
-        changed = _apply(conn, min_ip_id)
+        changed = _apply(conn, min_ip_id, located.result() if located is not None else None)
         if own:
             conn.execute("commit")
     except BaseException:
@@ -115,7 +153,7 @@ def apply_ip_info(db: sqlite_utils.Database, min_ip_id: int | None = None) -> in
 OWNER_COLUMNS = ("network", "country", "as_name", "asn", "provider", "rdns")
 
 
-def _apply(conn, min_ip_id: int | None) -> int:
+def _apply(conn, min_ip_id: int | None, found: dict[int, tuple] | None = None) -> int:
     networks = NetworkTable(conn.execute("select cidr, asn, provider, rdns from ip_info"))
     last_id = -1 if min_ip_id is None else min_ip_id
     changed = 0
@@ -131,7 +169,7 @@ def _apply(conn, min_ip_id: int | None) -> int:
                 return changed
             updates = []
             for id_, ip, version, ptr, *stored in rows:
-                values = owner(ip, match(ip) if version is not None else None, ptr)
+                values = owner(ip, match(ip) if version is not None else None, ptr, found.get(id_) if found else None)
                 if values != tuple(stored):
                     updates.append((*values, id_))
             if updates:
@@ -144,14 +182,15 @@ def _apply(conn, min_ip_id: int | None) -> int:
         geo.release()
 
 
-def owner(ip: str, info: Info | None, ptr: str | None) -> tuple:
+def owner(ip: str, info: Info | None, ptr: str | None, located: tuple | None = None) -> tuple:
     """The owner columns of one address (OWNER_COLUMNS, in order).
 
     Args:
         ip: the address as logged (or a host name).
         info: (asn, provider, rdns) of the longest ``ip_info`` network holding it, or None.
         ptr: the PTR name enrich-rdns found for it, or None.
+        located: ``geo.lookup(ip)``, when looked up already.
     """
-    network, country, as_name = geo.lookup(ip)
+    network, country, as_name = located if located is not None else geo.lookup(ip)
     asn, provider, rdns = info or (None, None, None)
     return network, country, as_name, asn or None, provider or as_name, rdns or ptr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE
-from datasette_forensics import incident, ingest, schema
+from datasette_forensics import incident, ingest, ipinfo, schema
 from datasette_forensics.derived import aggregates, batch_figures
 
 UAS = ["curl/7.68.0", "python-requests/2.25.1", "Mozilla/5.0 (X11; Linux x86_64) Firefox/78.0"]
@@ -89,17 +89,57 @@ def test_a_later_batch_does_not_use_a_tally(tmp_path, monkeypatch, spied):
 
 def test_a_tally_short_of_the_batch_or_under_another_patch_time_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "never")
-    db = schema.connect(str(tmp_path / "f.db"))
+    path = str(tmp_path / "f.db")
+    db = schema.connect(path)
     ingest.import_logs(db, [str(write_log(tmp_path / "a.log", 600))])
     conn = db.conn
     first, last = conn.execute("select min(id), max(id) from requests").fetchone()
-    tally = batch_figures.Tally(conn)
-    tally.stored(first, first + 299)  # a resumed batch: this run stored only part of it
-    assert tally.figures(conn, 600) is None
-    tally = batch_figures.Tally(conn)
-    tally.stored(first, first + 299)
-    tally.stored(first + 300, last)
-    assert tally.figures(conn, 600) is not None
+    short = batch_figures.Tally(path)
+    short.stored(first, first + 299)  # a resumed batch: this run stored only part of it
+    assert short.figures(conn, 600) is None
+    short.drop(conn)
+    whole = batch_figures.Tally(path)
+    whole.stored(first, first + 299)
+    whole.stored(first + 300, last)
+    assert whole.figures(conn, 600) is not None
+    assert conn.execute(f"select sum(requests) from {batch_figures.TABLE}").fetchone()[0] == 600
     incident.set_incident(db, str(SAMPLE / "incident.toml"))  # the patch time changed since it counted
-    assert tally.figures(conn, 600) is None
-    tally.drop()
+    assert whole.figures(conn, 600) is None
+    whole.drop(conn)
+    assert conn.execute("select count(*) from temp.sqlite_master where name = 'batch_sig_figures'").fetchone()[0] == 0
+
+
+def test_a_failed_count_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "never")
+    path = str(tmp_path / "f.db")
+    db = schema.connect(path)
+    ingest.import_logs(db, [str(write_log(tmp_path / "a.log", 300))])
+    first, last = db.conn.execute("select min(id), max(id) from requests").fetchone()
+    tally = batch_figures.Tally(path)
+    tally.reader.execute("drop table temp.batch_sig_figures")  # its next count fails
+    tally.stored(first, last)
+    assert tally.figures(db.conn, 300) is None and tally.failed
+    tally.drop(db.conn)
+
+
+def test_a_first_import_looks_its_addresses_up_ahead_and_stores_what_inline_lookups_give(tmp_path, monkeypatch):
+    """ipinfo.Located: the new addresses' shipped data looked up beside the close."""
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 300)
+    found = []
+    result = ipinfo.Located.result
+
+    def spy(self):
+        answer = result(self)
+        found.append(answer)
+        return answer
+
+    monkeypatch.setattr(ipinfo.Located, "result", spy)
+    log = write_log(tmp_path / "a.log", 900).read_text().replace("10.0.", "8.8.")  # some public addresses
+    (tmp_path / "b.log").write_text(log)
+    db = schema.connect(str(tmp_path / "f.db"))
+    ingest.import_logs(db, [str(tmp_path / "b.log")])
+    (located,) = found
+    assert located is not None and len(located) == db.execute("select count(*) from ips").fetchone()[0] == 231
+    assert db.execute("select count(*) from ips where network = 'public' and country is not null").fetchone()[0] > 0
+    assert ipinfo.apply_ip_info(db) == 0  # every address looked up again, inline: nothing changes

@@ -322,9 +322,10 @@ def test_raw_lines_and_hour_cells_across_reads_chunks_and_batches(tmp_path, monk
 
 def test_hour_cells_and_checkpoints_are_done_while_the_store_waits(tmp_path, monkeypatch):
     """With a parser slower than the store, the store counts the stored requests into
-    the hour cells and copies the WAL back while it waits for the next chunk (not in
-    the chunks' transactions, not only at the close), and the cells end exact."""
-    from datasette_forensics import derived, rawlines
+    the hour cells while it waits for the next chunk (not in the chunks' transactions,
+    not only at the close), and the cells end exact; the WAL is copied back beside it,
+    by the checkpointer's thread, every IDLE_CHECKPOINT_CHUNKS chunks."""
+    from datasette_forensics import checkpointer, derived, rawlines
 
     monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
     monkeypatch.setattr(ingest, "CHUNK_LINES", 400)
@@ -339,8 +340,9 @@ def test_hour_cells_and_checkpoints_are_done_while_the_store_waits(tmp_path, mon
     db_path = tmp_path / "t.db"
     db = schema.connect(str(db_path))
     seen = []  # per idle call that counted: (cells' requests, requests stored, batch status)
-    checkpoints = []
-    while_idle, idle = derived.while_idle, ingest.BatchWriter.idle
+    asked, done = [], []
+    while_idle = derived.while_idle
+    request, close = checkpointer.Checkpointer.request, checkpointer.Checkpointer.close
 
     def spy_while_idle(database):
         counted = while_idle(database)
@@ -351,22 +353,26 @@ def test_hour_cells_and_checkpoints_are_done_while_the_store_waits(tmp_path, mon
             ).fetchone())
         return counted
 
-    def spy_idle(writer):
-        before = writer.unchecked
-        worked = idle(writer)
-        if before and not writer.unchecked:
-            checkpoints.append(before)
-        return worked
+    def spy_request(self):
+        asked.append(db.execute("select lines_read from import_batches order by id desc limit 1").fetchone()[0])
+        request(self)
+
+    def spy_close(self):
+        close(self)
+        done.append((self.checkpoints, self.frames))
 
     monkeypatch.setattr(derived, "while_idle", spy_while_idle)
-    monkeypatch.setattr(ingest.BatchWriter, "idle", spy_idle)
+    monkeypatch.setattr(checkpointer.Checkpointer, "request", spy_request)
+    monkeypatch.setattr(checkpointer.Checkpointer, "close", spy_close)
     lines = [line(i, ip=f"198.51.100.{i % 23}", when=f"01/Jul/2020:{i // 200 % 24:02d}:{i % 60:02d}:00 +0000")
              for i in range(3000)]
     ingest.import_logs(db, [str(write(tmp_path / "a.log", lines))])
     db.conn.close()
     assert len(seen) >= 3, seen
     assert all(cells == stored and status == "running" for cells, stored, status in seen), seen
-    assert checkpoints and set(checkpoints) == {2}
+    assert asked == [800, 1600, 2400, 3000]  # every second chunk (of 400 lines, then 200 and none), once committed
+    ((checkpoints, frames),) = done
+    assert 1 <= checkpoints <= len(asked) and frames > 0  # requests while one runs may fold into it
     assert assert_cells_exact(db_path) == 3001
 
 

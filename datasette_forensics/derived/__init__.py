@@ -25,8 +25,8 @@ dictionaries (log batches), account records, the incident, and the rules table
   and ``line_counts_suspended``, the duplicate-line counts an import keeps per chunk.
 - :mod:`.line_filter`: ``line_filter``, the Bloom filter of ``line_counts``' hashes
   a later batch reads first (rewritten or dropped by every writer of ``line_counts``).
-- :mod:`.batch_figures`: a first import's signature figures, counted while it waits
-  for its parser into a temporary table its close reads ``sig_stats`` from.
+- :mod:`.batch_figures`: a first import's signature figures, counted beside the store
+  as its chunks commit, which its close reads ``sig_stats`` from.
 - :mod:`.indexes`: the ``requests`` indexes a first import defers
   (``deferred_indexes``) and builds by a sort when its batch closes.
 
@@ -42,13 +42,14 @@ this package imports only the rule registry, ipinfo and the helpers below them.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 
 import sqlite_utils
 
 from .. import ipinfo
 from ..timeparse import utcnow
 from ..transaction import write_transaction
-from . import aggregates, explanations, out_of_scope, rule_counts, scope, waterfall, window_hours
+from . import aggregates, batch_figures, explanations, out_of_scope, rule_counts, scope, waterfall, window_hours
 
 # Record kinds the scope itself is computed from; other kinds only change explanations.
 SCOPE_KINDS = ("orgs", "org_slugs", "integrations")
@@ -118,18 +119,25 @@ def after_incident(db: sqlite_utils.Database) -> None:
     recompute(db)
 
 
-def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None, tally=None) -> None:
+@dataclass
+class Head:
+    """What an import did ahead for its batch's close, beside the store (see after_batch)."""
+
+    tally: batch_figures.Tally | None = None  # its signature figures, counted as chunks committed
+    located: ipinfo.Located | None = None  # its new addresses' shipped owner data
+
+
+def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None = None, head: Head | None = None) -> None:
     """A log batch closed: bring ip_info, the scope, the explanations and the aggregates
     up to date for its requests only (everything, when a recompute already counted
     some of them while the batch was unfinished).
 
     Args:
         min_ip_id: the ``ips`` ids above this one are new (None: look at every address).
-        tally: the import's :class:`.batch_figures.Tally` (its signature figures
-            counted while it waited for its parser), or None.
+        head: what the import did ahead (:class:`Head`), or None.
     """
     with db.atomic():
-        ipinfo.apply_ip_info(db, min_ip_id=min_ip_id)
+        ipinfo.apply_ip_info(db, min_ip_id=min_ip_id, located=head.located if head else None)
         if aggregates.counted_already(db, batch_id):
             # A recompute ran while the batch was unfinished and counted its requests
             # so far: adding the batch now would count those twice.
@@ -139,7 +147,7 @@ def after_batch(db: sqlite_utils.Database, batch_id: int, min_ip_id: int | None 
         if touched:
             explanations.reevaluate(db, sigs=scope.TOUCHED_SIGS)
             window_hours.refresh_scoped(db, scope.TOUCHED_SIGS)
-        aggregates.refresh_batch(db, batch_id, scope.TOUCHED_SIGS if touched else None, tally)
+        aggregates.refresh_batch(db, batch_id, scope.TOUCHED_SIGS if touched else None, head.tally if head else None)
         if touched:
             db.execute("drop table temp.touched_sigs")
         window_hours.catch_up(db.conn)  # what the import's idle moments left

@@ -1,25 +1,30 @@
-"""A first import's signature figures, counted while the import waits for its parser.
+"""A first import's signature figures, counted beside the store as its chunks commit.
 
 When a batch is the only one with requests, its close computes ``sig_stats`` from
 every request (:func:`.aggregates.refresh`): a GROUP BY over the whole table, on one
 core, after the parse process has finished (0.67 s of a 1M-line close). A
-:class:`Tally` instead counts each chunk's requests as soon as they are stored, in
-the moments the store waits for the next chunk, into a temporary table of the
-import's own connection: readers never see it, and a kill leaves nothing behind.
-The close then takes the figures from there, but only when they add up to exactly
-the batch's requests, counted with the same incident patch time; otherwise (a
-resumed batch, an incident set meanwhile, anything unexpected) it counts them from
-the requests as before.
+:class:`Tally` instead counts each chunk's requests as soon as they are committed,
+in a thread of the importing process with a read-only connection of its own, into
+a temporary table of that connection: readers never see it, a kill leaves nothing
+behind, and SQLite lets go of the interpreter lock while it counts, so the count
+runs on whichever core the parse process and the store leave idle. The close then
+takes the figures, but only when they add up to exactly the batch's requests,
+counted with the same incident patch time; otherwise (a resumed batch, an incident
+set meanwhile, a failed count) it counts them from the requests as before.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 
 from .aggregates import SIG_FIGURES
 
 TABLE = "temp.batch_sig_figures"
 COLUMNS = "sig_id, requests, ok, first_ts, last_ts, after_patch, after_patch_ok"
+CREATE = f"""create temp table if not exists batch_sig_figures (sig_id integer primary key,
+    requests integer, ok integer, first_ts integer, last_ts integer, after_patch integer, after_patch_ok integer)"""
 
 # One chunk's requests (a range of ids only its batch wrote) added to the tally.
 ADD_RANGE = f"""
@@ -38,48 +43,62 @@ def _patched(conn: sqlite3.Connection) -> int | None:
 
 
 class Tally:
-    """The signature figures of the requests one import stored, chunk by chunk."""
+    """The signature figures of the requests one import stored, chunk by chunk.
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-        self.pending: list[tuple[int, int]] = []  # id ranges stored, not counted yet
-        self.patched = _patched(conn)
-        conn.execute(
-            f"""create temp table if not exists batch_sig_figures (sig_id integer primary key,
-            requests integer, ok integer, first_ts integer, last_ts integer,
-            after_patch integer, after_patch_ok integer)"""
-        )
-        conn.execute(f"delete from {TABLE}")
+    Args:
+        db_file: the database's file (the tally reads it through its own connection).
+    """
+
+    def __init__(self, db_file: str):
+        # Autocommit: each count reads the chunks committed by then, and holds no snapshot after.
+        self.reader = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        self.reader.execute("pragma busy_timeout = 30000")
+        self.reader.execute(CREATE)
+        self.patched = _patched(self.reader)
+        self.failed = False
+        self._ranges: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._count, name="forensics-tally", daemon=True)
+        self._thread.start()
+
+    def _count(self) -> None:
+        while True:
+            ids = self._ranges.get()
+            try:
+                if ids is None:
+                    return
+                if not self.failed:
+                    first, last = ids
+                    self.reader.execute(ADD_RANGE, {"first": first, "last": last, "patched": self.patched})
+            except Exception:  # noqa: BLE001 - the close counts from the requests instead
+                self.failed = True
+            finally:
+                self._ranges.task_done()
 
     def stored(self, first_id: int, last_id: int) -> None:
-        """A chunk's requests were stored (committed or about to be) under ids first_id..last_id."""
-        self.pending.append((first_id, last_id))
-
-    def step(self) -> bool:
-        """Count one stored chunk's requests. Returns True when there was one."""
-        if not self.pending:
-            return False
-        first, last = self.pending.pop(0)
-        self.conn.execute(ADD_RANGE, {"first": first, "last": last, "patched": self.patched})
-        return True
+        """A chunk's requests were committed under ids first_id..last_id (only its batch's)."""
+        self._ranges.put((first_id, last_id))
 
     def figures(self, conn: sqlite3.Connection, batch_requests: int) -> str | None:
-        """A select of the figures (SIG_FIGURES' columns) when they are those of exactly
-        ``batch_requests`` requests under today's patch time; else None."""
-        if conn is not self.conn or _patched(conn) != self.patched:
+        """A select, on ``conn``, of the figures (SIG_FIGURES' columns) when they are those
+        of exactly ``batch_requests`` requests under today's patch time; else None."""
+        self._ranges.join()
+        if self.failed or _patched(conn) != self.patched:
             return None
-        while self.step():
-            pass
-        counted = conn.execute(f"select coalesce(sum(requests), 0) from {TABLE}").fetchone()[0]
-        if counted != batch_requests:
+        rows = self.reader.execute(f"select {COLUMNS} from {TABLE}").fetchall()
+        if sum(row[1] for row in rows) != batch_requests:
             return None
+        conn.execute(CREATE)
+        conn.execute(f"delete from {TABLE}")
+        conn.executemany(f"insert into {TABLE} ({COLUMNS}) values (?, ?, ?, ?, ?, ?, ?)", rows)
         return f"select {COLUMNS} from {TABLE}"
 
-    def drop(self) -> None:
-        """Free the table (the import ended, however it ended: a failure here must not
-        hide the import's own error)."""
-        self.pending = []
+    def drop(self, conn: sqlite3.Connection) -> None:
+        """Stop counting and free both tables (the import ended, however it ended: a
+        failure here must not hide the import's own error)."""
+        self._ranges.put(None)
+        self._thread.join()
+        self.reader.close()
         try:
-            self.conn.execute(f"drop table if exists {TABLE}")
+            conn.execute(f"drop table if exists {TABLE}")
         except sqlite3.Error:
             pass
