@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import sqlite_utils
 
-from . import derived, importers, ipinfo, pipeline, processes, rawlines
+from . import derived, importers, ipinfo, pipeline, processes, rawlines, readonly
 from .derived import batch_figures, indexes, line_counts, line_filter
 from .checkpointer import Checkpointer
 from .dictionaries import Dictionary, moved_row, store_rows
@@ -540,7 +540,7 @@ def import_file(
 
     def produce(in_child: bool) -> Iterator[Chunk]:
         if in_child:  # the parent's connection is never touched here
-            reader.use_connection(sqlite3.connect(f"file:{db_file}?mode=ro", uri=True))
+            reader.use_connection(readonly.connect(db_file))
         if isinstance(prepared, RowSource):
             return _row_chunks(prepared.rows, min(CHUNK_LINES, prepared.chunk_rows or CHUNK_LINES), reader)
         return _file_chunks(prepared, skip_until, reader)

@@ -156,3 +156,16 @@ def test_no_process_to_spare_reads_here(tmp_path, monkeypatch):
     db.conn.close()
     assert (result.status, result.imported) == ("complete", 30)
     assert stored_lines(tmp_path / "t.db", result.batch_id) == lines
+
+
+def test_a_database_whose_path_holds_uri_characters_is_read_in_a_child(tmp_path, monkeypatch):
+    """The child and the tally open the database read-only by URI: ?, # and % in its path stay in the name."""
+    monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 50)
+    folder = tmp_path / "case ?2#3 100%"
+    folder.mkdir()
+    db = schema.connect(str(folder / "t?.db"))
+    lines = [line(i, f"10.0.0.{i // 20}") for i in range(200)]
+    (result,) = ingest.import_logs(db, [str(write(tmp_path / "a.log", lines))])
+    assert result.status == "complete" and result.imported == 200
+    assert stored_lines(folder / "t?.db", result.batch_id) == lines

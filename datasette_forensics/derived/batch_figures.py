@@ -19,6 +19,7 @@ import queue
 import sqlite3
 import threading
 
+from .. import readonly
 from .aggregates import SIG_FIGURES
 
 TABLE = "temp.batch_sig_figures"
@@ -51,7 +52,7 @@ class Tally:
 
     def __init__(self, db_file: str):
         # Autocommit: each count reads the chunks committed by then, and holds no snapshot after.
-        self.reader = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        self.reader = readonly.connect(db_file, isolation_level=None, check_same_thread=False)
         self.reader.execute("pragma busy_timeout = 30000")
         self.reader.execute(CREATE)
         self.patched = _patched(self.reader)
