@@ -73,15 +73,25 @@ def test_a_first_import_takes_the_tallied_figures_and_they_are_a_recounts(tmp_pa
 
 
 def test_a_later_batch_does_not_use_a_tally(tmp_path, monkeypatch, spied):
-    """Only a batch that holds every request may take its figures for all of sig_stats."""
+    """Only a batch that holds every request may take its figures for all of sig_stats:
+    a later batch does not even count them."""
     monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
     monkeypatch.setattr(ingest, "CHUNK_LINES", 300)
+    created = []
+    init = batch_figures.Tally.__init__
+
+    def spy_init(self, db_file):
+        created.append(db_file)
+        init(self, db_file)
+
+    monkeypatch.setattr(batch_figures.Tally, "__init__", spy_init)
     db = schema.connect(str(tmp_path / "f.db"))
     ingest.import_logs(db, [str(write_log(tmp_path / "a.log", 1500))])
+    assert len(created) == 1
     path = tmp_path / "b.log"
     path.write_text(write_log(tmp_path / "b0.log", 2400).read_text().replace("GET /api/0/items/", "GET /b/"))
     ingest.import_logs(db, [str(path)])
-    assert len(spied) == 1  # the first batch's close only
+    assert len(spied) == 1 and len(created) == 1  # the first batch's close only
     tallied = sig_stats(db)
     aggregates.refresh(db)
     assert sig_stats(db) == tallied
