@@ -50,13 +50,13 @@ STORE_CACHE_KIB = int(os.environ.get("FORENSICS_STORE_CACHE_KIB") or 32 << 10)
 CHUNK_BYTES = 16 << 20
 DETECT_LINES = 20
 # While an import writes, the WAL is copied back to the database beside the store (a
-# thread of its own, checkpointer.py), once IDLE_CHECKPOINT_CHUNKS chunks are in it
+# thread of its own, checkpointer.py), once CHECKPOINT_CHUNKS chunks are in it
 # (about 40 MB of log: a page the import rewrites, the tail of requests and of its
 # indexes or the line counts, is copied back once per 40 MB, not per 4 MB as with
-# SQLite's default of 1,000 pages). CHECKPOINT_PAGES is the automatic checkpoint for
-# a store that never waits (no parse process, or a parser faster than the store):
-# the WAL stays bounded. Measured at 1M lines: the store spends 1.5 s less in commits.
-IDLE_CHECKPOINT_CHUNKS = 3
+# SQLite's default of 1,000 pages). CHECKPOINT_PAGES is the automatic checkpoint of
+# an import without a parse process (and so without that thread): the WAL stays
+# bounded. Measured at 1M lines: the store spends 1.5 s less in commits.
+CHECKPOINT_CHUNKS = 3
 CHECKPOINT_PAGES = 40_000
 # With the checkpointer's thread copying the WAL back, the store's own automatic
 # checkpoint is only a bound (480 MB of log): at 40,000 pages the store itself ran
@@ -393,7 +393,7 @@ class BatchWriter:
         if ids is not None:  # committed
             self.tally.stored(*ids)
         self.unchecked += 1
-        if self.checkpointer is not None and self.unchecked >= IDLE_CHECKPOINT_CHUNKS:
+        if self.checkpointer is not None and self.unchecked >= CHECKPOINT_CHUNKS:
             self.checkpointer.request()
             self.unchecked = 0
         result.lines_read += chunk.lines
@@ -553,12 +553,12 @@ def import_file(
 
     chunks = pipeline.Chunks(produce, pipeline.use_child(size) and bool(db_file), prepared.display)
     chunks.idle = writer.idle
-    if chunks.in_child:  # beside the store (in one process: at the close, and in its commits, as before)
+    if chunks.in_child:
+        reader.release()  # the child has its own copy
+        # Beside the store (in one process: at the close, and in its commits, as before).
         if first_import:  # only a batch that holds every request takes the tally's figures
             writer.tally = batch_figures.Tally(db_file)
         writer.checkpointer = Checkpointer(db_file)
-    if chunks.in_child:
-        reader.release()  # the child has its own copy
     page_cache = conn.execute("pragma cache_size").fetchone()[0]
     checkpoint = conn.execute("pragma wal_autocheckpoint").fetchone()[0]
     conn.execute(f"pragma cache_size = -{STORE_CACHE_KIB}")

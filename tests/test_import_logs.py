@@ -324,12 +324,12 @@ def test_hour_cells_and_checkpoints_are_done_while_the_store_waits(tmp_path, mon
     """With a parser slower than the store, the store counts the stored requests into
     the hour cells while it waits for the next chunk (not in the chunks' transactions,
     not only at the close), and the cells end exact; the WAL is copied back beside it,
-    by the checkpointer's thread, every IDLE_CHECKPOINT_CHUNKS chunks."""
+    by the checkpointer's thread, every CHECKPOINT_CHUNKS chunks."""
     from datasette_forensics import checkpointer, derived, rawlines
 
     monkeypatch.setenv("FORENSICS_PARSE_PROCESS", "always")
     monkeypatch.setattr(ingest, "CHUNK_LINES", 400)
-    monkeypatch.setattr(ingest, "IDLE_CHECKPOINT_CHUNKS", 2)
+    monkeypatch.setattr(ingest, "CHECKPOINT_CHUNKS", 2)
     pack = rawlines.pack
 
     def slow_pack(*args):  # runs in the parse process: the store waits for each chunk

@@ -170,6 +170,12 @@ group by 1, 2
 """
 
 
+def patched_ms(conn) -> int | None:
+    """The incident's patch time (epoch ms), which the after-patch figures count from; None without one."""
+    row = conn.execute("select patched_ms from incident where id = 1").fetchone()
+    return row[0] if row else None
+
+
 def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str | None = None) -> None:
     """Recompute the page aggregates.
 
@@ -181,8 +187,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str
         figures: with sigs_sql None, a select of every request's SIG_FIGURES already
             counted (:mod:`.batch_figures`); None counts them here.
     """
-    row = db.execute("select patched_ms from incident where id = 1").fetchone()
-    params = {"patched": row[0] if row else None}
+    params = {"patched": patched_ms(db)}
     with db.atomic():
         if sigs_sql is None:
             with small_sort_runs(db.conn):
@@ -402,8 +407,7 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | No
     exactly its requests.
     """
     rows = indexes.batch_requests(db.conn)
-    row = db.execute("select patched_ms from incident where id = 1").fetchone()
-    params = {"batch_id": int(batch_id), "patched": row[0] if row else None}
+    params = {"batch_id": int(batch_id), "patched": patched_ms(db)}
     if not db.execute(
         f"""select exists(select 1 from {rows} where r.batch_id < :batch_id)
         or exists(select 1 from {rows} where r.batch_id > :batch_id)""",

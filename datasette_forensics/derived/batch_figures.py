@@ -20,7 +20,7 @@ import sqlite3
 import threading
 
 from .. import readonly
-from .aggregates import SIG_FIGURES
+from .aggregates import SIG_FIGURES, patched_ms
 
 TABLE = "temp.batch_sig_figures"
 COLUMNS = "sig_id, requests, ok, first_ts, last_ts, after_patch, after_patch_ok"
@@ -38,11 +38,6 @@ on conflict (sig_id) do update set
 """
 
 
-def _patched(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("select patched_ms from incident where id = 1").fetchone()
-    return row[0] if row else None
-
-
 class Tally:
     """The signature figures of the requests one import stored, chunk by chunk.
 
@@ -55,7 +50,7 @@ class Tally:
         self.reader = readonly.connect(db_file, isolation_level=None, check_same_thread=False)
         self.reader.execute("pragma busy_timeout = 30000")
         self.reader.execute(CREATE)
-        self.patched = _patched(self.reader)
+        self.patched = patched_ms(self.reader)
         self.failed = False
         self._ranges: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._count, name="forensics-tally", daemon=True)
@@ -83,7 +78,7 @@ class Tally:
         """A select, on ``conn``, of the figures (SIG_FIGURES' columns) when they are those
         of exactly ``batch_requests`` requests under today's patch time; else None."""
         self._ranges.join()
-        if self.failed or _patched(conn) != self.patched:
+        if self.failed or patched_ms(conn) != self.patched:
             return None
         rows = self.reader.execute(f"select {COLUMNS} from {TABLE}").fetchall()
         if sum(row[1] for row in rows) != batch_requests:
