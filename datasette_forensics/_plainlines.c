@@ -13,6 +13,9 @@
  *
  * bloom_add(), bloom_add_text() and bloom_maybe() set and test the bits of the line
  * counts' Bloom filter (derived/line_filter.py) over lists of 64-bit line hashes.
+ *
+ * keymap_ids(), keymap_put() and keymap_grow() keep the compact value -> id map of a
+ * dictionary whose unique index a first import defers (dictionaries.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -629,6 +632,119 @@ static PyObject *bloom_add_text(PyObject *self, PyObject *const *args, Py_ssize_
     return PyLong_FromLongLong(count);
 }
 
+/* ---- the key map of a dictionary whose unique index is deferred (dictionaries.py) ----
+ * An open-addressing table in a bytearray of 2**k 8-byte slots: a key's 32-bit check
+ * (the top half of its mixed hash) above the id handed out for it; 0 is an empty slot.
+ * A key's home slot is its check's low bits, so the table grows without the keys.
+ * Checks may repeat (a multimap): keymap_ids() gives every id whose check matches,
+ * and the caller tells the key's own by reading the stored value of each. */
+
+static int keymap_buffer(PyObject *obj, Py_buffer *view, uint64_t *mask) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return -1;
+    uint64_t n = (uint64_t)view->len / 8;
+    if (view->len % 8 || n < 8 || n > ((uint64_t)1 << 32) || (n & (n - 1))) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "keymap: the table must be 8 bytes times a power of two slots");
+        return -1;
+    }
+    *mask = n - 1;
+    return 0;
+}
+
+static int key_check(PyObject *key, uint32_t *check) {
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1 && PyErr_Occurred()) return -1;
+    *check = (uint32_t)(fmix64((uint64_t)h) >> 32);
+    return 0;
+}
+
+PyDoc_STRVAR(keymap_ids_doc, "keymap_ids(table: bytearray, key) -> list[int]: the ids stored under key's check.");
+
+static PyObject *keymap_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "keymap_ids(table, key)");
+        return NULL;
+    }
+    uint32_t check;
+    if (key_check(args[1], &check) < 0) return NULL;
+    Py_buffer view;
+    uint64_t mask;
+    if (keymap_buffer(args[0], &view, &mask) < 0) return NULL;
+    const uint64_t *slots = (const uint64_t *)view.buf;
+    PyObject *out = PyList_New(0);
+    for (uint64_t i = check & mask; out != NULL && slots[i]; i = (i + 1) & mask) {
+        if ((uint32_t)(slots[i] >> 32) != check) continue;
+        PyObject *id = PyLong_FromUnsignedLong((unsigned long)(uint32_t)slots[i]);
+        if (id == NULL || PyList_Append(out, id) < 0) Py_CLEAR(out);
+        Py_XDECREF(id);
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
+static void keymap_insert(uint64_t *slots, uint64_t mask, uint64_t slot) {
+    uint64_t i = (slot >> 32) & mask;
+    while (slots[i]) i = (i + 1) & mask;
+    slots[i] = slot;
+}
+
+PyDoc_STRVAR(keymap_put_doc, "keymap_put(table: bytearray, key, id: int): store id under key's check (the table must have an empty slot).");
+
+static PyObject *keymap_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "keymap_put(table, key, id)");
+        return NULL;
+    }
+    uint32_t check;
+    if (key_check(args[1], &check) < 0) return NULL;
+    unsigned long long id = PyLong_AsUnsignedLongLong(args[2]);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (id == 0 || id > 0xffffffffULL) {
+        PyErr_SetString(PyExc_OverflowError, "keymap_put: ids run from 1 to 2**32 - 1");
+        return NULL;
+    }
+    Py_buffer view;
+    uint64_t mask;
+    if (keymap_buffer(args[0], &view, &mask) < 0) return NULL;
+    keymap_insert((uint64_t *)view.buf, mask, ((uint64_t)check << 32) | id);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(keymap_grow_doc, "keymap_grow(old: bytearray, new: bytearray) -> int: copy old's entries into the empty, larger new; returns how many.");
+
+static PyObject *keymap_grow(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "keymap_grow(old, new)");
+        return NULL;
+    }
+    Py_buffer old, new;
+    uint64_t old_mask, new_mask;
+    if (keymap_buffer(args[0], &old, &old_mask) < 0) return NULL;
+    if (keymap_buffer(args[1], &new, &new_mask) < 0) {
+        PyBuffer_Release(&old);
+        return NULL;
+    }
+    if (new_mask <= old_mask) {
+        PyBuffer_Release(&old);
+        PyBuffer_Release(&new);
+        PyErr_SetString(PyExc_ValueError, "keymap_grow: the new table must be larger");
+        return NULL;
+    }
+    const uint64_t *from = (const uint64_t *)old.buf;
+    uint64_t *to = (uint64_t *)new.buf;
+    long long count = 0;
+    for (uint64_t i = 0; i <= old_mask; i++) {
+        if (from[i]) {
+            keymap_insert(to, new_mask, from[i]);
+            count++;
+        }
+    }
+    PyBuffer_Release(&old);
+    PyBuffer_Release(&new);
+    return PyLong_FromLongLong(count);
+}
+
 static PyMethodDef methods[] = {
     {"take", (PyCFunction)(void (*)(void))take, METH_FASTCALL, take_doc},
     {"match", match, METH_O, match_doc},
@@ -636,6 +752,9 @@ static PyMethodDef methods[] = {
     {"bloom_add", (PyCFunction)(void (*)(void))bloom_add, METH_FASTCALL, bloom_add_doc},
     {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
     {"bloom_add_text", (PyCFunction)(void (*)(void))bloom_add_text, METH_FASTCALL, bloom_add_text_doc},
+    {"keymap_ids", (PyCFunction)(void (*)(void))keymap_ids, METH_FASTCALL, keymap_ids_doc},
+    {"keymap_put", (PyCFunction)(void (*)(void))keymap_put, METH_FASTCALL, keymap_put_doc},
+    {"keymap_grow", (PyCFunction)(void (*)(void))keymap_grow, METH_FASTCALL, keymap_grow_doc},
     {NULL, NULL, 0, NULL},
 };
 

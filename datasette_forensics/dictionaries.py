@@ -25,6 +25,18 @@ one is full it becomes the old one, so frequent values survive the rotation
 first rotation of a cache that held every value, a Bloom filter of all values
 tells most new values from evicted ones without a lookup.
 
+A first import into an empty ``uris`` or ``paths`` table defers the table's unique
+index, like the ``requests`` indexes (derived/indexes.py): kept entry by entry, the
+two text indexes were most of the store's work. Every value stored then is one this
+object handed out, so it keeps, instead of the Bloom filter, a compact map of every
+value it handed out (``keymap``: a 32-bit check of the value's hash and the id, in
+the compiled helper's table) and never hands out a second id for a value: an
+evicted value's candidates from the map are read back by id (rowid look-ups, no text
+index needed) and the one whose stored text is the value is its id. Candidates not
+stored yet (at or above the ``bound``) are not trusted; that happens only once
+another importer has come, and that importer built the unique index first
+(indexes.settle), so the store's INSERT OR IGNORE catches the second id as usual.
+
 The hot loop of an import calls ``cache.get(key) or dictionary.miss(key)``: ids
 start at 1, so a falsy get is a miss, and the cache dict is never replaced, so a
 bound ``cache.get`` stays valid.
@@ -34,6 +46,11 @@ from __future__ import annotations
 
 import sqlite3
 from typing import Callable, Hashable, Sequence
+
+try:  # the compiled helper's key map (setup.py builds it); without it, no index is deferred
+    from ._plainlines import keymap_grow, keymap_ids, keymap_put
+except ImportError:
+    keymap_grow = keymap_ids = keymap_put = None
 
 # 120,000 rather than 60,000: the benchmark log's parse process (1M lines, 373,369
 # distinct URIs) made 120,516 look-ups of evicted values with 60,000 and spent 9.7-10.4
@@ -45,6 +62,12 @@ PRELOAD_LIMIT = CACHE_LIMIT  # a table the cache can hold whole is read into it 
 # 2**25 bits (4 MiB), two probes: 1.4% false positives at 2 million values, 12% at 8.
 BLOOM_BITS = 1 << 25
 BLOOM_MASK = BLOOM_BITS - 1
+# The key map starts with this many 8-byte slots and doubles past KEYMAP_LOAD full.
+# Linear probing still reads a few cache lines per look-up at 0.9; at 0.75 the 5M-line
+# benchmark's 1,755,335 URIs took 2**22 slots (32 MiB) instead of 2**21, and the
+# import's peak memory passed 400 MB (401.8 MB).
+KEYMAP_SLOTS = 1 << 16
+KEYMAP_LOAD = 0.9
 
 
 def _bloom_add(bloom: bytearray, key: Hashable) -> None:
@@ -70,6 +93,8 @@ class Dictionary:
         enrich: computes the ``enrich_columns`` of a new value, once.
         refs: {row position: table} for columns holding other dictionaries' ids
             (a uri's path_id, a signature's ip_id and ua_id), for the store.
+        mapped: the table's unique index is deferred (it was empty when the batch
+            began): keep the key map (see the module doc).
     """
 
     def __init__(
@@ -80,6 +105,7 @@ class Dictionary:
         enrich: Callable[..., Sequence] | None = None,
         enrich_columns: Sequence[str] = (),
         refs: dict[int, str] | None = None,
+        mapped: bool = False,
     ):
         self.conn = conn
         self.table = table
@@ -108,6 +134,13 @@ class Dictionary:
         # Once the cache overflows, a Bloom filter of every value keeps telling a new
         # value from an evicted one, so a new value still costs no lookup.
         self.bloom: bytearray | None = None
+        self.keymap: bytearray | None = None
+        if mapped:
+            if keymap_put is None or not self.single:
+                raise ValueError(f"{table}: a key map needs the compiled helper and a single key column")
+            self.keymap = bytearray(8 * KEYMAP_SLOTS)
+            self.keymap_count = 0
+            self.stored_sql = f"select {self.keys[0]} from {table} where id = ?"
         self._preload()
 
     def _preload(self) -> None:
@@ -128,6 +161,8 @@ class Dictionary:
 
     def miss(self, key: Hashable) -> int:
         """The id of a value the current cache generation does not hold (a new one if unknown)."""
+        if self.keymap is not None:
+            return self._miss_mapped(key)
         bloom = self.bloom
         if bloom is not None:
             # Test and set the filter's two bits at once: a value it has never
@@ -152,6 +187,25 @@ class Dictionary:
                 return row[0]
         return self._new(key)
 
+    def _miss_mapped(self, key: Hashable) -> int:
+        """:meth:`miss` while the table's unique index is deferred: the key map, not a lookup by text."""
+        found = self.old.get(key) or self.inflight.get(key)
+        if found is not None:
+            self._remember(key, found)
+            return found
+        for candidate in keymap_ids(self.keymap, key):
+            if candidate < self.bound and self.conn.execute(self.stored_sql, (candidate,)).fetchone() == (key,):
+                self._remember(key, candidate)
+                return candidate
+        new_id = self._new(key)
+        if (self.keymap_count + 1) > KEYMAP_LOAD * (len(self.keymap) >> 3):
+            larger = bytearray(2 * len(self.keymap))
+            keymap_grow(self.keymap, larger)
+            self.keymap = larger
+        keymap_put(self.keymap, key, new_id)
+        self.keymap_count += 1
+        return new_id
+
     def _new(self, key: Hashable) -> int:
         """Hand out the next id to a value this batch has not met (its row is stored with the chunk)."""
         new_id = self.next_id
@@ -173,7 +227,7 @@ class Dictionary:
         # generation: were they to, a chunk with more new values than a generation
         # holds would rotate the cache at every further value.
         if len(cache) >= self.generation + len(self.pending):
-            if self.complete:  # the cache holds every value: the filter can start now
+            if self.complete and self.keymap is None:  # the cache holds every value: the filter can start now
                 self.bloom = bloom = bytearray(BLOOM_BITS // 8)
                 for known in cache:
                     _bloom_add(bloom, known)
@@ -209,6 +263,7 @@ class Dictionary:
         self.old.clear()
         self.inflight = {}
         self.bloom = None
+        self.keymap = None
         self.complete = False
 
 

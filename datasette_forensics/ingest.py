@@ -231,10 +231,11 @@ class ChunkReader:
     def __init__(self, conn: sqlite3.Connection, batch_id: int, proxies=None):
         self.batch_id = batch_id
         self.proxies = proxies  # proxies.TrustedProxies: the client behind a trusted peer, or None
-        self.paths = Dictionary(conn, "paths", ["path"])
+        # A first import defers the unique keys of uris and paths (derived/indexes.py).
+        self.paths = Dictionary(conn, "paths", ["path"], mapped=indexes.key_deferred(conn, "paths"))
         self.uris = Dictionary(
             conn, "uris", ["uri"], enrich=lambda uri: (self.paths.id(uri.split("?", 1)[0]),),
-            enrich_columns=["path_id"], refs={2: "paths"},
+            enrich_columns=["path_id"], refs={2: "paths"}, mapped=indexes.key_deferred(conn, "uris"),
         )
         self.ips = Dictionary(
             conn, "ips", ["ip"], enrich=_ip_columns, enrich_columns=["version", "prefix", "prefix16"]
@@ -536,7 +537,7 @@ def import_file(
     else:
         batch_id, skip_until, result = _start_batch(conn, prepared, batch_name, command)
         size, close = prepared.input.size, prepared.input.close
-    indexes.settle(conn)
+    indexes.settle(conn, importing=True)
     with write_transaction(db):
         first_import = not conn.execute("select exists(select 1 from requests)").fetchone()[0]
         indexes.defer(conn, batch_id)  # a first import: built by a sort when the batch closes

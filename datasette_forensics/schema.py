@@ -1205,3 +1205,36 @@ create table line_filter (
 );
 """
 ddl_migration("m029_line_filter_store17", LINE_FILTER)
+
+
+# m030: the unique keys of uris and paths become named indexes, which a first import
+# can defer (derived/indexes.py): kept entry by entry, they were most of the store's
+# work. Until now they were column constraints, whose automatic indexes SQLite cannot
+# drop. The tables are rebuilt with the same columns and rows.
+DICTIONARY_KEYS = """
+drop view if exists requests_view;
+create table paths_keyed (
+    id integer primary key,
+    path text not null,
+    scope_match integer,        -- 1 when a scope_paths regex matches (null until an incident is set)
+    slug text,                  -- org slug captured by the first org_routes match
+    org_static text,            -- the org whose current slug it is (orgs.slug)
+    slug_timed integer          -- 1 when org_slugs has history for the slug: resolve per request time
+);
+insert into paths_keyed (id, path, scope_match, slug, org_static, slug_timed)
+select id, path, scope_match, slug, org_static, slug_timed from paths order by id;
+drop table paths;
+alter table paths_keyed rename to paths;
+create unique index paths_path on paths(path);
+create index paths_unclassified on paths(id) where scope_match is null;
+create table uris_keyed (
+    id integer primary key,
+    uri text not null,
+    path_id integer not null references paths(id)
+);
+insert into uris_keyed (id, uri, path_id) select id, uri, path_id from uris order by id;
+drop table uris;
+alter table uris_keyed rename to uris;
+create unique index uris_uri on uris(uri);
+"""
+ddl_migration("m030_dictionary_keys", DICTIONARY_KEYS + GEO_REQUESTS_VIEW)

@@ -9,6 +9,7 @@ import left deferred are built by the next command, but never under a live one.
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -16,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from datasette_forensics import derived, incident, ingest, schema
+from datasette_forensics import derived, dictionaries, incident, ingest, schema
 from datasette_forensics.derived import aggregates, explanations, indexes, line_counts, line_filter, scope
 
-INDEXES_SQL = "select name, sql from sqlite_master where type = 'index' and tbl_name = 'requests' order by name"
+INDEXES_SQL = (
+    "select name, sql from sqlite_master where type = 'index' and tbl_name in ('requests', 'uris', 'paths')"
+    " order by name"
+)
 
 
 def write_log(path: Path, numbers: list[int]) -> Path:
@@ -50,14 +54,19 @@ def test_first_import_settles_its_counts_and_indexes(tmp_path, monkeypatch):
         db, [log],
         on_progress=lambda r, _: staged_while_loading.append(
             (db.execute("select count(*) from line_counts_staged").fetchone()[0],
-             db.execute("select count(*) from deferred_indexes").fetchone()[0])
+             db.execute("select group_concat(name) from (select name from deferred_indexes order by name)")
+             .fetchone()[0])
         ),
     )  # fmt: skip
     assert (result.lines_read, result.imported, result.duplicates) == (295, 295, 0)
-    # While it loaded, its counts were staged and the four requests indexes deferred.
+    # While it loaded, its counts were staged, and the four requests indexes and the
+    # uris and paths keys (with paths_unclassified) deferred.
     assert len(staged_while_loading) == 7  # six chunks, then the closed batch
     assert [s for s, _ in staged_while_loading[:6]] == [50, 100, 150, 200, 250, 295]  # a row per line
-    assert all(d == 4 for _, d in staged_while_loading[:6]) and staged_while_loading[6] == (0, 0)
+    deferred = "paths_path,paths_unclassified,requests_batch,requests_sig,requests_token,requests_ts,uris_uri"
+    assert all(d == deferred for _, d in staged_while_loading[:6]) and staged_while_loading[6] == (0, None)
+    # The uris kept one row per value throughout, with no key to hold them to it.
+    assert db.execute("select count(*), count(distinct uri) from uris").fetchone() == (293, 293)
     assert db.execute("select count(*) from line_counts_staged").fetchone()[0] == 0
     assert db.execute("select count(*) from deferred_indexes").fetchone()[0] == 0
     assert db.execute(INDEXES_SQL).fetchall() == fresh_indexes(tmp_path)
@@ -124,12 +133,63 @@ def test_indexes_stay_deferred_while_their_import_runs(tmp_path):
         defer_for(tmp_path / "t.db", live.pid)
         db = schema.connect(str(tmp_path / "t.db"))
         assert db.execute(INDEXES_SQL).fetchall() == []
-        assert db.execute("select count(*) from deferred_indexes").fetchone()[0] == 4
+        assert db.execute("select count(*) from deferred_indexes").fetchone()[0] == 7
         db.conn.close()
     finally:
         live.kill()
         live.wait()
     db = schema.connect(str(tmp_path / "t.db"))  # its process is gone now
+    assert db.execute(INDEXES_SQL).fetchall() == fresh_indexes(tmp_path)
+    db.conn.close()
+
+
+def test_another_importer_builds_the_deferred_keys_first_and_leaves_the_rest(tmp_path):
+    """An importer that comes while a first import runs needs the uris and paths keys to
+    tell its values from stored ones: it builds them, and only them, then imports."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        defer_for(tmp_path / "t.db", live.pid)
+        db = schema.connect(str(tmp_path / "t.db"))
+        conn = db.conn
+        # The first import stored a value meanwhile, under its deferred key.
+        conn.execute("insert into paths (id, path) values (1, '/api/0/items/1/')")
+        conn.execute("insert into uris (id, uri, path_id) values (1, '/api/0/items/1/', 1)")
+        (result,) = ingest.import_logs(db, [write_log(tmp_path / "b.log", [1, 2])])
+        assert result.imported == 2
+        assert sorted(r[0] for r in conn.execute("select name from deferred_indexes")) == [
+            "paths_unclassified", "requests_batch", "requests_sig", "requests_token", "requests_ts",
+        ]  # fmt: skip
+        assert {r[0] for r in conn.execute(INDEXES_SQL)} == {"paths_path", "uris_uri"}
+        # Its own line 1 found the stored uri rather than storing it twice.
+        assert conn.execute("select id, uri from uris order by id").fetchall() == [
+            (1, "/api/0/items/1/"), (2, "/api/0/items/2/"),
+        ]  # fmt: skip
+        db.conn.close()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_key_with_two_rows_is_merged_when_its_index_is_built(tmp_path):
+    """The key map never hands out two ids for one value; should a database hold two
+    rows of one value anyway, building the key folds them (references moved), never fails."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    defer_for(tmp_path / "t.db", dead.pid)
+    conn = sqlite3.connect(str(tmp_path / "t.db"))
+    conn.executescript(
+        """insert into paths (id, path) values (1, '/a'), (2, '/b'), (3, '/a');
+        insert into uris (id, uri, path_id) values (1, '/a?x', 1), (2, '/b', 2), (3, '/a?x', 3), (4, '/a', 3);
+        insert into requests (batch_id, line_no, ts, sig_id, uri_id) values (1, 1, 0, 1, 3), (1, 2, 0, 1, 1), (1, 3, 0, 1, 4);"""
+    )
+    conn.close()
+    db = schema.connect(str(tmp_path / "t.db"))
+    assert db.execute("select count(*) from deferred_indexes").fetchone()[0] == 0
+    assert db.execute("select id, path from paths order by id").fetchall() == [(1, "/a"), (2, "/b")]
+    assert db.execute("select id, uri, path_id from uris order by id").fetchall() == [
+        (1, "/a?x", 1), (2, "/b", 2), (4, "/a", 1),
+    ]  # fmt: skip
+    assert db.execute("select line_no, uri_id from requests order by line_no").fetchall() == [(1, 1), (2, 1), (3, 4)]
     assert db.execute(INDEXES_SQL).fetchall() == fresh_indexes(tmp_path)
     db.conn.close()
 
@@ -510,3 +570,31 @@ def test_a_writer_reads_the_filter_again_when_another_batch_wrote_line_counts_be
     # 21 is held once (the other batch's), 13 once (this batch's own copy): the second is new.
     assert chunk([21, 13, 14]) == ([False, True, True], 1)
     conn.close()
+
+
+def test_a_first_import_gives_each_uri_one_id_through_its_key_map(tmp_path, monkeypatch):
+    """With the uris and paths keys deferred, values evicted from the parse side's cache
+    come back through the key map (grown several times here), each read back by id:
+    one row per value, and every request keeps its own URI."""
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 40)
+    monkeypatch.setattr(dictionaries, "CACHE_LIMIT", 8)  # evicted at once
+    monkeypatch.setattr(dictionaries, "KEYMAP_SLOTS", 8)  # grows from the first values
+    numbers = [(i * 7919) % 150 for i in range(600)]  # 150 values, each back again and again
+    db = schema.connect(str(tmp_path / "t.db"))
+    mapped = []
+    original = dictionaries.Dictionary._miss_mapped
+    monkeypatch.setattr(
+        dictionaries.Dictionary, "_miss_mapped", lambda self, key: mapped.append(key) or original(self, key)
+    )
+    # The keys are built from rows that never needed folding.
+    monkeypatch.setattr(indexes, "_merge_duplicates", lambda conn, table: pytest.fail(f"{table} held a value twice"))
+    (result,) = ingest.import_logs(db, [write_log(tmp_path / "a.log", numbers)])
+    assert result.imported == 600  # a first batch keeps every copy of a line
+    assert len(mapped) > 600  # the key map answered the misses
+    assert db.execute("select count(*), count(distinct uri) from uris").fetchone() == (150, 150)
+    assert db.execute("select count(*), count(distinct path) from paths").fetchone() == (150, 150)
+    stored = [
+        row[0] for row in db.execute("select u.uri from requests r join uris u on u.id = r.uri_id order by r.line_no")
+    ]
+    assert stored == [f"/api/0/items/{i}/" for i in numbers]
+    db.conn.close()

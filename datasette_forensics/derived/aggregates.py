@@ -98,7 +98,7 @@ on conflict (sig_id) do update set
 # stored): a probe of the few requests at that time, not a pass over all of them.
 LAST_URI = """
 update sig_stats set last_uri_id = (
-    select r.uri_id from requests r indexed by requests_ts
+    select r.uri_id from {requests}
     where r.ts = sig_stats.last_ts and r.sig_id = sig_stats.sig_id
     order by r.id desc limit 1
 ) {where}
@@ -197,7 +197,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str
                 # requests_sig index, which visits the table in random order (2× at 1M rows).
                 every = figures or SIG_FIGURES.format(requests="requests r not indexed")
                 db.execute(SIG_STATS.format(figures=every), params)
-                db.execute(LAST_URI.format(where=""))
+                db.execute(LAST_URI.format(where="", requests=indexes.requests_through(db.conn, "requests_ts")))
                 for grouping in GROUPINGS:
                     refresh_grouping(db, grouping, None)
                 db.execute(ORG_STATS.format(where=""))
@@ -212,7 +212,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str
         where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
         db.execute(f"delete from sig_stats {where}")
         db.execute(SIG_STATS.format(figures=SIG_FIGURES.format(requests=f"requests r {where}")), params)
-        db.execute(LAST_URI.format(where=where))
+        db.execute(LAST_URI.format(where=where, requests=indexes.requests_through(db.conn, "requests_ts")))
         _refresh_above_signatures(db)
 
 
@@ -440,6 +440,7 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | No
             # A signature's latest request may be the batch's where the batch reached its last time.
             db.execute(
                 LAST_URI.format(
+                    requests=indexes.requests_through(db.conn, "requests_ts"),
                     where="""where sig_id in (select a.sig_id from temp.aggregate_batch a
                     join sig_stats s on s.sig_id = a.sig_id where s.last_ts = a.last_ts)"""
                 )
