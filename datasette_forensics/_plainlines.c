@@ -745,6 +745,150 @@ static PyObject *keymap_grow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromLongLong(count);
 }
 
+/* keymap_new(d, key): Dictionary._miss_mapped's usual case in one call. A value with no
+ * id under its check in d.keymap was never handed out: it gets d.next_id, its pending
+ * row (with, for a dictionary with a prefix_of, the id of its part before the first
+ * "?" in that dictionary), its cache entry (or d._remember) and its map entry (after
+ * d._grow_keymap() when d.keymap_count reached d.keymap_limit). Returns the id, or
+ * None when the map holds ids under the key's check: the caller reads them back. */
+
+static PyObject *one_value, *s_keymap, *s_keymap_count, *s_keymap_limit, *s_next_id, *s_pending, *s_cache, *s_generation,
+    *s_prefix_of, *s_miss, *s_remember, *s_grow_keymap;
+
+static int keymap_holds_check(PyObject *d, uint32_t check, int *holds) {
+    PyObject *table = PyObject_GetAttr(d, s_keymap);
+    if (table == NULL) return -1;
+    Py_buffer view;
+    uint64_t mask;
+    int rc = keymap_buffer(table, &view, &mask);
+    Py_DECREF(table);
+    if (rc < 0) return -1;
+    const uint64_t *slots = (const uint64_t *)view.buf;
+    *holds = 0;
+    for (uint64_t i = check & mask; slots[i]; i = (i + 1) & mask) {
+        if ((uint32_t)(slots[i] >> 32) == check) {
+            *holds = 1;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+/* The id of key's part before the first "?" in the prefix dictionary: a new reference. */
+static PyObject *prefix_id(PyObject *prefix, PyObject *key) {
+    if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "keymap_new(): a prefixed dictionary's values must be str");
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+    Py_ssize_t at = PyUnicode_FindChar(key, '?', 0, n, 1);
+    if (at == -2) return NULL;
+    PyObject *part = at < 0 ? (Py_INCREF(key), key) : PyUnicode_Substring(key, 0, at);
+    if (part == NULL) return NULL;
+    PyObject *cache = PyObject_GetAttr(prefix, s_cache), *id = NULL;
+    if (cache != NULL && PyDict_Check(cache)) {
+        id = PyDict_GetItemWithError(cache, part);
+        if (id != NULL && PyObject_IsTrue(id) == 1) {
+            Py_INCREF(id);
+        } else if (!PyErr_Occurred()) {
+            PyObject *miss = PyObject_GetAttr(prefix, s_miss);
+            id = miss == NULL ? NULL : PyObject_CallOneArg(miss, part);
+            Py_XDECREF(miss);
+        } else {
+            id = NULL;
+        }
+    } else if (cache != NULL) {
+        PyErr_SetString(PyExc_TypeError, "keymap_new(): a cache must be a dict");
+    }
+    Py_XDECREF(cache);
+    Py_DECREF(part);
+    return id;
+}
+
+PyDoc_STRVAR(keymap_new_doc, "keymap_new(d: Dictionary, key) -> int | None: a value the key map never held, handed out (see the comment above); None when it may hold it.");
+
+static PyObject *keymap_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "keymap_new(d, key)");
+        return NULL;
+    }
+    PyObject *d = args[0], *key = args[1];
+    uint32_t check;
+    int holds;
+    if (key_check(key, &check) < 0 || keymap_holds_check(d, check, &holds) < 0) return NULL;
+    if (holds) Py_RETURN_NONE;
+    PyObject *prefix = PyObject_GetAttr(d, s_prefix_of), *part_id = NULL, *new_id = NULL, *next = NULL,
+             *row = NULL, *pending = NULL, *cache = NULL, *generation = NULL, *count = NULL, *limit = NULL,
+             *result = NULL;
+    if (prefix == NULL) return NULL;
+    if (prefix != Py_None && (part_id = prefix_id(prefix, key)) == NULL) goto done;
+    if ((new_id = PyObject_GetAttr(d, s_next_id)) == NULL) goto done;
+    unsigned long long id = PyLong_AsUnsignedLongLong(new_id);
+    if (id == (unsigned long long)-1 && PyErr_Occurred()) goto done;
+    if (id == 0 || id > 0xffffffffULL) {
+        PyErr_SetString(PyExc_OverflowError, "keymap_new: ids run from 1 to 2**32 - 1");
+        goto done;
+    }
+    if ((next = PyLong_FromUnsignedLongLong(id + 1)) == NULL || PyObject_SetAttr(d, s_next_id, next) < 0) goto done;
+    row = part_id == NULL ? PyTuple_Pack(2, new_id, key) : PyTuple_Pack(3, new_id, key, part_id);
+    if (row == NULL) goto done;
+    if ((pending = PyObject_GetAttr(d, s_pending)) == NULL) goto done;
+    if (!PyList_Check(pending) || PyList_Append(pending, row) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "keymap_new(): pending must be a list");
+        goto done;
+    }
+    if ((cache = PyObject_GetAttr(d, s_cache)) == NULL || (generation = PyObject_GetAttr(d, s_generation)) == NULL)
+        goto done;
+    Py_ssize_t size = PyObject_Length(cache), most = PyLong_AsSsize_t(generation);
+    if (size < 0 || (most == -1 && PyErr_Occurred())) goto done;
+    if (size < most) {
+        if (PyObject_SetItem(cache, key, new_id) < 0) goto done;
+    } else {
+        PyObject *r = PyObject_CallMethodObjArgs(d, s_remember, key, new_id, NULL);
+        if (r == NULL) goto done;
+        Py_DECREF(r);
+    }
+    if ((count = PyObject_GetAttr(d, s_keymap_count)) == NULL || (limit = PyObject_GetAttr(d, s_keymap_limit)) == NULL)
+        goto done;
+    int full = PyObject_RichCompareBool(count, limit, Py_GE);
+    if (full < 0) goto done;
+    if (full) {
+        PyObject *r = PyObject_CallMethodNoArgs(d, s_grow_keymap);
+        if (r == NULL) goto done;
+        Py_DECREF(r);
+    }
+    PyObject *table = PyObject_GetAttr(d, s_keymap);
+    if (table == NULL) goto done;
+    Py_buffer view;
+    uint64_t mask;
+    int rc = keymap_buffer(table, &view, &mask);
+    Py_DECREF(table);
+    if (rc < 0) goto done;
+    keymap_insert((uint64_t *)view.buf, mask, ((uint64_t)check << 32) | id);
+    PyBuffer_Release(&view);
+    PyObject *more = PyNumber_Add(count, one_value);
+    if (more == NULL || PyObject_SetAttr(d, s_keymap_count, more) < 0) {
+        Py_XDECREF(more);
+        goto done;
+    }
+    Py_DECREF(more);
+    result = new_id;
+    new_id = NULL;
+done:
+    Py_XDECREF(prefix);
+    Py_XDECREF(part_id);
+    Py_XDECREF(new_id);
+    Py_XDECREF(next);
+    Py_XDECREF(row);
+    Py_XDECREF(pending);
+    Py_XDECREF(cache);
+    Py_XDECREF(generation);
+    Py_XDECREF(count);
+    Py_XDECREF(limit);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"take", (PyCFunction)(void (*)(void))take, METH_FASTCALL, take_doc},
     {"match", match, METH_O, match_doc},
@@ -755,6 +899,7 @@ static PyMethodDef methods[] = {
     {"keymap_ids", (PyCFunction)(void (*)(void))keymap_ids, METH_FASTCALL, keymap_ids_doc},
     {"keymap_put", (PyCFunction)(void (*)(void))keymap_put, METH_FASTCALL, keymap_put_doc},
     {"keymap_grow", (PyCFunction)(void (*)(void))keymap_grow, METH_FASTCALL, keymap_grow_doc},
+    {"keymap_new", (PyCFunction)(void (*)(void))keymap_new, METH_FASTCALL, keymap_new_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -762,4 +907,18 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_plainlines", "The import's fast path for plain lines, compiled.", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__plainlines(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__plainlines(void) {
+    if ((one_value = PyLong_FromLong(1)) == NULL || (s_keymap = PyUnicode_InternFromString("keymap")) == NULL ||
+        (s_keymap_count = PyUnicode_InternFromString("keymap_count")) == NULL ||
+        (s_keymap_limit = PyUnicode_InternFromString("keymap_limit")) == NULL ||
+        (s_next_id = PyUnicode_InternFromString("next_id")) == NULL ||
+        (s_pending = PyUnicode_InternFromString("pending")) == NULL ||
+        (s_cache = PyUnicode_InternFromString("cache")) == NULL ||
+        (s_generation = PyUnicode_InternFromString("generation")) == NULL ||
+        (s_prefix_of = PyUnicode_InternFromString("prefix_of")) == NULL ||
+        (s_miss = PyUnicode_InternFromString("miss")) == NULL ||
+        (s_remember = PyUnicode_InternFromString("_remember")) == NULL ||
+        (s_grow_keymap = PyUnicode_InternFromString("_grow_keymap")) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

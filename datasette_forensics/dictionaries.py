@@ -48,9 +48,9 @@ import sqlite3
 from typing import Callable, Hashable, Sequence
 
 try:  # the compiled helper's key map (setup.py builds it); without it, no index is deferred
-    from ._plainlines import keymap_grow, keymap_ids, keymap_put
+    from ._plainlines import keymap_grow, keymap_ids, keymap_new, keymap_put
 except ImportError:
-    keymap_grow = keymap_ids = keymap_put = None
+    keymap_grow = keymap_ids = keymap_new = keymap_put = None
 
 # 120,000 rather than 60,000: the benchmark log's parse process (1M lines, 373,369
 # distinct URIs) made 120,516 look-ups of evicted values with 60,000 and spent 9.7-10.4
@@ -95,6 +95,9 @@ class Dictionary:
             (a uri's path_id, a signature's ip_id and ua_id), for the store.
         mapped: the table's unique index is deferred (it was empty when the batch
             began): keep the key map (see the module doc).
+        prefix_of: for uris, the paths dictionary: a value's one enrich column is the
+            id of its part before the first "?" there (computed by the compiled
+            helper too, for a mapped dictionary).
     """
 
     def __init__(
@@ -106,12 +109,16 @@ class Dictionary:
         enrich_columns: Sequence[str] = (),
         refs: dict[int, str] | None = None,
         mapped: bool = False,
+        prefix_of: Dictionary | None = None,
     ):
+        if prefix_of is not None:
+            enrich = lambda value: (prefix_of.id(value.split("?", 1)[0]),)  # noqa: E731
         self.conn = conn
         self.table = table
         self.keys = tuple(keys)
         self.single = len(self.keys) == 1
         self.enrich = enrich
+        self.prefix_of = prefix_of
         self.refs = refs or {}
         columns = ("id",) + self.keys + tuple(enrich_columns)
         self.insert_sql = "insert or ignore into {} ({}) values ({})".format(
@@ -138,9 +145,13 @@ class Dictionary:
         if mapped:
             if keymap_put is None or not self.single:
                 raise ValueError(f"{table}: a key map needs the compiled helper and a single key column")
+            if enrich is not None and prefix_of is None:
+                raise ValueError(f"{table}: a mapped dictionary's only enrichment is its prefix id")
             self.keymap = bytearray(8 * KEYMAP_SLOTS)
             self.keymap_count = 0
+            self.keymap_limit = int(KEYMAP_LOAD * KEYMAP_SLOTS)
             self.stored_sql = f"select {self.keys[0]} from {table} where id = ?"
+            self.miss = self._miss_mapped  # the compiled loop calls it straight
         self._preload()
 
     def _preload(self) -> None:
@@ -189,6 +200,9 @@ class Dictionary:
 
     def _miss_mapped(self, key: Hashable) -> int:
         """:meth:`miss` while the table's unique index is deferred: the key map, not a lookup by text."""
+        new_id = keymap_new(self, key)  # a value never handed out, most often: all of it in C
+        if new_id is not None:
+            return new_id
         found = self.old.get(key) or self.inflight.get(key)
         if found is not None:
             self._remember(key, found)
@@ -198,13 +212,18 @@ class Dictionary:
                 self._remember(key, candidate)
                 return candidate
         new_id = self._new(key)
-        if (self.keymap_count + 1) > KEYMAP_LOAD * (len(self.keymap) >> 3):
-            larger = bytearray(2 * len(self.keymap))
-            keymap_grow(self.keymap, larger)
-            self.keymap = larger
+        if self.keymap_count >= self.keymap_limit:
+            self._grow_keymap()
         keymap_put(self.keymap, key, new_id)
         self.keymap_count += 1
         return new_id
+
+    def _grow_keymap(self) -> None:
+        """Double the key map (called by the compiled helper too)."""
+        larger = bytearray(2 * len(self.keymap))
+        keymap_grow(self.keymap, larger)
+        self.keymap = larger
+        self.keymap_limit = int(KEYMAP_LOAD * (len(larger) >> 3))
 
     def _new(self, key: Hashable) -> int:
         """Hand out the next id to a value this batch has not met (its row is stored with the chunk)."""
@@ -264,6 +283,7 @@ class Dictionary:
         self.inflight = {}
         self.bloom = None
         self.keymap = None
+        self.__dict__.pop("miss", None)
         self.complete = False
 
 

@@ -234,8 +234,8 @@ class ChunkReader:
         # A first import defers the unique keys of uris and paths (derived/indexes.py).
         self.paths = Dictionary(conn, "paths", ["path"], mapped=indexes.key_deferred(conn, "paths"))
         self.uris = Dictionary(
-            conn, "uris", ["uri"], enrich=lambda uri: (self.paths.id(uri.split("?", 1)[0]),),
-            enrich_columns=["path_id"], refs={2: "paths"}, mapped=indexes.key_deferred(conn, "uris"),
+            conn, "uris", ["uri"], prefix_of=self.paths, enrich_columns=["path_id"], refs={2: "paths"},
+            mapped=indexes.key_deferred(conn, "uris"),
         )
         self.ips = Dictionary(
             conn, "ips", ["ip"], enrich=_ip_columns, enrich_columns=["version", "prefix", "prefix16"]
