@@ -7,12 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from datasette_forensics import rawlines
+from datasette_forensics import rawlines, schema
+from datasette_forensics.derived import indexes
 from datasette_forensics.cli import cli
 from datasette_forensics.views import requests as requests_view
 
@@ -248,3 +251,31 @@ async def test_a_page_cut_short_by_its_budget_goes_on_from_there(story_db, monke
         assert first["searched_to"] and first["next_url"], query
         assert "go on from there" in (await ds.client.get(f"{base}?{query}")).text
         assert await every_row(ds, f"{base}?{query}", 5) == oracle(conn, query), query
+
+
+@pytest.mark.asyncio
+async def test_while_a_first_import_loads_the_page_says_so(tmp_path):
+    """A first import builds the requests indexes when it closes; meanwhile the page,
+    which reads requests only through them, answers 503 with a sentence, not a 500."""
+    path = tmp_path / "loading.db"
+    db = schema.connect(str(path))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        conn = db.conn
+        batch = conn.execute(
+            "insert into import_batches (source, started_at, status, pid) values ('a.log', '', 'running', ?)",
+            [live.pid],
+        ).lastrowid
+        conn.execute("begin immediate")
+        assert indexes.defer(conn, batch)
+        conn.execute("commit")
+        conn.close()
+        ds = make_datasette([str(path)])
+        for url in ("/loading/-/forensics/requests", "/loading/-/forensics/requests.json?sig=1"):
+            response = await ds.client.get(url)
+            assert response.status_code == 503, url
+            assert "A first import is still loading this database" in response.text
+        assert (await ds.client.get("/loading/-/forensics/signatures")).status_code == 200
+    finally:
+        live.kill()
+        live.wait()

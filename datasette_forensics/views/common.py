@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -60,7 +61,8 @@ where url = :path or substr(url, 1, length(:prefix)) = :prefix order by name, id
 
 
 def page_view(fn):
-    """A workbench view: a query over Datasette's time limit is a 400 saying so, not a 500."""
+    """A workbench view: a query over Datasette's time limit is a 400 saying so, and one
+    that names an index a first import has not built yet a 503 saying so, not a 500."""
 
     @functools.wraps(fn)
     async def view(datasette, request):
@@ -72,6 +74,17 @@ def page_view(fn):
                 "?from=/?to= read the requests of that window: narrow it, or raise the setting.",
                 title="Query took too long",
                 status=400,
+            )
+        except sqlite3.OperationalError as exc:
+            # The views read requests through named indexes (they never scan); a first
+            # import builds those when it closes (derived/indexes.py).
+            if "no such index" not in str(exc):
+                raise
+            raise DatasetteError(
+                "A first import is still loading this database, and this view reads the "
+                "indexes it builds when it finishes: reload the page then.",
+                title="Import in progress",
+                status=503,
             )
 
     return view
