@@ -180,7 +180,8 @@ def test_a_key_with_two_rows_is_merged_when_its_index_is_built(tmp_path):
     conn.executescript(
         """insert into paths (id, path) values (1, '/a'), (2, '/b'), (3, '/a');
         insert into uris (id, uri, path_id) values (1, '/a?x', 1), (2, '/b', 2), (3, '/a?x', 3), (4, '/a', 3);
-        insert into requests (batch_id, line_no, ts, sig_id, uri_id) values (1, 1, 0, 1, 3), (1, 2, 0, 1, 1), (1, 3, 0, 1, 4);"""
+        insert into requests (batch_id, line_no, ts, sig_id, uri_id)
+        values (1, 1, 0, 1, 3), (1, 2, 0, 1, 1), (1, 3, 0, 1, 4);"""
     )
     conn.close()
     db = schema.connect(str(tmp_path / "t.db"))

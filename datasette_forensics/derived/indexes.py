@@ -67,10 +67,10 @@ def defer(conn: sqlite3.Connection, batch_id: int) -> bool:
     return deferred
 
 
-def key_deferred(conn: sqlite3.Connection, table: str) -> bool:
-    """Whether ``table``'s unique key is deferred (its importer keeps the key map)."""
+def key_deferred(conn: sqlite3.Connection, table: str | None = None) -> bool:
+    """Whether ``table``'s unique key (any table's, with None) is deferred: its importer keeps the key map."""
     return conn.execute(
-        f"select exists(select 1 from deferred_indexes where tbl = ? and {UNIQUE})", [table]
+        f"select exists(select 1 from deferred_indexes where (?1 is null or tbl = ?1) and {UNIQUE})", [table]
     ).fetchone()[0] == 1
 
 
@@ -129,7 +129,7 @@ def settle(conn: sqlite3.Connection, importing: bool = False) -> None:
         return
     batch_id, status, pid = pending
     keys_only = status == "running" and alive(pid)
-    if keys_only and not (importing and conn.execute(f"select exists(select 1 from deferred_indexes where {UNIQUE})").fetchone()[0]):
+    if keys_only and not (importing and key_deferred(conn)):
         return
     conn.execute("begin immediate")
     try:
