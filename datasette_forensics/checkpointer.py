@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+from .processes import FORK_LOCK
+
 
 class Checkpointer:
     """A thread that checkpoints ``db_file`` (PASSIVE) each time it is asked."""
@@ -40,7 +42,8 @@ class Checkpointer:
             if self._stopping:
                 return
             try:
-                _busy, _log, copied = self.conn.execute("pragma wal_checkpoint(passive)").fetchone()
+                with FORK_LOCK:
+                    _busy, _log, copied = self.conn.execute("pragma wal_checkpoint(passive)").fetchone()
                 self.checkpoints += 1
                 self.frames += max(copied, 0)
             except sqlite3.Error:

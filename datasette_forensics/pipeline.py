@@ -27,6 +27,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Callable, Generator, Iterator
 
 from .errors import ForensicsError
+from .processes import FORK_LOCK
 from .readers import DamagedInput
 
 # Below this (some 30,000 lines of a combined log, a second or two of work) an
@@ -97,7 +98,8 @@ class Chunks:
         read_fd, write_fd = os.pipe()
         stored_read, stored_write = os.pipe()
         try:
-            pid = os.fork()
+            with FORK_LOCK:  # no thread of this process is inside SQLite as it forks
+                pid = os.fork()
         except OSError:
             for fd in (read_fd, write_fd, stored_read, stored_write):
                 os.close(fd)

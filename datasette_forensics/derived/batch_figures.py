@@ -20,6 +20,7 @@ import sqlite3
 import threading
 
 from .. import readonly
+from ..processes import FORK_LOCK
 from .aggregates import SIG_FIGURES, patched_ms
 
 TABLE = "temp.batch_sig_figures"
@@ -64,7 +65,8 @@ class Tally:
                     return
                 if not self.failed:
                     first, last = ids
-                    self.reader.execute(ADD_RANGE, {"first": first, "last": last, "patched": self.patched})
+                    with FORK_LOCK:
+                        self.reader.execute(ADD_RANGE, {"first": first, "last": last, "patched": self.patched})
             except Exception:  # noqa: BLE001 - the close counts from the requests instead
                 self.failed = True
             finally:
