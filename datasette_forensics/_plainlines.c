@@ -14,7 +14,7 @@
  * bloom_add(), bloom_add_text() and bloom_maybe() set and test the bits of the line
  * counts' Bloom filter (derived/line_filter.py) over lists of 64-bit line hashes.
  *
- * keymap_ids(), keymap_put() and keymap_grow() keep the compact value -> id map of a
+ * keymap_new(), keymap_ids() and keymap_grow() keep the compact value -> id map of a
  * dictionary whose unique index a first import defers (dictionaries.py).
  */
 #define PY_SSIZE_T_CLEAN
@@ -688,29 +688,6 @@ static void keymap_insert(uint64_t *slots, uint64_t mask, uint64_t slot) {
     slots[i] = slot;
 }
 
-PyDoc_STRVAR(keymap_put_doc, "keymap_put(table: bytearray, key, id: int): store id under key's check (the table must have an empty slot).");
-
-static PyObject *keymap_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "keymap_put(table, key, id)");
-        return NULL;
-    }
-    uint32_t check;
-    if (key_check(args[1], &check) < 0) return NULL;
-    unsigned long long id = PyLong_AsUnsignedLongLong(args[2]);
-    if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
-    if (id == 0 || id > 0xffffffffULL) {
-        PyErr_SetString(PyExc_OverflowError, "keymap_put: ids run from 1 to 2**32 - 1");
-        return NULL;
-    }
-    Py_buffer view;
-    uint64_t mask;
-    if (keymap_buffer(args[0], &view, &mask) < 0) return NULL;
-    keymap_insert((uint64_t *)view.buf, mask, ((uint64_t)check << 32) | id);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(keymap_grow_doc, "keymap_grow(old: bytearray, new: bytearray) -> int: copy old's entries into the empty, larger new; returns how many.");
 
 static PyObject *keymap_grow(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -745,12 +722,14 @@ static PyObject *keymap_grow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromLongLong(count);
 }
 
-/* keymap_new(d, key): Dictionary._miss_mapped's usual case in one call. A value with no
- * id under its check in d.keymap was never handed out: it gets d.next_id, its pending
- * row (with, for a dictionary with a prefix_of, the id of its part before the first
- * "?" in that dictionary), its cache entry (or d._remember) and its map entry (after
- * d._grow_keymap() when d.keymap_count reached d.keymap_limit). Returns the id, or
- * None when the map holds ids under the key's check: the caller reads them back. */
+/* keymap_new(d, key, anyway): hands out a value of a mapped Dictionary, the one place
+ * that does. A value with no id under its check in d.keymap was never handed out: it
+ * gets d.next_id, its pending row (with, for a dictionary with a prefix_of, the id of
+ * its part before the first "?" in that dictionary), its cache entry (or d._remember)
+ * and its map entry (after d._grow_keymap() when d.keymap_count reached
+ * d.keymap_limit). Returns the id; or None when the map holds ids under the key's
+ * check and anyway is false: the caller reads them back, and calls again with anyway
+ * true when none is the key's. */
 
 static PyObject *one_value, *s_keymap, *s_keymap_count, *s_keymap_limit, *s_next_id, *s_pending, *s_cache, *s_generation,
     *s_prefix_of, *s_miss, *s_remember, *s_grow_keymap;
@@ -806,17 +785,19 @@ static PyObject *prefix_id(PyObject *prefix, PyObject *key) {
     return id;
 }
 
-PyDoc_STRVAR(keymap_new_doc, "keymap_new(d: Dictionary, key) -> int | None: a value the key map never held, handed out (see the comment above); None when it may hold it.");
+PyDoc_STRVAR(keymap_new_doc, "keymap_new(d: Dictionary, key, anyway: bool) -> int | None: the key handed out a new id (see the comment above); None when the map may hold it, unless anyway.");
 
 static PyObject *keymap_new(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "keymap_new(d, key)");
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "keymap_new(d, key, anyway)");
         return NULL;
     }
     PyObject *d = args[0], *key = args[1];
+    int anyway = PyObject_IsTrue(args[2]);
+    if (anyway < 0) return NULL;
     uint32_t check;
-    int holds;
-    if (key_check(key, &check) < 0 || keymap_holds_check(d, check, &holds) < 0) return NULL;
+    int holds = 0;
+    if (key_check(key, &check) < 0 || (!anyway && keymap_holds_check(d, check, &holds) < 0)) return NULL;
     if (holds) Py_RETURN_NONE;
     PyObject *prefix = PyObject_GetAttr(d, s_prefix_of), *part_id = NULL, *new_id = NULL, *next = NULL,
              *row = NULL, *pending = NULL, *cache = NULL, *generation = NULL, *count = NULL, *limit = NULL,
@@ -897,7 +878,6 @@ static PyMethodDef methods[] = {
     {"bloom_maybe", (PyCFunction)(void (*)(void))bloom_maybe, METH_FASTCALL, bloom_maybe_doc},
     {"bloom_add_text", (PyCFunction)(void (*)(void))bloom_add_text, METH_FASTCALL, bloom_add_text_doc},
     {"keymap_ids", (PyCFunction)(void (*)(void))keymap_ids, METH_FASTCALL, keymap_ids_doc},
-    {"keymap_put", (PyCFunction)(void (*)(void))keymap_put, METH_FASTCALL, keymap_put_doc},
     {"keymap_grow", (PyCFunction)(void (*)(void))keymap_grow, METH_FASTCALL, keymap_grow_doc},
     {"keymap_new", (PyCFunction)(void (*)(void))keymap_new, METH_FASTCALL, keymap_new_doc},
     {NULL, NULL, 0, NULL},

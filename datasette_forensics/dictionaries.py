@@ -48,9 +48,9 @@ import sqlite3
 from typing import Callable, Hashable, Sequence
 
 try:  # the compiled helper's key map (setup.py builds it); without it, no index is deferred
-    from ._plainlines import keymap_grow, keymap_ids, keymap_new, keymap_put
+    from ._plainlines import keymap_grow, keymap_ids, keymap_new
 except ImportError:
-    keymap_grow = keymap_ids = keymap_new = keymap_put = None
+    keymap_grow = keymap_ids = keymap_new = None
 
 # 120,000 rather than 60,000: the benchmark log's parse process (1M lines, 373,369
 # distinct URIs) made 120,516 look-ups of evicted values with 60,000 and spent 9.7-10.4
@@ -143,7 +143,7 @@ class Dictionary:
         self.bloom: bytearray | None = None
         self.keymap: bytearray | None = None
         if mapped:
-            if keymap_put is None or not self.single:
+            if keymap_new is None or not self.single:
                 raise ValueError(f"{table}: a key map needs the compiled helper and a single key column")
             if enrich is not None and prefix_of is None:
                 raise ValueError(f"{table}: a mapped dictionary's only enrichment is its prefix id")
@@ -200,7 +200,7 @@ class Dictionary:
 
     def _miss_mapped(self, key: Hashable) -> int:
         """:meth:`miss` while the table's unique index is deferred: the key map, not a lookup by text."""
-        new_id = keymap_new(self, key)  # a value never handed out, most often: all of it in C
+        new_id = keymap_new(self, key, False)  # a value never handed out, most often: all of it in C
         if new_id is not None:
             return new_id
         found = self.old.get(key) or self.inflight.get(key)
@@ -211,12 +211,7 @@ class Dictionary:
             if candidate < self.bound and self.conn.execute(self.stored_sql, (candidate,)).fetchone() == (key,):
                 self._remember(key, candidate)
                 return candidate
-        new_id = self._new(key)
-        if self.keymap_count >= self.keymap_limit:
-            self._grow_keymap()
-        keymap_put(self.keymap, key, new_id)
-        self.keymap_count += 1
-        return new_id
+        return keymap_new(self, key, True)  # another value's check, or not stored yet: a new id
 
     def _grow_keymap(self) -> None:
         """Double the key map (called by the compiled helper too)."""

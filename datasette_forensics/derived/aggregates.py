@@ -170,6 +170,12 @@ group by 1, 2
 """
 
 
+def _set_last_uris(db: sqlite_utils.Database, where: str) -> None:
+    """sig_stats.last_uri_id of the signatures ``where`` picks (through requests_ts,
+    or the plain table while a first import defers it)."""
+    db.execute(LAST_URI.format(where=where, requests=indexes.requests_through(db.conn, "requests_ts")))
+
+
 def patched_ms(conn) -> int | None:
     """The incident's patch time (epoch ms), which the after-patch figures count from; None without one."""
     row = conn.execute("select patched_ms from incident where id = 1").fetchone()
@@ -197,7 +203,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str
                 # requests_sig index, which visits the table in random order (2× at 1M rows).
                 every = figures or SIG_FIGURES.format(requests="requests r not indexed")
                 db.execute(SIG_STATS.format(figures=every), params)
-                db.execute(LAST_URI.format(where="", requests=indexes.requests_through(db.conn, "requests_ts")))
+                _set_last_uris(db, "")
                 for grouping in GROUPINGS:
                     refresh_grouping(db, grouping, None)
                 db.execute(ORG_STATS.format(where=""))
@@ -212,7 +218,7 @@ def refresh(db: sqlite_utils.Database, sigs_sql: str | None = None, figures: str
         where = "where sig_id in (select sig_id from temp.aggregate_sigs)"
         db.execute(f"delete from sig_stats {where}")
         db.execute(SIG_STATS.format(figures=SIG_FIGURES.format(requests=f"requests r {where}")), params)
-        db.execute(LAST_URI.format(where=where, requests=indexes.requests_through(db.conn, "requests_ts")))
+        _set_last_uris(db, where)
         _refresh_above_signatures(db)
 
 
@@ -438,12 +444,10 @@ def refresh_batch(db: sqlite_utils.Database, batch_id: int, scope_sigs: str | No
         with db.atomic():
             db.execute(ADD_SIG_STATS.format(figures="select * from temp.aggregate_batch"), params)
             # A signature's latest request may be the batch's where the batch reached its last time.
-            db.execute(
-                LAST_URI.format(
-                    requests=indexes.requests_through(db.conn, "requests_ts"),
-                    where="""where sig_id in (select a.sig_id from temp.aggregate_batch a
-                    join sig_stats s on s.sig_id = a.sig_id where s.last_ts = a.last_ts)"""
-                )
+            _set_last_uris(
+                db,
+                """where sig_id in (select a.sig_id from temp.aggregate_batch a
+                join sig_stats s on s.sig_id = a.sig_id where s.last_ts = a.last_ts)""",
             )
             db.execute("drop table if exists temp.aggregate_sigs")
             db.execute("create temp table aggregate_sigs as select sig_id from temp.aggregate_batch")

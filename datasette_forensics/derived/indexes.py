@@ -35,7 +35,7 @@ KEYS = {
 }
 # Tables whose indexes a first import builds at its end. The dictionaries' unique keys
 # need the compiled helper's key map (dictionaries.py) to stay unique meanwhile.
-DEFERRABLE = ("requests",) + (tuple(KEYS) if dictionaries.keymap_put is not None else ())
+DEFERRABLE = ("requests",) + (tuple(KEYS) if dictionaries.keymap_new is not None else ())
 UNIQUE = "sql like 'create unique index%'"  # a deferred index that is a table's key
 
 
@@ -78,16 +78,15 @@ def build(conn: sqlite3.Connection, batch_id: int | None = None, keys_only: bool
     """Build the deferred indexes (those ``batch_id`` deferred, or all; ``keys_only``:
     the unique ones only), inside a write transaction."""
     deferred = conn.execute(
-        f"""select name, sql from deferred_indexes where (?1 is null or batch_id = ?1)
+        f"""select name, tbl, sql from deferred_indexes where (?1 is null or batch_id = ?1)
         and (not ?2 or {UNIQUE}) order by rowid""",
         [batch_id, keys_only],
     ).fetchall()
     with small_sort_runs(conn):
-        for name, sql in deferred:
+        for name, table, sql in deferred:
             try:
                 conn.execute(sql)
             except sqlite3.IntegrityError:  # a key with two rows: never made, but never fatal
-                table = conn.execute("select tbl from deferred_indexes where name = ?", [name]).fetchone()[0]
                 if table not in KEYS:
                     raise
                 _merge_duplicates(conn, table)
